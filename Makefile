@@ -1,0 +1,38 @@
+# Two commands for a fresh machine: `make demo` (run the product) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# CPU build of PyTorch; override with TORCH_SPEC="torch" (or a CUDA build) on a GPU host.
+TORCH_SPEC ?= torch==2.13.0
+DEMO_DIR ?= demo-output
+
+.PHONY: install demo test test-all clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+# Simulate a radio sky, detect its sources with the built-in model, write the catalogue.
+demo: install
+	mkdir -p $(DEMO_DIR)
+	$(BIN)/cianna-otf simulate $(DEMO_DIR)/sky.fits --size 2048 --seed 1 --truth $(DEMO_DIR)/truth.vot
+	$(BIN)/cianna-otf detect $(DEMO_DIR)/sky.fits --model classic -o $(DEMO_DIR)/sources.vot
+	$(BIN)/cianna-otf detect $(DEMO_DIR)/sky.fits --model classic -o $(DEMO_DIR)/sources.reg --format ds9
+	@echo "Catalogue: $(DEMO_DIR)/sources.vot  regions: $(DEMO_DIR)/sources.reg  truth: $(DEMO_DIR)/truth.vot"
+
+# The fast suite plus the golden vectors (CI runs exactly this).
+test: install
+	$(BIN)/python -m pytest -m "not slow" -q
+
+test-all: install
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache

@@ -1,0 +1,39 @@
+"""Exceptions shared by every layer of the service.
+
+One hierarchy so that the command line, the job service and the notebook widget can all tell a
+user's mistake (bad input: exit code 2, HTTP 400, job ERROR with a clear summary) from an
+internal failure (exit code 1, HTTP 500) without parsing messages.
+"""
+
+from __future__ import annotations
+
+
+class CiannaOTFError(Exception):
+    """Base class of every error the project raises on purpose."""
+
+
+class UserInputError(CiannaOTFError, ValueError):
+    """The request or the input data is wrong; the message tells the user what to change."""
+
+
+class ModelFileError(UserInputError):
+    """A CIANNA model file cannot be read; the message names the file and the byte offset or layer."""
+
+
+class ModelCardError(UserInputError):
+    """A model card is malformed or inconsistent with its weights file."""
+
+
+class UnknownModelError(UserInputError, KeyError):
+    """No model of that name is registered."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else "unknown model"
+
+
+class ImageError(UserInputError):
+    """The FITS image is unreadable or unsuitable (not 2-D, no WCS where one is needed, ...)."""
+
+
+class RegionError(UserInputError):
+    """The region of interest is malformed or does not overlap the image."""
