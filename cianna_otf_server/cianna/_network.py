@@ -1,0 +1,243 @@
+"""A CIANNA network as a PyTorch module: load, run (CPU/GPU, fp32/fp16/bf16) and save.
+
+The numbers reproduce CIANNA's forward pass (see the golden vectors), the output layout is
+CIANNA's forward file layout, and the parameters stay in CIANNA's own form so that a network
+(trained or loaded here) is written back as a file CIANNA itself can load.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import ModelFileError, UserInputError
+from ._ascii import read_ascii, write_ascii
+from ._binary import read_binary, write_binary
+from ._layers import CiannaConv, CiannaDense, CiannaGroupNorm, CiannaPool, decode_yolo
+from ._spec import ConvLayer, DenseLayer, NetworkSpec, NormLayer, PoolLayer, YoloHead, compute_shapes
+
+log = logging.getLogger(__name__)
+
+NormActivation = Literal["cuda", "cpu"]
+DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def _looks_ascii(head: bytes) -> bool:
+    first_line = head.split(b"\n", 1)[0].strip()
+    parts = first_line.split(b"x")
+    return len(parts) == 4 and all(p.isdigit() for p in parts)
+
+
+def read_model_file(path: str | Path) -> NetworkSpec:
+    """Read a CIANNA model file (binary, or ASCII detected from its first line) into a spec.
+
+    Raises `ModelFileError` naming the file and the byte offset (binary) or line (ASCII).
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ModelFileError(f"{path}: cannot read model file ({exc.strerror})") from exc
+    if _looks_ascii(data[:64]):
+        try:
+            text = data.decode("ascii")
+        except UnicodeDecodeError:
+            raise ModelFileError(f"{path}: ASCII model holds non-ASCII bytes") from None
+        spec = read_ascii(text, str(path))
+    else:
+        spec = read_binary(data, str(path))
+    spec.source = path
+    return spec
+
+
+class CiannaNetwork(nn.Module):
+    """A CIANNA network runnable by PyTorch.
+
+    Parameters
+    ----------
+    spec : NetworkSpec
+        The layers as read from a CIANNA file.
+    input_bias : float
+        CIANNA's ``init(bias=...)``: the value appended to the input of a first dense layer.
+    norm_activation : {"cuda", "cpu"}
+        "cuda" (default) applies group-norm activations as CUDA CIANNA does, which is how models
+        are trained; "cpu" skips them, reproducing CPU CIANNA builds.
+    """
+
+    def __init__(self, spec: NetworkSpec, input_bias: float = 0.1, norm_activation: NormActivation = "cuda") -> None:
+        super().__init__()
+        if norm_activation not in ("cuda", "cpu"):
+            raise ValueError("norm_activation must be 'cuda' or 'cpu'")
+        self.in_dims: tuple[int, int, int, int] = tuple(int(v) for v in spec.in_dims)
+        self.input_bias = float(input_bias)
+        self.norm_activation = norm_activation
+        self.source = spec.source
+        self.spatial_dims = 3 if self.in_dims[2] > 1 or any(
+            isinstance(layer, ConvLayer) and layer.f_size[2] > 1 for layer in spec.layers
+        ) else 2
+        self._spec_template = spec
+        self.shapes = compute_shapes(spec)
+        self.layers = nn.ModuleList(self._build(spec))
+        self.precision = "fp32"
+        self.dtype = torch.float32
+
+    def _build(self, spec: NetworkSpec) -> list[nn.Module]:
+        modules: list[nn.Module] = []
+        width, height, depth, channels = self.in_dims
+        previous: object = None
+        for index, layer in enumerate(spec.layers):
+            try:
+                if isinstance(previous, DenseLayer) and not isinstance(layer, DenseLayer):
+                    raise ValueError("only dense layers may follow a dense layer")
+                if isinstance(layer, ConvLayer):
+                    modules.append(CiannaConv(layer, channels, self.spatial_dims, layer.bias_value))
+                elif isinstance(layer, PoolLayer):
+                    modules.append(CiannaPool(layer, self.spatial_dims, (width, height, depth)))
+                elif isinstance(layer, NormLayer):
+                    modules.append(CiannaGroupNorm(layer, channels, self.norm_activation == "cuda"))
+                elif isinstance(layer, DenseLayer):
+                    if previous is None:
+                        source, bias = "constant", self.input_bias
+                    elif isinstance(previous, DenseLayer):
+                        source, bias = "previous", 0.0
+                    else:
+                        source, bias = "constant", layer.bias_value
+                    flat = width * height * depth * channels
+                    modules.append(CiannaDense(layer, flat, source, bias))
+            except ValueError as exc:
+                name = spec.source or "model"
+                raise ModelFileError(f"{name}: layer {index} ({layer.type_code}): {exc}") from None
+            shape = self.shapes[index]
+            width, height, depth, channels = shape.width, shape.height, shape.depth, shape.channels
+            previous = layer
+        return modules
+
+    # ------------------------------------------------------------------------------------
+    @property
+    def yolo(self) -> YoloHead | None:
+        """The YOLO head of the last layer, or None."""
+        last = self.layers[-1]
+        return last.yolo.head if isinstance(last, CiannaConv) and last.yolo is not None else None
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def output_grid(self) -> tuple[int, int, int]:
+        """(W, H, D) of the last layer's output map (the YOLO grid for a YOLO network)."""
+        last = self.shapes[-1]
+        return (last.width, last.height, last.depth)
+
+    def set_precision(self, precision: str) -> "CiannaNetwork":
+        """Run in fp32, fp16 or bf16 (parameters are cast; norm statistics stay in fp32)."""
+        if precision not in DTYPES:
+            raise UserInputError(f"precision must be one of {sorted(DTYPES)}, not {precision!r}")
+        self.precision = precision
+        self.dtype = DTYPES[precision]
+        self.to(self.dtype)
+        return self
+
+    def forward_tensor(self, x: torch.Tensor) -> torch.Tensor:
+        """Run on a tensor already on the network's device; returns the activated output.
+
+        A dense network returns ``[N, nb_neurons + 1]``; a conv/pool network ``[N, C, (D,) H, W]``.
+        """
+        x = x.to(self.dtype)
+        for module in self.layers:
+            x = module(x)
+        return x
+
+    def _check_input(self, x: np.ndarray) -> np.ndarray:
+        w, h, d, c = self.in_dims
+        expected = (c, h, w) if self.spatial_dims == 2 and d == 1 else (c, d, h, w)
+        if x.ndim == len(expected) + 2 and self.spatial_dims == 2 and x.shape[2] == 1:
+            x = x[:, :, 0]  # [N, C, 1, H, W] for a 2-D network
+        if x.ndim != len(expected) + 1 or tuple(x.shape[1:]) != expected:
+            name = self.source.name if self.source else "this network"
+            layout = "[N, C, H, W]" if len(expected) == 3 else "[N, C, D, H, W]"
+            raise UserInputError(
+                f"{name} expects input {layout} = [N, {', '.join(map(str, expected))}], got {list(x.shape)}"
+            )
+        return x
+
+    @torch.inference_mode()
+    def forward(self, x: np.ndarray | torch.Tensor, raw_output: bool = True) -> np.ndarray:  # type: ignore[override]
+        """Run CIANNA's forward pass on numpy input and return float32 numpy in CIANNA's layout.
+
+        For a YOLO head, ``raw_output=True`` gives the activated tensor and ``raw_output=False``
+        the decoded form (box corners in input pixels), exactly like CIANNA's forward files.
+        """
+        if isinstance(x, torch.Tensor):
+            x = x.detach().cpu().numpy()
+        x = self._check_input(np.asarray(x, dtype=np.float32))
+        out = self.forward_tensor(torch.from_numpy(np.ascontiguousarray(x)).to(self.device))
+        if not raw_output and self.yolo is not None:
+            out = self.decode(out)
+        return out.float().cpu().numpy()
+
+    def decode(self, activated: torch.Tensor) -> torch.Tensor:
+        """Decode an activated YOLO output into box corners (input pixels), float32."""
+        head = self.yolo
+        if head is None:
+            raise ValueError("this network has no YOLO head to decode")
+        return decode_yolo(activated, head, self.in_dims[:3])
+
+    # ------------------------------------------------------------------------------------
+    def to_spec(self) -> NetworkSpec:
+        """The network's current parameters as a spec, ready to be written as a CIANNA file."""
+        spec = copy.deepcopy(self._spec_template)
+        for layer, module in zip(spec.layers, self.layers):
+            if isinstance(layer, ConvLayer):
+                layer.weights = module.weight_rows.detach().float().cpu().numpy().copy()
+            elif isinstance(layer, NormLayer):
+                layer.gamma = module.gamma.detach().float().cpu().numpy().copy()
+                layer.beta = module.beta.detach().float().cpu().numpy().copy()
+            elif isinstance(layer, DenseLayer):
+                layer.weights = module.matrix.detach().float().cpu().numpy().copy()
+        shapes = [self.in_dims[:3]] + [(s.width, s.height, s.depth) for s in self.shapes[:-1]]
+        depths = [self.in_dims[3]] + [s.channels for s in self.shapes[:-1]]
+        for layer, size, depth in zip(spec.layers, shapes, depths):
+            if isinstance(layer, ConvLayer):  # keep the informative input size consistent
+                layer.prev_size, layer.prev_depth = tuple(size), depth
+        return spec
+
+
+def load_network(
+    path: str | Path,
+    device: str | torch.device = "cpu",
+    precision: str = "fp32",
+    input_bias: float = 0.1,
+    norm_activation: NormActivation = "cuda",
+) -> CiannaNetwork:
+    """Load a CIANNA model file and return a ready-to-run network in inference mode.
+
+    Parameters
+    ----------
+    path : path to a binary (``bin=1``) or ASCII (``bin=0``) CIANNA model file.
+    device : "cpu", "cuda", "cuda:1", ...
+    precision : "fp32", "fp16" or "bf16".
+    input_bias : CIANNA's ``init(bias=...)``; only used when the first layer is dense.
+    norm_activation : "cuda" (default, the trained behaviour) or "cpu" (CPU CIANNA builds).
+    """
+    spec = read_model_file(path)
+    net = CiannaNetwork(spec, input_bias=input_bias, norm_activation=norm_activation)
+    net.eval()
+    net.to(torch.device(device))
+    net.set_precision(precision)
+    return net
+
+
+def save_network(net: CiannaNetwork | NetworkSpec, path: str | Path, binary: bool = True) -> None:
+    """Write a network in CIANNA's binary format (or ASCII with ``binary=False``)."""
+    spec = net.to_spec() if isinstance(net, CiannaNetwork) else net
+    if binary:
+        write_binary(spec, path)
+    else:
+        Path(path).write_text(write_ascii(spec), encoding="ascii")
