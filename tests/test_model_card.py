@@ -99,3 +99,15 @@ def test_not_toml(tmp_path: Path) -> None:
 def test_missing_card(tmp_path: Path) -> None:
     with pytest.raises(ModelCardError, match="cannot read model card"):
         load_card(tmp_path / "absent.toml")
+
+
+def test_graded_nms_and_box_widening(tmp_path: Path) -> None:
+    text = YOLO_CARD.format(sha="ab" * 32).replace(
+        "nms_threshold = 0.1",
+        "nms_threshold = 0.1\nnms_tiers = [[0.05, 1.0], [-0.1, 0.7]]\nmin_box_size = 5\nedge_penalty = 0.05",
+    )
+    card = load_card(_write(tmp_path, text))
+    assert card.yolo.nms_tiers == ((0.05, 1.0), (-0.1, 0.7))
+    assert card.yolo.min_box_size == 5 and card.yolo.edge_penalty == 0.05
+    with pytest.raises(ModelCardError, match="pairs"):
+        load_card(_write(tmp_path, text.replace("[[0.05, 1.0], [-0.1, 0.7]]", "[0.05, 1.0]")))

@@ -85,6 +85,11 @@ class YoloSpec:
     ``nms_threshold`` is the DIoU-based overlap above which the weaker of two boxes inside
     one patch is dropped; ``second_nms_threshold`` the same between neighbouring patches.
     ``edge_margin`` pixels at a patch's border where predictions are not trusted (0 keeps all).
+    ``nms_tiers`` (optional) replaces ``nms_threshold`` by CIANNA's graded first NMS: pairs
+    ``(overlap_limit, objectness_limit)``, a box being dropped when a more confident box overlaps
+    it above the limit and its own objectness is below the objectness limit.
+    ``min_box_size`` widens smaller boxes to this size (pixels); ``edge_penalty`` lowers the
+    objectness of the outermost grid cells, where the network sees only part of a source.
     """
 
     nb_box: int
@@ -98,6 +103,9 @@ class YoloSpec:
     nms_type: str = "DIoU"
     min_size: float = 0.0  # pixels: boxes with a smaller width or height are dropped
     edge_margin: int = 0
+    nms_tiers: tuple[tuple[float, float], ...] = ()
+    min_box_size: float = 0.0
+    edge_penalty: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -229,6 +237,9 @@ def card_from_dict(raw: dict[str, Any], path: Path | None = None) -> ModelCard:
             nms_type=yolo_table.string("nms_type", default="DIoU"),
             min_size=yolo_table.number("min_size", default=0.0),
             edge_margin=int(yolo_table.number("edge_margin", default=0)),
+            nms_tiers=yolo_table.pairs("nms_tiers"),
+            min_box_size=yolo_table.number("min_box_size", default=0.0),
+            edge_penalty=yolo_table.number("edge_penalty", default=0.0),
         )
 
     parameters = []
@@ -336,6 +347,17 @@ class _Reader:
         if length is not None and len(value) != length:
             raise ModelCardError(f"{self.where}: {key!r} must have {length} values, not {len(value)}")
         return tuple(value)
+
+    def pairs(self, key: str) -> tuple[tuple[float, float], ...]:
+        """An optional list of [a, b] number pairs."""
+        value = self.raw.get(key, [])
+        if not isinstance(value, list) or not all(
+            isinstance(item, list) and len(item) == 2
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in item)
+            for item in value
+        ):
+            raise ModelCardError(f"{self.where}: {key!r} must be a list of [number, number] pairs")
+        return tuple((float(a), float(b)) for a, b in value)
 
     def pair(self, key: str, required: bool = False, default: Any = None) -> tuple[int, int]:
         value = self._get(key, required, default)

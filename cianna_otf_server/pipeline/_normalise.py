@@ -1,0 +1,64 @@
+"""Pixel values to network input values, as the model was trained.
+
+A network only works on inputs scaled like its training data; the SDC1 recipe clips the
+image to [0.4e-6, 0.4e-4] Jy/beam, rescales to [0, 1] and compresses with tanh(3x). The card's
+`NormalisationSpec` says which variant a model uses.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..models._card import NormalisationSpec
+
+__all__ = ["normalise", "normalised_zero"]
+
+
+def normalise(values: np.ndarray, spec: NormalisationSpec, out: np.ndarray | None = None) -> np.ndarray:
+    """Apply ``spec`` to pixel values (image units); NaN becomes 0 after normalisation.
+
+    Parameters
+    ----------
+    values : ndarray
+        Pixels in image units (e.g. Jy/beam), any shape.
+    spec : NormalisationSpec
+        ``u = (clip(v, clip_min, clip_max) - clip_min) / (clip_max - clip_min)``, then
+        linear ``u``, tanh ``tanh(scale*u)``, sqrt ``sqrt(u)`` or
+        log ``log10(1 + scale*u) / log10(1 + scale)``.
+    out : ndarray, optional
+        float32 array of the same shape to write into (avoids a copy for big batches).
+
+    Returns
+    -------
+    ndarray
+        float32 values in [0, 1] (tanh: [0, tanh(scale)]).
+    """
+    lo, hi = np.float32(spec.clip_min), np.float32(spec.clip_max)
+    if out is None:
+        out = np.empty(np.shape(values), dtype=np.float32)
+    np.clip(values, lo, hi, out=out, casting="unsafe")  # NaN stays NaN through clip
+    out -= lo
+    out *= np.float32(1.0 / (spec.clip_max - spec.clip_min))
+    function = spec.function
+    if function == "tanh":
+        out *= np.float32(spec.scale)
+        np.tanh(out, out=out)
+    elif function == "sqrt":
+        np.sqrt(out, out=out)
+    elif function == "log":
+        out *= np.float32(spec.scale)
+        np.log1p(out, out=out)
+        out *= np.float32(1.0 / np.log(1.0 + spec.scale))
+    elif function != "linear":
+        raise ValueError(f"unknown normalisation function {function!r}")
+    np.nan_to_num(out, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+    return out
+
+
+def normalised_zero(spec: NormalisationSpec) -> float:
+    """The normalised value of an empty (at or below ``clip_min``) sky pixel: 0 for every function.
+
+    Used as the padding value for patches reaching beyond the image, so padding looks to the
+    network like blank sky, as in the SDC1 reference inference.
+    """
+    return float(normalise(np.zeros(1, dtype=np.float32) + np.float32(spec.clip_min), spec)[0])

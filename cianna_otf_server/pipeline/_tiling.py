@@ -1,0 +1,144 @@
+"""Cut the searched box of an image into the overlapping patches a network reads.
+
+Patch ``(i, j)`` (column i, row j) starts at ``(box.x0 - offset_x + i*shift_x,
+box.y0 - offset_y + j*shift_y)`` in 0-based image pixels, as in the SDC1 reference inference.
+The first patch starts ``offset`` pixels before the box, and there are enough patches that
+the last one reaches ``offset`` pixels past it: sources at the box border then fall well inside
+some patch rather than on its untrusted edge. Consecutive patches overlap by
+``patch_size - shift`` pixels; the second NMS (`_merge`) removes the duplicates this creates.
+
+Pixels outside the image are filled with the *normalised* value of blank sky (0, what a pixel
+at or below ``clip_min`` gives), which is what the reference inference does and what the network
+saw for empty fields during training. Pixels inside the image but outside the box are real
+data: they give the network context; detections there are dropped later by their centre.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import numpy as np
+
+from ..models._card import NormalisationSpec, TilingSpec
+from ._normalise import normalise, normalised_zero
+from ._region import PixelBox
+
+__all__ = ["Tile", "TilePlan", "plan_tiles", "cut_patch", "iter_batches"]
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One network patch.
+
+    Attributes
+    ----------
+    index : int
+        Position in the plan (row-major: ``j * nx_tiles + i``).
+    i, j : int
+        Column and row of the patch in the tile grid.
+    x0, y0 : int
+        0-based image pixel of the patch's first column/row (may be negative or past the image).
+    """
+
+    index: int
+    i: int
+    j: int
+    x0: int
+    y0: int
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """The patches that cover a box, with the geometry the merge step needs."""
+
+    box: PixelBox
+    patch_size: tuple[int, int]  # (W, H) pixels
+    shift: tuple[int, int]  # (W, H) pixels
+    offset: tuple[int, int]  # (W, H) pixels
+    nx_tiles: int
+    ny_tiles: int
+
+    def __len__(self) -> int:
+        return self.nx_tiles * self.ny_tiles
+
+    @property
+    def tiles(self) -> list[Tile]:
+        """All patches, row-major (the order the reference post-processing walks them)."""
+        return [self.tile(i, j) for j in range(self.ny_tiles) for i in range(self.nx_tiles)]
+
+    def tile(self, i: int, j: int) -> Tile:
+        """Patch in column ``i``, row ``j``."""
+        return Tile(
+            index=j * self.nx_tiles + i,
+            i=i,
+            j=j,
+            x0=self.box.x0 - self.offset[0] + i * self.shift[0],
+            y0=self.box.y0 - self.offset[1] + j * self.shift[1],
+        )
+
+
+def _count(length: int, size: int, shift: int, offset: int) -> int:
+    """Patches needed so that ``[-offset, length + offset)`` is covered (at least one)."""
+    return max(1, int(math.ceil((length + 2 * offset - size) / shift)) + 1)
+
+
+def plan_tiles(box: PixelBox, tiling: TilingSpec) -> TilePlan:
+    """Plan the patches covering ``box`` (0-based half-open pixel bounds) for a card's tiling."""
+    (pw, ph), (sw, sh), (ow, oh) = tiling.patch_size, tiling.shift, tiling.offset
+    return TilePlan(
+        box=box,
+        patch_size=(pw, ph),
+        shift=(sw, sh),
+        offset=(ow, oh),
+        nx_tiles=_count(box.width, pw, sw, ow),
+        ny_tiles=_count(box.height, ph, sh, oh),
+    )
+
+
+def cut_patch(
+    image: Any, tile: Tile, size: tuple[int, int], spec: NormalisationSpec, out: np.ndarray | None = None
+) -> np.ndarray:
+    """Read and normalise one patch ``[H, W]`` float32; only the needed window of the image is read.
+
+    Parts beyond the image are filled with the normalised blank-sky value (0).
+    """
+    w, h = size
+    ny, nx = int(image.data.shape[0]), int(image.data.shape[1])
+    if out is None:
+        out = np.empty((h, w), dtype=np.float32)
+    out.fill(normalised_zero(spec))
+    x0, y0 = max(tile.x0, 0), max(tile.y0, 0)
+    x1, y1 = min(tile.x0 + w, nx), min(tile.y0 + h, ny)
+    if x0 < x1 and y0 < y1:
+        window = np.asarray(image.data[y0:y1, x0:x1])
+        normalise(window, spec, out=out[y0 - tile.y0: y1 - tile.y0, x0 - tile.x0: x1 - tile.x0])
+    return out
+
+
+def iter_batches(
+    image: Any,
+    plan: TilePlan,
+    spec: NormalisationSpec,
+    batch_size: int = 16,
+    channels: int = 1,
+    tiles: list[Tile] | None = None,
+) -> Iterator[tuple[list[Tile], np.ndarray]]:
+    """Yield ``(tiles, batch)`` with ``batch`` float32 ``[n, channels, H, W]``, ``n <= batch_size``.
+
+    Memory stays bounded by one batch whatever the image size. With ``channels > 1`` the single
+    image plane is repeated in every channel.
+    """
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    tiles = plan.tiles if tiles is None else tiles
+    w, h = plan.patch_size
+    for start in range(0, len(tiles), batch_size):
+        chunk = tiles[start: start + batch_size]
+        batch = np.empty((len(chunk), channels, h, w), dtype=np.float32)
+        for k, tile in enumerate(chunk):
+            cut_patch(image, tile, (w, h), spec, out=batch[k, 0])
+            if channels > 1:
+                batch[k, 1:] = batch[k, 0]
+        yield chunk, batch
