@@ -1,0 +1,154 @@
+"""``cianna-otf models``: list the installed models, or show one model card."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import textwrap
+from typing import Any
+
+from ._cli_common import add_common_options, add_models_dir_option, registry_from_args
+from .errors import ModelCardError
+
+NAME = "models"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``models`` and ``models show NAME`` to the command line."""
+    parser = subparsers.add_parser(
+        NAME,
+        help="list the models this installation can run",
+        description="List the models found in the model directories (name, version, family, "
+        "default precision, status), or show one model card.",
+    )
+    _add_options(parser)
+    parser.set_defaults(handler=run_list)
+    sub = parser.add_subparsers(dest="models_command", metavar="{show}")
+    show = sub.add_parser(
+        "show", help="show one model card", description="Show a model card in full."
+    )
+    show.add_argument("name", metavar="NAME", help="model name, as listed by 'cianna-otf models'")
+    _add_options(show)
+    show.set_defaults(handler=run_show)
+
+
+def _add_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                        help="print JSON instead of text")
+    add_models_dir_option(parser)
+    add_common_options(parser)
+
+
+def run_list(args: argparse.Namespace) -> int:
+    """Print the model table (or JSON list) on stdout."""
+    entries = registry_from_args(args).list()
+    if getattr(args, "json", False):
+        _print_json([entry.to_dict() for entry in entries])
+        return 0
+    rows = [("NAME", "VERSION", "FAMILY", "PRECISION", "STATUS")]
+    for entry in entries:
+        card = entry.card
+        rows.append((
+            entry.name,
+            card.version if card else "-",
+            card.family if card else "-",
+            card.default_precision if card else "-",
+            entry.status,
+        ))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(value.ljust(width) for value, width in zip(row, widths)).rstrip())
+    problems = [entry for entry in entries if not entry.available]
+    if problems:
+        print()
+        for entry in problems:
+            print(f"{entry.name}: {entry.reason}")
+    return 0
+
+
+def run_show(args: argparse.Namespace) -> int:
+    """Print one model card, human-readable (or as JSON)."""
+    entry = registry_from_args(args).entry(args.name)
+    if getattr(args, "json", False):
+        _print_json(entry.to_dict())
+        return 0
+    if entry.card is None:
+        raise ModelCardError(entry.reason)
+    print(format_card(entry.card, status=entry.status, reason=entry.reason, origin=entry.origin))
+    return 0
+
+
+def _print_json(data: Any) -> None:
+    json.dump(data, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")
+
+
+def format_card(card, *, status: str = "", reason: str = "", origin: str = "") -> str:
+    """A model card as text for a terminal: identity, provenance, weights, how it runs.
+
+    Parameters
+    ----------
+    card : ModelCard
+        The card to show.
+    status, reason, origin : str
+        What the registry knows about the card (availability, why not, builtin or user).
+    """
+    lines: list[str] = [f"{card.name} {card.version} ({card.family})"]
+
+    def field(label: str, value: Any) -> None:
+        if value in (None, "", ()):
+            return
+        text = str(value)
+        wrapped = textwrap.wrap(text, width=96 - 20) or [""]
+        lines.append(f"  {label:<17} {wrapped[0]}")
+        lines.extend(f"  {'':<17} {more}" for more in wrapped[1:])
+
+    field("status", f"{status}: {reason}" if reason else status)
+    field("origin", origin)
+    field("card", card.card_path)
+    field("description", card.description)
+    field("training data", card.training_data)
+    field("licence", card.licence)
+    field("source", card.source_url)
+    field("citation", card.citation)
+    field("precision", card.default_precision)
+    if card.weights_file is not None:
+        field("weights", card.weights_file)
+        field("sha256", card.sha256 or "(not given: the weights cannot be checked)")
+        field("input bias", card.input_bias)
+    field("input channels", card.channels)
+    if card.tiling is not None:
+        t = card.tiling
+        field("tiling", f"patch {_pair(t.patch_size)} px, shift {_pair(t.shift)} px, offset {_pair(t.offset)} px")
+    if card.is_network:
+        n = card.normalisation
+        field("normalisation", f"{n.function} (clip {n.clip_min:g} .. {n.clip_max:g}, scale {n.scale:g})")
+    if card.yolo is not None:
+        y = card.yolo
+        field("yolo head", f"{y.nb_box} boxes, {y.nb_class} classes, {y.nb_param} extra parameters")
+        field("priors (w x h px)", ", ".join(f"{w:g}x{h:g}" for w, h in zip(y.priors_w, y.priors_h)))
+        field("objectness", ", ".join(f"{v:g}" for v in y.objectness_thresholds))
+        field("nms", f"{y.nms_type} > {y.nms_threshold:g} in a patch, > {y.second_nms_threshold:g} "
+              "between patches")
+        if y.min_size:
+            field("min size", f"{y.min_size:g} px")
+        if y.edge_margin:
+            field("edge margin", f"{y.edge_margin} px")
+    for spec in card.parameters:
+        detail = f"{spec.transform} of channel(s) {', '.join(str(c) for c in spec.channels)}"
+        if spec.transform != "pa_cos_sin":
+            detail += f" [{spec.min:g} .. {spec.max:g}]"
+        unit = f" [{spec.unit}]" if spec.unit else ""
+        field(f"column {spec.name}", f"{detail}{unit}" + (f": {spec.description}" if spec.description else ""))
+    if card.classic is not None:
+        c = card.classic
+        field("threshold", f"{c.threshold_sigma:g} sigma, islands of at least {c.min_area} px")
+        field("background", f"mesh {c.background_box} px, median filter {c.background_filter} cells")
+        field("deblending", f"{c.deblend_nthresh} levels, contrast {c.deblend_cont:g}, "
+              f"cleaning {'on' if c.clean else 'off'}")
+    return "\n".join(lines)
+
+
+def _pair(value: tuple[int, int]) -> str:
+    return str(value[0]) if value[0] == value[1] else f"{value[0]}x{value[1]}"
