@@ -30,6 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="random seed; the same seed gives the same sky (default: 0)")
     parser.add_argument("--truth", metavar="TRUTH.vot",
                         help="also write the true source list (VOTable)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     add_common_options(parser)
     parser.set_defaults(handler=run)
 
@@ -54,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     try:
-        write_simulation(args.output, args.size, args.seed, truth_path=args.truth)
+        write_simulation(args.output, args.size, args.seed, truth_path=args.truth, overwrite=args.overwrite)
     except OSError as exc:
         raise UserInputError(f"cannot write {exc.filename or args.output}: {exc.strerror or exc}") from exc
     elapsed = time.perf_counter() - start

@@ -353,3 +353,13 @@ def test_detect_refuses_wrong_checksum(tmp_path, small_model_dir):
     assert result.returncode == 2
     assert "sha256" in one_error_line(result)
     assert not (tmp_path / "net.vot").exists()
+
+
+def test_simulate_refuses_to_overwrite_unless_asked(tmp_path: Path) -> None:
+    target = tmp_path / "sky.fits"
+    first = cli("simulate", str(target), "--size", "64", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    again = cli("simulate", str(target), "--size", "64", cwd=tmp_path)
+    assert again.returncode == 2 and "already exists" in one_error_line(again)
+    forced = cli("simulate", str(target), "--size", "64", "--overwrite", cwd=tmp_path)
+    assert forced.returncode == 0, forced.stderr
