@@ -22,7 +22,7 @@ install: $(VENV)/.installed
 # Simulate a radio sky, detect its sources with the built-in model, write the catalogue.
 demo: install
 	mkdir -p $(DEMO_DIR)
-	$(BIN)/cianna-otf simulate $(DEMO_DIR)/sky.fits --size 2048 --seed 1 --truth $(DEMO_DIR)/truth.vot
+	$(BIN)/cianna-otf simulate $(DEMO_DIR)/sky.fits --size 2048 --seed 1 --truth $(DEMO_DIR)/truth.vot --overwrite
 	$(BIN)/cianna-otf detect $(DEMO_DIR)/sky.fits --model classic -o $(DEMO_DIR)/sources.vot
 	$(BIN)/cianna-otf detect $(DEMO_DIR)/sky.fits --model classic -o $(DEMO_DIR)/sources.reg --format ds9
 	@echo "Catalogue: $(DEMO_DIR)/sources.vot  regions: $(DEMO_DIR)/sources.reg  truth: $(DEMO_DIR)/truth.vot"
