@@ -15,6 +15,9 @@ $(BIN)/python:
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	# an editable install skips data files: put the extension's enabling config in place
+	mkdir -p $(VENV)/etc/jupyter/jupyter_server_config.d
+	cp jupyter-config/jupyter_server_config.d/cianna_otf_jupyter.json $(VENV)/etc/jupyter/jupyter_server_config.d/
 	touch $@
 
 install: $(VENV)/.installed

@@ -1,0 +1,83 @@
+"""A pool of worker threads that runs detection jobs one per thread.
+
+This is the simple executor the job service starts with; the batching scheduler implements the
+same `JobExecutor` interface and replaces it by configuration, so nothing else changes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+
+from ..errors import UserInputError
+from ..uws import ExecutionCallbacks, Job, UWSError
+from ._runner import DetectionRunner, JobCancelled
+
+log = logging.getLogger(__name__)
+
+
+class LocalPoolExecutor:
+    """Runs each QUEUED job on one of `workers` threads (GPU and CPU work stays off the event loop)."""
+
+    def __init__(self, runner: DetectionRunner, workers: int = 1) -> None:
+        self.runner = runner
+        self.workers = max(1, int(workers))
+        self._callbacks: ExecutionCallbacks | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._cancel: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
+
+    def attach(self, callbacks: ExecutionCallbacks) -> None:
+        self._callbacks = callbacks
+
+    def start(self) -> None:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="cianna-otf-job")
+
+    def shutdown(self, wait: bool = True) -> None:
+        with self._lock:
+            for event in self._cancel.values():
+                event.set()
+        if self._pool is not None:
+            self._pool.shutdown(wait=wait, cancel_futures=True)
+            self._pool = None
+
+    def submit(self, job: Job) -> None:
+        if self._pool is None:
+            self.start()
+        with self._lock:
+            self._cancel.setdefault(job.job_id, threading.Event())
+        assert self._pool is not None
+        self._pool.submit(self._run, job)
+
+    def cancel(self, job_id: str) -> None:
+        with self._lock:
+            event = self._cancel.get(job_id)
+        if event is not None:
+            event.set()
+
+    def _run(self, job: Job) -> None:
+        callbacks = self._callbacks
+        assert callbacks is not None
+        with self._lock:
+            cancelled = self._cancel.setdefault(job.job_id, threading.Event())
+        try:
+            if cancelled.is_set() or not callbacks.job_started(job.job_id):
+                return
+            results = self.runner.run(job, cancelled, lambda done, total: callbacks.job_progress(job.job_id, done, total))
+            callbacks.job_completed(job.job_id, results)
+        except JobCancelled:
+            log.info("job %s stopped", job.job_id)
+        except (UserInputError, UWSError) as exc:
+            callbacks.job_failed(job.job_id, str(exc))
+        except MemoryError:
+            callbacks.job_failed(job.job_id, "the job ran out of memory; try a smaller region or image")
+        except Exception as exc:  # the worker must survive anything a job does
+            log.exception("job %s failed", job.job_id)
+            callbacks.job_failed(job.job_id, f"internal error while running the job: {type(exc).__name__}: {exc}",
+                                 traceback.format_exc())
+        finally:
+            with self._lock:
+                self._cancel.pop(job.job_id, None)

@@ -1,0 +1,224 @@
+"""Detection job parameters: names, syntax and ranges, checked when a job is created.
+
+Everything that can be checked without opening the image is checked here, so a typo gets a
+400 at once instead of a job that fails later; what needs the image (does the region overlap
+it?) is checked when the job runs and ends in ERROR with a clear summary.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+from ..errors import UnknownModelError
+from ..uws import InvalidRequestError, Job, JobParameter
+
+PRECISIONS = ("fp32", "fp16", "bf16")
+RESPONSE_FORMATS = {
+    "votable": "votable",
+    "application/x-votable+xml": "votable",
+    "text/xml": "votable",
+    "csv": "csv",
+    "text/csv": "csv",
+    "fits": "fits",
+    "application/fits": "fits",
+    "ds9": "ds9",
+    "text/x-ds9": "ds9",
+}
+REGION_KEYS = ("CIRCLE", "POLYGON", "POS", "PIXELS")
+KNOWN = {"MODEL", "PRECISION", "IMAGE", "HDU", "THRESHOLD", "NMS", "MIN_SIZE", "RESPONSEFORMAT", *REGION_KEYS}
+
+
+@dataclass
+class DetectionRequest:
+    """A validated detection job: what the runner needs, in typed form."""
+
+    model: str
+    image: str  # "upload:NAME", an http(s) URL, or an absolute local path
+    precision: str | None = None
+    hdu: int | str | None = None
+    region: str | None = None  # SODA text, e.g. "CIRCLE 10 -30 0.1"
+    pixels: str | None = None
+    threshold: float | None = None
+    nms: float | None = None
+    min_size: float | None = None
+    response_format: str = "votable"
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def _number(name: str, value: str, low: float | None = None, high: float | None = None) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise InvalidRequestError(f"{name} must be a number, not {value!r}") from None
+    if not math.isfinite(number) or (low is not None and number < low) or (high is not None and number > high):
+        bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise InvalidRequestError(f"{name} must be {bounds}, not {value}")
+    return number
+
+
+def _numbers(name: str, text: str, count: int | None = None, minimum: int | None = None) -> list[float]:
+    values = []
+    for token in text.replace(",", " ").split():
+        try:
+            values.append(float(token))
+        except ValueError:
+            raise InvalidRequestError(f"{name}: {token!r} is not a number") from None
+    if count is not None and len(values) != count:
+        raise InvalidRequestError(f"{name} takes {count} numbers, got {len(values)}")
+    if minimum is not None and len(values) < minimum:
+        raise InvalidRequestError(f"{name} takes at least {minimum} numbers, got {len(values)}")
+    return values
+
+
+def check_region_syntax(key: str, value: str) -> str:
+    """Check a SODA region parameter's shape (numbers and counts) without an image."""
+    text = value.strip()
+    if key == "CIRCLE":
+        ra, dec, radius = _numbers("CIRCLE", text, 3)
+        if not (-90 <= dec <= 90) or radius <= 0 or radius > 180:
+            raise InvalidRequestError("CIRCLE takes 'ra dec radius' in degrees with -90 <= dec <= 90 and radius > 0")
+        return f"CIRCLE {text}"
+    if key == "POLYGON":
+        values = _numbers("POLYGON", text, minimum=6)
+        if len(values) % 2:
+            raise InvalidRequestError("POLYGON takes pairs 'ra dec' of at least 3 vertices")
+        return f"POLYGON {text}"
+    if key == "POS":
+        words = text.split(None, 1)
+        shape = words[0].upper() if words else ""
+        rest = words[1] if len(words) > 1 else ""
+        if shape == "RANGE":
+            tokens = rest.replace(",", " ").split()
+            if len(tokens) != 4:
+                raise InvalidRequestError("POS=RANGE takes 'ra1 ra2 dec1 dec2'")
+            for token in tokens:
+                if token.lower() not in ("-inf", "+inf", "inf"):
+                    _numbers("POS=RANGE", token, 1)
+            return f"RANGE {rest}"
+        if shape in ("CIRCLE", "POLYGON"):
+            return check_region_syntax(shape, rest)
+        raise InvalidRequestError("POS must start with CIRCLE, POLYGON or RANGE")
+    if key == "PIXELS":
+        x1, x2, y1, y2 = _numbers("PIXELS", text, 4)
+        if x2 < x1 or y2 < y1 or min(x1, y1) < 1:
+            raise InvalidRequestError("PIXELS takes 'x1 x2 y1 y2' (FITS 1-based, inclusive) with x1 <= x2 and y1 <= y2")
+        return text
+    raise InvalidRequestError(f"unknown region parameter {key}")
+
+
+class DetectionParameterPolicy:
+    """Validates detection parameters against the model registry and the configured data roots.
+
+    Parameters
+    ----------
+    registry : the model registry (``get(name)`` raises `UnknownModelError`).
+    data_roots : directories from which images may be referenced by path.
+    allow_http : whether IMAGE may be an http(s) URL that the server downloads.
+    default_model : model used when MODEL is absent.
+    """
+
+    def __init__(self, registry, data_roots: list[Path] | None = None, allow_http: bool = True,
+                 default_model: str = "classic") -> None:
+        self.registry = registry
+        self.data_roots = [Path(p).resolve() for p in (data_roots or [])]
+        self.allow_http = allow_http
+        self.default_model = default_model
+
+    def validate(self, parameters: list[JobParameter]) -> list[JobParameter]:
+        out: dict[str, JobParameter] = {}
+        for parameter in parameters:
+            key = parameter.name.upper()
+            value = parameter.value.strip()
+            if key not in KNOWN:
+                known = ", ".join(sorted(KNOWN | {"RUNID", "EXECUTIONDURATION", "DESTRUCTION", "PHASE"}))
+                raise InvalidRequestError(f"unknown parameter {parameter.name!r}; known parameters: {known}")
+            if key == "MODEL":
+                try:
+                    value = self.registry.get(value).name
+                except UnknownModelError as exc:
+                    raise InvalidRequestError(str(exc)) from None
+            elif key == "PRECISION":
+                value = value.lower()
+                if value not in PRECISIONS:
+                    raise InvalidRequestError(f"PRECISION must be one of {', '.join(PRECISIONS)}, not {parameter.value!r}")
+            elif key == "IMAGE" and not parameter.by_reference:
+                value = self.check_image_reference(value)
+            elif key == "HDU":
+                if not value:
+                    raise InvalidRequestError("HDU must be an index or an extension name")
+                if value.lstrip("-").isdigit() and int(value) < 0:
+                    raise InvalidRequestError("HDU index must not be negative")
+            elif key in ("THRESHOLD", "NMS"):
+                _number(key, value, 0.0, 1e6 if key == "THRESHOLD" else 1.0)
+            elif key == "MIN_SIZE":
+                _number(key, value, 0.0)
+            elif key == "RESPONSEFORMAT":
+                if value.lower() not in RESPONSE_FORMATS:
+                    raise InvalidRequestError(
+                        f"RESPONSEFORMAT must be one of votable, csv, fits, ds9 (or their MIME types), not {value!r}")
+            elif key in REGION_KEYS:
+                check_region_syntax(key, value)
+            out[key] = JobParameter(key, value, parameter.by_reference, parameter.is_post)
+        regions = [k for k in REGION_KEYS if k in out]
+        if len(regions) > 1:
+            raise InvalidRequestError(f"give one region of interest, not {' and '.join(regions)}")
+        if "MODEL" not in out:
+            out["MODEL"] = JobParameter("MODEL", self.registry.get(self.default_model).name)
+        return list(out.values())
+
+    def check_image_reference(self, value: str) -> str:
+        """Accept an http(s) URL (if allowed) or a path inside a data root; nothing else."""
+        if not value:
+            raise InvalidRequestError("IMAGE is empty; upload a FITS file or give an http(s) URL or a path")
+        parsed = urlparse(value)
+        if parsed.scheme in ("http", "https"):
+            if not self.allow_http:
+                raise InvalidRequestError("this service does not fetch images by URL; upload the file instead")
+            if not parsed.netloc:
+                raise InvalidRequestError(f"IMAGE URL {value!r} has no host")
+            return value
+        if parsed.scheme and parsed.scheme != "file" and len(parsed.scheme) > 1:
+            raise InvalidRequestError(f"IMAGE URLs must be http or https, not {parsed.scheme}:")
+        path_text = parsed.path if parsed.scheme == "file" else value
+        if not self.data_roots:
+            raise InvalidRequestError("this service has no data directories; upload the image or give an http(s) URL")
+        candidate = Path(path_text)
+        if ".." in candidate.parts:
+            raise InvalidRequestError("IMAGE paths must not contain '..'")
+        for root in self.data_roots:
+            full = (candidate if candidate.is_absolute() else root / candidate).resolve()
+            if full.is_relative_to(root):
+                if not full.is_file():
+                    raise InvalidRequestError(f"IMAGE {path_text!r} does not exist in the data directory")
+                return str(full)
+        raise InvalidRequestError(f"IMAGE {path_text!r} is not inside a configured data directory")
+
+
+def request_from_job(job: Job) -> DetectionRequest:
+    """The typed request for a stored job (parameters were validated at creation)."""
+    params = job.parameter_dict()
+    image_parameter = next((p for p in job.parameters if p.name.upper() == "IMAGE"), None)
+    if image_parameter is None:
+        raise InvalidRequestError("the job has no IMAGE parameter: upload a FITS file or give its URL or path")
+    image = f"upload:{image_parameter.name.upper()}" if image_parameter.by_reference else image_parameter.value
+    region = None
+    for key in ("CIRCLE", "POLYGON", "POS"):
+        if key in params:
+            region = check_region_syntax(key, params[key])
+    hdu_text = params.get("HDU")
+    hdu: int | str | None = int(hdu_text) if hdu_text and hdu_text.isdigit() else hdu_text
+    return DetectionRequest(
+        model=params["MODEL"],
+        image=image,
+        precision=params.get("PRECISION"),
+        hdu=hdu,
+        region=region,
+        pixels=params.get("PIXELS"),
+        threshold=float(params["THRESHOLD"]) if "THRESHOLD" in params else None,
+        nms=float(params["NMS"]) if "NMS" in params else None,
+        min_size=float(params["MIN_SIZE"]) if "MIN_SIZE" in params else None,
+        response_format=RESPONSE_FORMATS[params.get("RESPONSEFORMAT", "votable").lower()],
+    )

@@ -1,0 +1,575 @@
+"""The HTTP interface: thin tornado handlers over `JobService` and the model registry.
+
+Handlers are written once as mixins and combined with a hosting-specific base class: the
+standalone server's token-checking handler, or Jupyter's authenticated `JupyterHandler`. The
+base supplies ``self.context`` (a `ServiceContext`) and ``self.owner`` (the user name).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+from tornado import httputil, web
+
+from ..errors import UserInputError
+from ..provenance import FORMATS as PROVENANCE_FORMATS
+from ..provenance import convert as convert_provenance
+from ..uws import (
+    InvalidRequestError,
+    JobFilter,
+    PayloadTooLargeError,
+    Phase,
+    UnknownResourceError,
+    Upload,
+    UWSError,
+    error_votable,
+    format_time,
+    job_document,
+    job_list_document,
+    parameters_document,
+    parse_time,
+    results_document,
+)
+
+log = logging.getLogger(__name__)
+
+XML = "application/xml; charset=UTF-8"
+TEXT = "text/plain; charset=UTF-8"
+FORM_OVERHEAD = 1024 * 1024  # multipart boundaries and the other form fields
+VOTABLE = "application/x-votable+xml"
+
+
+class ServiceHandlerMixin:
+    """Shared helpers: form parameters, error rendering, XML and redirects."""
+
+    context: Any  # ServiceContext, supplied by the base
+    owner: str | None  # the authenticated user, supplied by the base
+    endpoint = "other"
+
+    # provided by tornado.web.RequestHandler
+    request: Any
+    set_status: Any
+    set_header: Any
+    finish: Any
+    write: Any
+    redirect: Any
+
+    @property
+    def service(self):
+        return self.context.service
+
+    # -- request bodies: streamed, so an oversized upload is refused (413) before it is read ----
+    def start_body(self) -> None:
+        """Check the declared size and prepare to receive the body; called by the base's prepare."""
+        limit = self.context.settings.max_upload_bytes + FORM_OVERHEAD
+        self._body_chunks: list[bytes] = []
+        self._body_size = 0
+        declared = self.request.headers.get("Content-Length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            self.set_header("Connection", "close")
+            raise web.HTTPError(413, "the request body is %d bytes; uploads are limited to %d bytes",
+                                int(declared), self.context.settings.max_upload_bytes)
+        connection = getattr(self.request, "connection", None)
+        if connection is not None and hasattr(connection, "set_max_body_size"):
+            connection.set_max_body_size(limit)
+
+    def data_received(self, chunk: bytes) -> None:
+        self._body_size += len(chunk)
+        if self._body_size <= self.context.settings.max_upload_bytes + FORM_OVERHEAD:
+            self._body_chunks.append(chunk)
+
+    def parse_body(self) -> None:
+        """Parse the streamed form body (urlencoded or multipart) into arguments and files."""
+        chunks = getattr(self, "_body_chunks", None)
+        if not chunks:
+            return
+        if self._body_size > self.context.settings.max_upload_bytes + FORM_OVERHEAD:
+            raise PayloadTooLargeError(
+                f"the request body is {self._body_size} bytes; uploads are limited to "
+                f"{self.context.settings.max_upload_bytes} bytes")
+        body = b"".join(chunks)
+        self._body_chunks = []
+        arguments: dict[str, list[bytes]] = {}
+        httputil.parse_body_arguments(self.request.headers.get("Content-Type", ""), body, arguments,
+                                      self.request.files, self.request.headers)
+        for name, values in arguments.items():
+            self.request.body_arguments.setdefault(name, []).extend(values)
+            self.request.arguments.setdefault(name, []).extend(values)
+
+    def on_finish(self) -> None:
+        self.context.metrics.http_requests.labels(self.endpoint, str(self.get_status())).inc()
+        started = getattr(self, "_started", None)
+        if started is not None:
+            self.context.metrics.request_seconds.labels(self.endpoint).observe(time.perf_counter() - started)
+
+    def form_parameters(self) -> list[tuple[str, str]]:
+        """Every query and body parameter as (name, value), in order, names as sent."""
+        pairs: list[tuple[str, str]] = []
+        for name, values in self.request.arguments.items():
+            for value in values:
+                try:
+                    pairs.append((name, value.decode("utf-8")))
+                except UnicodeDecodeError:
+                    raise InvalidRequestError(f"parameter {name!r} is not valid UTF-8") from None
+        return pairs
+
+    def parameter(self, name: str) -> str | None:
+        """The last value of a parameter, matched case-insensitively (UWS parameter names)."""
+        found = None
+        for key, value in self.form_parameters():
+            if key.upper() == name.upper():
+                found = value
+        return found
+
+    def uploads(self) -> list[Upload]:
+        return [
+            Upload(name, item["filename"], item["body"])
+            for name, items in self.request.files.items()
+            for item in items
+        ]
+
+    def send_xml(self, body: bytes) -> None:
+        self.set_header("Content-Type", XML)
+        self.finish(body)
+
+    def send_text(self, text: str) -> None:
+        self.set_header("Content-Type", TEXT)
+        self.finish(text)
+
+    def see_other(self, url: str) -> None:
+        self.redirect(url, status=303)
+
+    def job_url(self, job_id: str) -> str:
+        return self.context.href(job_id)
+
+    def job_list_url(self) -> str:
+        return f"{self.context.settings.root_path}async"
+
+    def remember_host(self) -> None:
+        if not self.context.public_base:
+            self.context.public_base = f"{self.request.protocol}://{self.request.host}"
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """Plain-text errors a person can read; never a stack trace."""
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, web.HTTPError) and exc.log_message:
+            message = exc.log_message % exc.args if exc.args else exc.log_message
+        elif status_code >= 500:
+            message = "internal server error; the service log has the details"
+        else:
+            message = self._reason
+        self.set_header("Content-Type", TEXT)
+        self.finish(f"{message}\n")
+
+    def handle(self, exc: Exception) -> None:
+        """Turn a service error into its status code and message."""
+        if isinstance(exc, UWSError):
+            status = exc.status
+            if exc.retry_after:
+                self.set_header("Retry-After", str(exc.retry_after))
+        elif isinstance(exc, UserInputError):
+            status = 400
+        else:
+            raise exc
+        self.set_status(status)
+        self.set_header("Content-Type", TEXT)
+        self.finish(f"{exc}\n")
+
+
+def _guard(method):
+    """Run a handler method, rendering service errors as plain-text responses."""
+
+    async def wrapper(self, *args, **kwargs):
+        self._started = time.perf_counter()
+        try:
+            self.parse_body()
+            result = method(self, *args, **kwargs)
+            if hasattr(result, "__await__"):
+                await result
+        except (UWSError, UserInputError) as exc:
+            self.handle(exc)
+
+    wrapper.__name__ = method.__name__
+    wrapper.__doc__ = method.__doc__
+    return wrapper
+
+
+def _job_filter(handler: ServiceHandlerMixin) -> JobFilter:
+    phases, after, last = [], None, None
+    for name, value in handler.form_parameters():
+        key = name.upper()
+        if key == "PHASE":
+            try:
+                phases.append(Phase(value.strip().upper()))
+            except ValueError:
+                raise InvalidRequestError(f"PHASE={value} is not a UWS phase") from None
+        elif key == "AFTER":
+            try:
+                after = parse_time(value)
+            except ValueError:
+                raise InvalidRequestError(f"AFTER={value} is not an ISO 8601 instant") from None
+        elif key == "LAST":
+            if not value.strip().isdigit() or int(value) <= 0:
+                raise InvalidRequestError(f"LAST={value} must be a positive integer")
+            last = int(value)
+    return JobFilter(tuple(phases), after, last)
+
+
+class ServiceRootHandler(ServiceHandlerMixin):
+    endpoint = "root"
+
+    @_guard
+    def get(self) -> None:
+        root = self.context.settings.root_path
+        from .. import __version__
+
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({
+            "service": "CIANNA On-The-Fly",
+            "version": __version__,
+            "uws": f"{root}async",
+            "sync": f"{root}sync",
+            "models": f"{root}models",
+            "metrics": f"{root}metrics",
+            "user": self.owner,
+        }))
+
+
+class ModelsHandler(ServiceHandlerMixin):
+    endpoint = "models"
+
+    def _wants_xml(self) -> bool:
+        accept = self.request.headers.get("Accept", "")
+        return "xml" in accept and "json" not in accept
+
+    @_guard
+    def get(self, name: str | None = None) -> None:
+        registry = self.context.registry
+        if name is None:
+            entries = registry.list() if hasattr(registry, "list") else []
+            cards = [_entry_dict(entry) for entry in entries]
+            if self._wants_xml():
+                self.send_xml(_models_xml(cards))
+            else:
+                self.set_header("Content-Type", "application/json")
+                self.finish(json.dumps({"models": cards}, default=str))
+            return
+        card = registry.get(name)
+        data = card.to_dict()
+        if self._wants_xml():
+            self.send_xml(_models_xml([data]))
+        else:
+            self.set_header("Content-Type", "application/json")
+            self.finish(json.dumps(data, default=str))
+
+
+def _entry_dict(entry: Any) -> dict[str, Any]:
+    if hasattr(entry, "to_dict"):
+        return entry.to_dict()
+    card = getattr(entry, "card", None)
+    data = card.to_dict() if card is not None else {"name": getattr(entry, "name", str(entry))}
+    for key in ("available", "reason", "status"):
+        if hasattr(entry, key):
+            data[key] = getattr(entry, key)
+    return data
+
+
+def _models_xml(cards: list[dict[str, Any]]) -> bytes:
+    from lxml import etree
+
+    root = etree.Element("models")
+    for card in cards:
+        model = etree.SubElement(root, "model", name=str(card.get("name")))
+        for key, value in card.items():
+            if key == "name" or value is None:
+                continue
+            child = etree.SubElement(model, key)
+            child.text = json.dumps(value, default=str) if isinstance(value, (dict, list, tuple)) else str(value)
+    return etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
+
+
+class JobListHandler(ServiceHandlerMixin):
+    endpoint = "jobs"
+
+    @_guard
+    def get(self) -> None:
+        jobs = self.service.list_jobs(self.owner, _job_filter(self))
+        self.send_xml(job_list_document(jobs, self.context.href))
+
+    @_guard
+    def post(self) -> None:
+        self.remember_host()
+        job = self.service.create(self.owner, self.form_parameters(), self.uploads())
+        self.context.metrics.jobs_created.labels(job.parameter("MODEL") or "").inc()
+        self.see_other(self.job_url(job.job_id))
+
+
+class JobHandler(ServiceHandlerMixin):
+    endpoint = "job"
+
+    @_guard
+    async def get(self, job_id: str) -> None:
+        wait = self.parameter("WAIT")
+        if wait is None:
+            job = self.service.get(self.owner, job_id)
+        else:
+            try:
+                timeout = float(wait)
+            except ValueError:
+                raise InvalidRequestError(f"WAIT={wait} must be a number of seconds") from None
+            phase_text = self.parameter("PHASE")
+            phase = None
+            if phase_text:
+                try:
+                    phase = Phase(phase_text.upper())
+                except ValueError:
+                    raise InvalidRequestError(f"PHASE={phase_text} is not a UWS phase") from None
+            job = await self.service.wait(self.owner, job_id, timeout, phase)
+        self.send_xml(job_document(job, self.context.href))
+
+    @_guard
+    def post(self, job_id: str) -> None:
+        action = (self.parameter("ACTION") or "").upper()
+        if action == "DELETE":
+            self.service.delete(self.owner, job_id)
+            self.see_other(self.job_list_url())
+            return
+        if action:
+            raise InvalidRequestError(f"ACTION={action} is not supported; only ACTION=DELETE")
+        self.remember_host()
+        self.service.update_parameters(self.owner, job_id, self.form_parameters(), self.uploads())
+        self.see_other(self.job_url(job_id))
+
+    @_guard
+    def delete(self, job_id: str) -> None:
+        self.service.delete(self.owner, job_id)
+        self.see_other(self.job_list_url())
+
+
+class PhaseHandler(ServiceHandlerMixin):
+    endpoint = "phase"
+
+    @_guard
+    def get(self, job_id: str) -> None:
+        self.send_text(self.service.get(self.owner, job_id).phase.value)
+
+    @_guard
+    def post(self, job_id: str) -> None:
+        phase = (self.parameter("PHASE") or "").upper()
+        self.remember_host()
+        if phase == "RUN":
+            self.service.start(self.owner, job_id)
+        elif phase == "ABORT":
+            self.service.abort(self.owner, job_id)
+        else:
+            raise InvalidRequestError("PHASE must be RUN or ABORT")
+        self.see_other(self.job_url(job_id))
+
+
+class ExecutionDurationHandler(ServiceHandlerMixin):
+    endpoint = "executionduration"
+
+    @_guard
+    def get(self, job_id: str) -> None:
+        self.send_text(str(self.service.get(self.owner, job_id).execution_duration))
+
+    @_guard
+    def post(self, job_id: str) -> None:
+        value = self.parameter("EXECUTIONDURATION")
+        if value is None:
+            raise InvalidRequestError("give EXECUTIONDURATION=seconds")
+        self.service.update_execution_duration(self.owner, job_id, value)
+        self.see_other(self.job_url(job_id))
+
+
+class DestructionHandler(ServiceHandlerMixin):
+    endpoint = "destruction"
+
+    @_guard
+    def get(self, job_id: str) -> None:
+        job = self.service.get(self.owner, job_id)
+        self.send_text(format_time(job.destruction) if job.destruction else "")
+
+    @_guard
+    def post(self, job_id: str) -> None:
+        value = self.parameter("DESTRUCTION")
+        if value is None:
+            raise InvalidRequestError("give DESTRUCTION=ISO 8601 instant")
+        self.service.update_destruction(self.owner, job_id, value)
+        self.see_other(self.job_url(job_id))
+
+
+class QuoteHandler(ServiceHandlerMixin):
+    endpoint = "quote"
+
+    @_guard
+    def get(self, job_id: str) -> None:
+        job = self.service.get(self.owner, job_id)
+        self.send_text(format_time(job.quote) if job.quote else "")
+
+
+class OwnerHandler(ServiceHandlerMixin):
+    endpoint = "owner"
+
+    @_guard
+    def get(self, job_id: str) -> None:
+        self.send_text(self.service.get(self.owner, job_id).owner or "")
+
+
+class ErrorHandler(ServiceHandlerMixin):
+    endpoint = "error"
+
+    @_guard
+    def get(self, job_id: str) -> None:
+        job = self.service.get(self.owner, job_id)
+        if job.error is None:
+            raise UnknownResourceError(f"job {job_id} is {job.phase.value} and has no error")
+        self.set_header("Content-Type", VOTABLE)
+        self.finish(error_votable(job.error.message))
+
+
+class ResultsHandler(ServiceHandlerMixin):
+    endpoint = "results"
+
+    @_guard
+    def get(self, job_id: str) -> None:
+        self.send_xml(results_document(self.service.get(self.owner, job_id), self.context.href))
+
+
+class ResultHandler(ServiceHandlerMixin):
+    endpoint = "result"
+
+    @_guard
+    def get(self, job_id: str, result_id: str) -> None:
+        path, result = self.service.result_path(self.owner, job_id, result_id)
+        if not path.is_file():
+            raise UnknownResourceError(f"the file of result {result_id!r} is missing")
+        body = path.read_bytes()
+        media_type = result.mime_type
+        fmt = (self.parameter("RESPONSEFORMAT") or "").lower()
+        if result_id == "provenance" and fmt:
+            aliases = {"application/json": "json", "prov-json": "json", "prov-n": "provn",
+                       "text/provenance-notation": "provn", "prov-xml": "xml", "application/xml": "xml"}
+            fmt = aliases.get(fmt, fmt)
+            if fmt not in PROVENANCE_FORMATS:
+                raise InvalidRequestError("provenance RESPONSEFORMAT must be json, provn or xml")
+            body, media_type = convert_provenance(body, fmt), PROVENANCE_FORMATS[fmt]
+        self.set_header("Content-Type", media_type)
+        extension = path.suffix
+        self.set_header("Content-Disposition", f'inline; filename="{job_id}-{result_id}{extension}"')
+        self.finish(body)
+
+
+class ParametersHandler(ServiceHandlerMixin):
+    endpoint = "parameters"
+
+    @_guard
+    def get(self, job_id: str) -> None:
+        self.send_xml(parameters_document(self.service.get(self.owner, job_id), self.context.href))
+
+    @_guard
+    def post(self, job_id: str) -> None:
+        self.service.update_parameters(self.owner, job_id, self.form_parameters(), self.uploads())
+        self.see_other(self.job_url(job_id))
+
+
+class ParameterHandler(ServiceHandlerMixin):
+    endpoint = "parameter"
+
+    @_guard
+    def get(self, job_id: str, name: str) -> None:
+        job = self.service.get(self.owner, job_id)
+        for parameter in job.parameters:
+            if parameter.name.upper() == name.upper():
+                if parameter.by_reference:
+                    path = self.service.upload_path(self.owner, job_id, parameter.name)
+                    self.set_header("Content-Type", "application/octet-stream")
+                    self.finish(path.read_bytes())
+                else:
+                    self.send_text(parameter.value)
+                return
+        raise UnknownResourceError(f"job {job_id} has no parameter {name!r}")
+
+
+class SyncHandler(ServiceHandlerMixin):
+    """Synchronous detection: run a small job and redirect to its catalogue."""
+
+    endpoint = "sync"
+
+    @_guard
+    async def get(self) -> None:
+        await self._run()
+
+    @_guard
+    async def post(self) -> None:
+        await self._run()
+
+    async def _run(self) -> None:
+        self.remember_host()
+        parameters = [(k, v) for k, v in self.form_parameters() if k.upper() != "PHASE"] + [("PHASE", "RUN")]
+        job = self.service.create(self.owner, parameters, self.uploads())
+        deadline = time.monotonic() + self.context.settings.sync_timeout_seconds
+        while job.phase in (Phase.QUEUED, Phase.EXECUTING) and time.monotonic() < deadline:
+            job = await self.service.wait(self.owner, job.job_id, deadline - time.monotonic())
+        if job.phase == Phase.COMPLETED:
+            self.see_other(self.context.href(job.job_id, "results/result"))
+        elif job.phase == Phase.ERROR:
+            self.set_status(400)
+            self.set_header("Content-Type", VOTABLE)
+            self.finish(error_votable(job.error.message if job.error else "the job failed"))
+        else:  # still running: continue as an asynchronous job
+            self.see_other(self.job_url(job.job_id))
+
+
+class MetricsHandler(ServiceHandlerMixin):
+    endpoint = "metrics"
+
+    @_guard
+    def get(self) -> None:
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        self.set_header("Content-Type", CONTENT_TYPE_LATEST)
+        self.finish(self.context.metrics.exposition())
+
+
+ROUTES: list[tuple[str, type]] = [
+    (r"", ServiceRootHandler),
+    (r"models", ModelsHandler),
+    (r"models/([^/]+)", ModelsHandler),
+    (r"async", JobListHandler),
+    (r"async/([^/]+)", JobHandler),
+    (r"async/([^/]+)/phase", PhaseHandler),
+    (r"async/([^/]+)/executionduration", ExecutionDurationHandler),
+    (r"async/([^/]+)/destruction", DestructionHandler),
+    (r"async/([^/]+)/quote", QuoteHandler),
+    (r"async/([^/]+)/owner", OwnerHandler),
+    (r"async/([^/]+)/error", ErrorHandler),
+    (r"async/([^/]+)/results", ResultsHandler),
+    (r"async/([^/]+)/results/([^/]+)", ResultHandler),
+    (r"async/([^/]+)/parameters", ParametersHandler),
+    (r"async/([^/]+)/parameters/([^/]+)", ParameterHandler),
+    (r"sync", SyncHandler),
+    (r"metrics", MetricsHandler),
+]
+
+
+def make_handlers(root_pattern: str, base: type, init: dict[str, Any]) -> list[tuple[str, type, dict[str, Any]]]:
+    """URL specs for every route, each mixin combined with the hosting mode's `base` handler.
+
+    `root_pattern` is the regex of the service root (ends in "/"); `init` is passed to each
+    handler's ``initialize``.
+    """
+    specs = []
+    cache: dict[type, type] = {}
+    for suffix, mixin in ROUTES:
+        handler = cache.get(mixin)
+        if handler is None:
+            handler = web.stream_request_body(type(mixin.__name__, (mixin, base), {"__doc__": mixin.__doc__}))
+            cache[mixin] = handler
+        # "/*": tolerate a doubled slash, as pyvo makes from a service URL that ends in "/"
+        pattern = root_pattern + "/*" + suffix if suffix else root_pattern + "?"
+        specs.append((pattern + "/?$" if suffix else pattern + "$", handler, init))
+    return specs

@@ -1,0 +1,133 @@
+"""The standalone server (`cianna-otf serve`): the shared handlers on a plain tornado app.
+
+Authentication is by bearer token: one token for a single user, or a tokens file mapping each
+token to a user name for a shared GPU node. The owner of a job is the authenticated user.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import hmac
+import logging
+import secrets
+import signal
+from pathlib import Path
+from typing import Any
+
+from tornado import web
+from tornado.httpserver import HTTPServer
+
+from ._context import ServiceContext, ServiceSettings
+from ._handlers import FORM_OVERHEAD, TEXT, make_handlers
+
+log = logging.getLogger(__name__)
+
+
+def read_tokens_file(path: str | Path) -> dict[str, str]:
+    """Parse ``token user`` lines (``#`` comments allowed) into {token: user}."""
+    tokens: dict[str, str] = {}
+    for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        parts = line.split()
+        if len(parts) != 2:
+            raise ValueError(f"{path}, line {number}: expected 'TOKEN USER'")
+        tokens[parts[0]] = parts[1]
+    return tokens
+
+
+class TokenAuthenticator:
+    """Maps bearer tokens to user names, comparing in constant time."""
+
+    def __init__(self, tokens: dict[str, str]) -> None:
+        if not tokens:
+            raise ValueError("at least one token is required")
+        self.tokens = dict(tokens)
+
+    def user_for(self, header: str | None) -> str | None:
+        if not header:
+            return None
+        scheme, _, value = header.strip().partition(" ")
+        if scheme.lower() not in ("bearer", "token") or not value:
+            return None
+        value = value.strip()
+        for token, user in self.tokens.items():
+            if hmac.compare_digest(token.encode(), value.encode()):
+                return user
+        return None
+
+
+class StandaloneHandler(web.RequestHandler):
+    """Base of the standalone handlers: token check, owner, plain-text errors."""
+
+    def initialize(self, context: ServiceContext, auth: TokenAuthenticator) -> None:
+        self.context = context
+        self.auth = auth
+        self._user: str | None = None
+
+    def prepare(self) -> None:
+        self._user = self.auth.user_for(self.request.headers.get("Authorization"))
+        if self._user is None:
+            self.set_header("WWW-Authenticate", 'Bearer realm="cianna-otf"')
+            raise web.HTTPError(401, "authentication required: send 'Authorization: Bearer TOKEN'")
+        self.start_body()  # type: ignore[attr-defined]
+
+    @property
+    def owner(self) -> str | None:
+        return self._user
+
+    def set_default_headers(self) -> None:
+        self.set_header("Cache-Control", "no-store")
+
+
+class _NotFound(web.RequestHandler):
+    def prepare(self) -> None:
+        self.set_status(404)
+        self.set_header("Content-Type", TEXT)
+        self.finish("no such resource; the service root lists the endpoints\n")
+
+
+def make_app(settings: ServiceSettings, tokens: dict[str, str]) -> tuple[web.Application, ServiceContext]:
+    """Build the tornado application and its (not yet started) service context."""
+    context = ServiceContext(settings)
+    auth = TokenAuthenticator(tokens)
+    handlers: list[Any] = make_handlers(settings.root_path, StandaloneHandler, {"context": context, "auth": auth})
+    # no response compression: pyvo reads job lists from the raw (undecoded) stream
+    app = web.Application(handlers, default_handler_class=_NotFound, xsrf_cookies=False)
+    return app, context
+
+
+def default_tokens(token: str | None, tokens_file: str | None) -> tuple[dict[str, str], bool]:
+    """Tokens from --token / a tokens file, or a fresh random token (True if generated)."""
+    if tokens_file:
+        return read_tokens_file(tokens_file), False
+    if token:
+        return {token: getpass.getuser()}, False
+    return {secrets.token_urlsafe(24): getpass.getuser()}, True
+
+
+async def serve(settings: ServiceSettings, tokens: dict[str, str], host: str = "127.0.0.1", port: int = 8750,
+                show_token: bool = False) -> None:
+    """Serve until SIGTERM or SIGINT, then stop accepting, stop workers and close the database."""
+    app, context = make_app(settings, tokens)
+    server = HTTPServer(app, max_body_size=settings.max_upload_bytes + FORM_OVERHEAD, xheaders=True)
+    server.listen(port, host)
+    context.start()
+    shown = f"http://{host}:{port}{settings.root_path}"
+    log.info("CIANNA On-The-Fly serving at %s", shown)
+    if show_token:
+        log.info("token (send as 'Authorization: Bearer TOKEN'): %s", next(iter(tokens)))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # pragma: no cover - non-Unix
+            pass
+    await stop.wait()
+    log.info("stopping: no new requests; running jobs will be requeued at the next start")
+    server.stop()
+    await asyncio.to_thread(context.stop)
+    log.info("stopped")

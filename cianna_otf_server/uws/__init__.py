@@ -1,0 +1,52 @@
+"""IVOA UWS 1.1 job management: records, SQLite storage, XML, and the job service.
+
+Generic over what a job does: the detection-specific parts (parameter validation, running a
+detection) plug in through `ParameterPolicy` and `JobExecutor`.
+"""
+
+from ._errors import (
+    InvalidPhaseError,
+    InvalidRequestError,
+    PayloadTooLargeError,
+    PermissionDeniedError,
+    ServiceBusyError,
+    UnknownJobError,
+    UnknownResourceError,
+    UWSError,
+)
+from ._events import JobEvents
+from ._files import JobFiles
+from ._models import (
+    ABORTABLE_PHASES,
+    ACTIVE_PHASES,
+    FINAL_PHASES,
+    ErrorSummary,
+    Job,
+    JobFilter,
+    JobParameter,
+    JobResult,
+    Phase,
+    format_time,
+    parse_time,
+    utc_now,
+)
+from ._service import ExecutionCallbacks, JobExecutor, JobService, ParameterPolicy, ServiceLimits, Upload
+from ._storage import JobStore
+from ._xml import (
+    error_votable,
+    job_document,
+    job_list_document,
+    parameters_document,
+    results_document,
+    safe_parser,
+)
+
+__all__ = [
+    "ABORTABLE_PHASES", "ACTIVE_PHASES", "FINAL_PHASES", "ErrorSummary", "ExecutionCallbacks",
+    "InvalidPhaseError", "InvalidRequestError", "Job", "JobEvents", "JobExecutor", "JobFiles",
+    "JobFilter", "JobParameter", "JobResult", "JobService", "JobStore", "ParameterPolicy",
+    "PayloadTooLargeError", "PermissionDeniedError", "Phase", "ServiceBusyError", "ServiceLimits",
+    "UWSError", "UnknownJobError", "UnknownResourceError", "Upload", "error_votable", "format_time",
+    "job_document", "job_list_document", "parameters_document", "parse_time", "results_document",
+    "safe_parser", "utc_now",
+]

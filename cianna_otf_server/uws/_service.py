@@ -1,0 +1,409 @@
+"""The UWS verbs: create, start, abort, delete, get (with WAIT), list, and the updates.
+
+`JobService` owns the job state machine. It stores through `JobStore`, keeps files through
+`JobFiles`, hands QUEUED jobs to an executor (a worker pool now, the batching scheduler later:
+both implement `JobExecutor`) and receives its callbacks. Handlers call it; it never sees HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from ._errors import (
+    InvalidPhaseError,
+    InvalidRequestError,
+    PayloadTooLargeError,
+    ServiceBusyError,
+    UnknownJobError,
+    UnknownResourceError,
+)
+from ._events import JobEvents
+from ._files import JobFiles
+from ._models import (
+    ABORTABLE_PHASES,
+    ACTIVE_PHASES,
+    ErrorSummary,
+    Job,
+    JobFilter,
+    JobParameter,
+    JobResult,
+    Phase,
+    parse_time,
+    utc_now,
+)
+from ._storage import JobStore
+
+log = logging.getLogger(__name__)
+
+#: Parameters the UWS layer itself interprets; they are job fields, not detection parameters.
+UWS_CONTROL = {"PHASE", "RUNID", "EXECUTIONDURATION", "DESTRUCTION", "ACTION", "WAIT", "REQUEST"}
+
+
+@dataclass
+class Upload:
+    """An inline (multipart) upload for parameter `name`."""
+
+    name: str
+    filename: str
+    body: bytes
+
+
+@dataclass
+class ServiceLimits:
+    """Configurable limits; each one, when hit, gives the user a clear message."""
+
+    max_upload_bytes: int = 2 * 1024**3
+    max_queued_per_owner: int = 100
+    max_queued_total: int = 1000
+    retry_after_seconds: int = 30
+    default_execution_duration: int = 3600  # seconds; 0 = unlimited
+    max_execution_duration: int = 24 * 3600
+    default_destruction: timedelta = field(default_factory=lambda: timedelta(days=7))
+    max_destruction: timedelta = field(default_factory=lambda: timedelta(days=30))
+    max_wait_seconds: float = 300.0  # below pyvo's 600 s client-side timeout
+
+
+class ParameterPolicy(Protocol):
+    """Validates and normalises a job's parameters (detection knobs, model names, regions)."""
+
+    def validate(self, parameters: list[JobParameter]) -> list[JobParameter]:
+        """Return the canonical parameters or raise `InvalidRequestError` with a clear message."""
+
+
+class ExecutionCallbacks(Protocol):
+    """What an executor reports back to the service."""
+
+    def job_started(self, job_id: str) -> bool: ...
+    def job_progress(self, job_id: str, done: int, total: int) -> None: ...
+    def job_completed(self, job_id: str, results: list[JobResult]) -> None: ...
+    def job_failed(self, job_id: str, message: str, detail: str | None = None) -> None: ...
+
+
+class JobExecutor(Protocol):
+    """Runs QUEUED jobs. The local worker pool and the batching scheduler both implement it."""
+
+    def attach(self, callbacks: ExecutionCallbacks) -> None: ...
+    def submit(self, job: Job) -> None: ...
+    def cancel(self, job_id: str) -> None: ...
+    def start(self) -> None: ...
+    def shutdown(self, wait: bool = True) -> None: ...
+
+
+class JobService:
+    """The UWS job state machine, shared by the standalone server and the Jupyter extension."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        files: JobFiles,
+        executor: JobExecutor,
+        policy: ParameterPolicy,
+        href: Callable[[str, str], str],
+        limits: ServiceLimits | None = None,
+        events: JobEvents | None = None,
+    ) -> None:
+        self.store = store
+        self.files = files
+        self.executor = executor
+        self.policy = policy
+        self.href = href
+        self.limits = limits or ServiceLimits()
+        self.events = events or JobEvents()
+        executor.attach(self)
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def startup(self) -> None:
+        """Start the executor and requeue what a previous run left QUEUED or EXECUTING."""
+        self.executor.start()
+        self.recover()
+
+    def shutdown(self, wait: bool = True) -> None:
+        self.executor.shutdown(wait=wait)
+
+    def recover(self) -> list[str]:
+        """After a restart: EXECUTING jobs go back to QUEUED (their partial output is discarded)."""
+        requeued = []
+        for job_id in self.store.ids_in_phase([Phase.EXECUTING]):
+            self.files.discard_partial(job_id)
+            if self.store.transition(job_id, [Phase.EXECUTING], phase=Phase.QUEUED, start_time=None,
+                                     progress_done=0):
+                log.warning("job %s was executing when the service stopped; queued again", job_id)
+        for job_id in self.store.ids_in_phase([Phase.QUEUED]):
+            job = self.store.get(job_id)
+            if job is not None:
+                self.executor.submit(job)
+                requeued.append(job_id)
+        return requeued
+
+    # -- access ---------------------------------------------------------------------------
+    def get(self, owner: str | None, job_id: str) -> Job:
+        """The job, if it exists and belongs to `owner` (another owner's job is reported unknown)."""
+        job = self.store.get(job_id)
+        if job is None or job.owner != owner:
+            raise UnknownJobError(f"no job {job_id!r}")
+        return job
+
+    async def wait(self, owner: str | None, job_id: str, timeout: float, phase: Phase | None = None) -> Job:
+        """UWS blocking WAIT: return when the job leaves `phase` (or any change), or at the timeout.
+
+        Returns at once if the job is not in an active phase, or if `phase` no longer matches.
+        A negative timeout means "as long as the server allows" (`max_wait_seconds`).
+        """
+        job = self.get(owner, job_id)
+        limit = self.limits.max_wait_seconds
+        timeout = limit if timeout < 0 else min(timeout, limit)
+        deadline = asyncio.get_running_loop().time() + timeout
+        start_phase = job.phase
+        while job.phase in ACTIVE_PHASES and (phase is None or job.phase == phase):
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                break
+            await self.events.wait(job_id, remaining)
+            job = self.get(owner, job_id)
+            if phase is None and job.phase != start_phase:
+                break
+        return job
+
+    def list_jobs(self, owner: str | None, filters: JobFilter) -> list[Job]:
+        return self.store.list(owner, filters)
+
+    def result_path(self, owner: str | None, job_id: str, result_id: str):
+        job = self.get(owner, job_id)
+        for result in job.results:
+            if result.result_id == result_id:
+                return self.files.result_file(job_id, result.file_name), result
+        raise UnknownResourceError(f"job {job_id} has no result {result_id!r}")
+
+    def upload_path(self, owner: str | None, job_id: str, name: str):
+        job = self.get(owner, job_id)
+        for parameter in job.parameters:
+            if parameter.name.upper() == name.upper() and parameter.by_reference:
+                path = self.files.upload_file(job_id, parameter.name)
+                if path.is_file():
+                    return path
+        raise UnknownResourceError(f"job {job_id} has no uploaded parameter {name!r}")
+
+    # -- creation -------------------------------------------------------------------------
+    def create(self, owner: str | None, parameters: list[tuple[str, str]], uploads: Iterable[Upload] = ()) -> Job:
+        """Create a job from form parameters and uploads; ``PHASE=RUN`` queues it before returning."""
+        uploads = list(uploads)
+        control, detection = self._split(parameters)
+        for upload in uploads:
+            if len(upload.body) > self.limits.max_upload_bytes:
+                raise PayloadTooLargeError(
+                    f"upload {upload.name!r} is {len(upload.body)} bytes; the limit is {self.limits.max_upload_bytes}"
+                )
+        job_id = secrets.token_hex(8)
+        now = utc_now()
+        for upload in uploads:
+            detection = [p for p in detection if p.name.upper() != upload.name.upper()]
+            detection.append(JobParameter(upload.name.upper(), self.href(job_id, f"parameters/{upload.name.upper()}"),
+                                          by_reference=True, is_post=True))
+        detection = self.policy.validate(detection)
+        job = Job(
+            job_id=job_id,
+            owner=owner,
+            phase=Phase.PENDING,
+            creation_time=now,
+            run_id=control.get("RUNID"),
+            execution_duration=self._execution_duration(control.get("EXECUTIONDURATION")),
+            destruction=self._destruction(control.get("DESTRUCTION"), now),
+            parameters=detection,
+        )
+        run = control.get("PHASE")
+        if run is not None and run.upper() != "RUN":
+            raise InvalidRequestError(f"PHASE={run} is not allowed at creation; use PHASE=RUN or nothing")
+        if run is not None:
+            self._check_queue_room(owner)
+        self.files.create(job_id)
+        try:
+            for upload in uploads:
+                self.files.store_upload(job_id, upload.name.upper(), upload.body)
+            self.store.add(job)
+        except BaseException:
+            self.files.delete(job_id)
+            raise
+        if run is not None:
+            self._queue(job)
+        return self.store.get(job_id) or job
+
+    def _split(self, parameters: list[tuple[str, str]]) -> tuple[dict[str, str], list[JobParameter]]:
+        control: dict[str, str] = {}
+        detection: list[JobParameter] = []
+        for name, value in parameters:
+            key = name.upper()
+            if key in UWS_CONTROL:
+                control[key] = value
+            else:
+                detection = [p for p in detection if p.name.upper() != key]  # last one wins
+                detection.append(JobParameter(key, value))
+        return control, detection
+
+    def _execution_duration(self, text: str | None) -> int:
+        if text is None:
+            return self.limits.default_execution_duration
+        try:
+            seconds = int(float(text))
+        except ValueError:
+            raise InvalidRequestError(f"EXECUTIONDURATION must be a number of seconds, not {text!r}") from None
+        if seconds < 0:
+            raise InvalidRequestError("EXECUTIONDURATION must not be negative")
+        limit = self.limits.max_execution_duration
+        if limit and (seconds == 0 or seconds > limit):
+            return limit  # UWS: the server may shorten what is asked for
+        return seconds
+
+    def _destruction(self, text: str | None, now: datetime) -> datetime:
+        latest = now + self.limits.max_destruction
+        if text is None:
+            return now + self.limits.default_destruction
+        try:
+            when = parse_time(text)
+        except ValueError:
+            raise InvalidRequestError(f"DESTRUCTION must be an ISO 8601 instant, not {text!r}") from None
+        return min(when, latest)
+
+    def _check_queue_room(self, owner: str | None) -> None:
+        waiting = [Phase.QUEUED, Phase.EXECUTING]
+        if self.store.count(waiting) >= self.limits.max_queued_total:
+            raise ServiceBusyError("the service queue is full; try again later",
+                                   retry_after=self.limits.retry_after_seconds)
+        if self.store.count(waiting, owner, any_owner=False) >= self.limits.max_queued_per_owner:
+            raise ServiceBusyError(
+                f"you have {self.limits.max_queued_per_owner} jobs queued or running, the most allowed; "
+                "wait for some to finish", retry_after=self.limits.retry_after_seconds)
+
+    def _queue(self, job: Job) -> None:
+        if self.store.transition(job.job_id, [Phase.PENDING, Phase.HELD], phase=Phase.QUEUED):
+            self.events.notify(job.job_id)
+            queued = self.store.get(job.job_id)
+            if queued is not None:
+                self.executor.submit(queued)
+
+    # -- verbs ----------------------------------------------------------------------------
+    def start(self, owner: str | None, job_id: str) -> Job:
+        job = self.get(owner, job_id)
+        if job.phase == Phase.QUEUED or job.phase == Phase.EXECUTING:
+            return job  # already running: RUN is idempotent
+        if job.phase not in (Phase.PENDING, Phase.HELD):
+            raise InvalidPhaseError(f"job {job_id} is {job.phase.value}; only PENDING or HELD jobs can be run")
+        self._check_queue_room(owner)
+        self._queue(job)
+        return self.get(owner, job_id)
+
+    def abort(self, owner: str | None, job_id: str) -> Job:
+        job = self.get(owner, job_id)
+        if job.phase not in ABORTABLE_PHASES:
+            raise InvalidPhaseError(f"job {job_id} is {job.phase.value}; it can no longer be aborted")
+        if self.store.transition(job_id, ABORTABLE_PHASES, phase=Phase.ABORTED, end_time=utc_now()):
+            self.executor.cancel(job_id)
+            self.files.discard_partial(job_id)
+            self.events.notify(job_id)
+        return self.get(owner, job_id)
+
+    def delete(self, owner: str | None, job_id: str) -> None:
+        self.get(owner, job_id)
+        self._destroy(job_id)
+
+    def _destroy(self, job_id: str) -> None:
+        self.executor.cancel(job_id)
+        self.store.delete(job_id)
+        self.files.delete(job_id)
+        self.events.notify(job_id)
+
+    def update_execution_duration(self, owner: str | None, job_id: str, text: str) -> Job:
+        job = self.get(owner, job_id)
+        if job.phase not in (Phase.PENDING, Phase.HELD):
+            raise InvalidPhaseError(f"job {job_id} is {job.phase.value}; executionduration can change only while PENDING")
+        self.store.update(job_id, execution_duration=self._execution_duration(text))
+        return self.get(owner, job_id)
+
+    def update_destruction(self, owner: str | None, job_id: str, text: str) -> Job:
+        job = self.get(owner, job_id)
+        self.store.update(job_id, destruction=self._destruction(text, job.creation_time))
+        return self.get(owner, job_id)
+
+    def update_parameters(self, owner: str | None, job_id: str, parameters: list[tuple[str, str]],
+                          uploads: Iterable[Upload] = ()) -> Job:
+        """POST to a PENDING job's parameters (or job URL): merge, revalidate, store."""
+        job = self.get(owner, job_id)
+        uploads = list(uploads)
+        control, new = self._split(parameters)
+        if (new or uploads) and job.phase != Phase.PENDING:
+            raise InvalidPhaseError(f"job {job_id} is {job.phase.value}; parameters can change only while PENDING")
+        merged = {p.name.upper(): p for p in job.parameters}
+        for parameter in new:
+            merged[parameter.name.upper()] = parameter
+        for upload in uploads:
+            if len(upload.body) > self.limits.max_upload_bytes:
+                raise PayloadTooLargeError(f"upload {upload.name!r} exceeds {self.limits.max_upload_bytes} bytes")
+            merged[upload.name.upper()] = JobParameter(
+                upload.name.upper(), self.href(job_id, f"parameters/{upload.name.upper()}"), True, True)
+        validated = self.policy.validate(list(merged.values()))
+        for upload in uploads:
+            self.files.store_upload(job_id, upload.name.upper(), upload.body)
+        self.store.replace_parameters(job_id, validated)
+        if "RUNID" in control:
+            self.store.update(job_id, run_id=control["RUNID"])
+        if "EXECUTIONDURATION" in control:
+            self.update_execution_duration(owner, job_id, control["EXECUTIONDURATION"])
+        if "DESTRUCTION" in control:
+            self.update_destruction(owner, job_id, control["DESTRUCTION"])
+        if control.get("PHASE", "").upper() == "RUN":
+            self.start(owner, job_id)
+        elif control.get("PHASE", "").upper() == "ABORT":
+            self.abort(owner, job_id)
+        return self.get(owner, job_id)
+
+    # -- executor callbacks -----------------------------------------------------------------
+    def job_started(self, job_id: str) -> bool:
+        """QUEUED -> EXECUTING; False tells the executor the job was aborted or deleted meanwhile."""
+        changed = self.store.transition(job_id, [Phase.QUEUED], phase=Phase.EXECUTING, start_time=utc_now())
+        if changed:
+            self.events.notify(job_id)
+        return changed
+
+    def job_progress(self, job_id: str, done: int, total: int) -> None:
+        self.store.update(job_id, progress_done=int(done), progress_total=int(total))
+
+    def job_completed(self, job_id: str, results: list[JobResult]) -> None:
+        if self.store.complete(job_id, results, utc_now()):
+            self.events.notify(job_id)
+        else:  # aborted or deleted while finishing: nothing of it is kept
+            self.files.discard_partial(job_id)
+            self.files.clear_results(job_id)
+
+    def job_failed(self, job_id: str, message: str, detail: str | None = None) -> None:
+        if self.store.set_error(job_id, ErrorSummary(message, "fatal", detail),
+                                [Phase.QUEUED, Phase.EXECUTING], utc_now()):
+            self.files.discard_partial(job_id)
+            self.events.notify(job_id)
+
+    # -- housekeeping ---------------------------------------------------------------------------
+    def reap(self, now: datetime | None = None) -> tuple[list[str], list[str]]:
+        """Delete jobs past their destruction time; stop jobs past their execution duration."""
+        now = now or utc_now()
+        destroyed = self.store.expired(now)
+        for job_id in destroyed:
+            log.info("destroying job %s (destruction time reached)", job_id)
+            self._destroy(job_id)
+        overdue = []
+        for job_id in self.store.ids_in_phase([Phase.EXECUTING]):
+            job = self.store.get(job_id)
+            if job is None or not job.execution_duration or job.start_time is None:
+                continue
+            if now - job.start_time > timedelta(seconds=job.execution_duration):
+                overdue.append(job_id)
+                self.executor.cancel(job_id)
+                message = (f"the job ran longer than its execution duration of {job.execution_duration} s "
+                           "and was stopped")
+                if self.store.set_error(job_id, ErrorSummary(message), [Phase.EXECUTING], now):
+                    self.files.discard_partial(job_id)
+                    self.events.notify(job_id)
+        return destroyed, overdue

@@ -1,0 +1,297 @@
+"""Job persistence in SQLite (WAL mode): the only module that speaks SQL.
+
+One connection guarded by a lock serves the event loop and the worker threads; every write is
+one short transaction, so a SIGKILL at any moment leaves a consistent database.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterable
+from datetime import datetime
+from pathlib import Path
+
+from ._models import ErrorSummary, Job, JobFilter, JobParameter, JobResult, Phase, format_time, parse_time
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id TEXT PRIMARY KEY,
+    owner TEXT,
+    run_id TEXT,
+    phase TEXT NOT NULL,
+    creation_time TEXT NOT NULL,
+    start_time TEXT,
+    end_time TEXT,
+    execution_duration INTEGER NOT NULL DEFAULT 0,
+    destruction TEXT,
+    quote TEXT,
+    error_message TEXT,
+    error_type TEXT,
+    error_detail TEXT,
+    progress_done INTEGER NOT NULL DEFAULT 0,
+    progress_total INTEGER NOT NULL DEFAULT 0,
+    seq INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_owner ON jobs(owner);
+CREATE INDEX IF NOT EXISTS jobs_phase ON jobs(phase);
+CREATE TABLE IF NOT EXISTS parameters (
+    job_id TEXT NOT NULL REFERENCES jobs(job_id) ON DELETE CASCADE,
+    position INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    value TEXT NOT NULL,
+    by_reference INTEGER NOT NULL DEFAULT 0,
+    is_post INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (job_id, position)
+);
+CREATE TABLE IF NOT EXISTS results (
+    job_id TEXT NOT NULL REFERENCES jobs(job_id) ON DELETE CASCADE,
+    position INTEGER NOT NULL,
+    result_id TEXT NOT NULL,
+    file_name TEXT NOT NULL,
+    mime_type TEXT NOT NULL,
+    size INTEGER,
+    PRIMARY KEY (job_id, position)
+);
+"""
+
+_UPDATABLE = {
+    "phase", "run_id", "start_time", "end_time", "execution_duration", "destruction", "quote",
+    "error_message", "error_type", "error_detail", "progress_done", "progress_total",
+}
+
+
+def _time(value: datetime | None) -> str | None:
+    return format_time(value) if value is not None else None
+
+
+def _assignments(fields: dict[str, object]) -> tuple[str, list[object]]:
+    """SQL ``a = ?, b = ?`` and the values, with datetimes and phases in their stored form."""
+    unknown = set(fields) - _UPDATABLE
+    if unknown:
+        raise ValueError(f"cannot update {sorted(unknown)}")
+    values: list[object] = []
+    for value in fields.values():
+        if isinstance(value, datetime):
+            value = format_time(value)
+        elif isinstance(value, Phase):
+            value = value.value
+        values.append(value)
+    return ", ".join(f"{name} = ?" for name in fields), values
+
+
+def _parse(value: str | None) -> datetime | None:
+    return parse_time(value) if value else None
+
+
+class JobStore:
+    """Create, read, update and delete job records."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=30)
+        self._db.row_factory = sqlite3.Row
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- writes ---------------------------------------------------------------------------
+    def add(self, job: Job) -> None:
+        """Insert a new job with its parameters and results, atomically."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                seq = self._db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs").fetchone()[0]
+                self._db.execute(
+                    "INSERT INTO jobs (job_id, owner, run_id, phase, creation_time, start_time, end_time,"
+                    " execution_duration, destruction, quote, error_message, error_type, error_detail,"
+                    " progress_done, progress_total, seq) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        job.job_id, job.owner, job.run_id, job.phase.value, format_time(job.creation_time),
+                        _time(job.start_time), _time(job.end_time), job.execution_duration,
+                        _time(job.destruction), _time(job.quote),
+                        job.error.message if job.error else None,
+                        job.error.error_type if job.error else None,
+                        job.error.detail if job.error else None,
+                        job.progress_done, job.progress_total, seq,
+                    ),
+                )
+                self._write_parameters(job.job_id, job.parameters)
+                self._write_results(job.job_id, job.results)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def update(self, job_id: str, **fields: object) -> None:
+        """Update scalar job fields (datetimes and `Phase` converted); unknown names are refused."""
+        assignments, values = _assignments(fields)
+        with self._lock:
+            self._db.execute(f"UPDATE jobs SET {assignments} WHERE job_id = ?", (*values, job_id))
+
+    def transition(self, job_id: str, allowed: Iterable[Phase], **fields: object) -> bool:
+        """Set fields only if the job's phase is one of `allowed`; True if it changed.
+
+        This compare-and-set keeps races (an abort while a worker finishes) from resurrecting a job.
+        """
+        allowed = [p.value for p in allowed]
+        assignments, values = _assignments(fields)
+        marks = ", ".join("?" for _ in allowed)
+        with self._lock:
+            cursor = self._db.execute(
+                f"UPDATE jobs SET {assignments} WHERE job_id = ? AND phase IN ({marks})",
+                (*values, job_id, *allowed),
+            )
+            return cursor.rowcount == 1
+
+    def set_error(self, job_id: str, error: ErrorSummary, allowed: Iterable[Phase], end_time: datetime) -> bool:
+        """Move a job to ERROR with its summary, if it is still in one of `allowed`."""
+        return self.transition(
+            job_id, allowed, phase=Phase.ERROR, end_time=end_time,
+            error_message=error.message, error_type=error.error_type, error_detail=error.detail,
+        )
+
+    def replace_parameters(self, job_id: str, parameters: list[JobParameter]) -> None:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("DELETE FROM parameters WHERE job_id = ?", (job_id,))
+                self._write_parameters(job_id, parameters)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def complete(self, job_id: str, results: list[JobResult], end_time: datetime) -> bool:
+        """Record the results and COMPLETED in one transaction, unless the job left EXECUTING."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                cursor = self._db.execute(
+                    "UPDATE jobs SET phase = ?, end_time = ? WHERE job_id = ? AND phase = ?",
+                    (Phase.COMPLETED.value, format_time(end_time), job_id, Phase.EXECUTING.value),
+                )
+                if cursor.rowcount != 1:
+                    self._db.execute("ROLLBACK")
+                    return False
+                self._db.execute("DELETE FROM results WHERE job_id = ?", (job_id,))
+                self._write_results(job_id, results)
+                self._db.execute("COMMIT")
+                return True
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def delete(self, job_id: str) -> bool:
+        with self._lock:
+            return self._db.execute("DELETE FROM jobs WHERE job_id = ?", (job_id,)).rowcount == 1
+
+    def _write_parameters(self, job_id: str, parameters: list[JobParameter]) -> None:
+        self._db.executemany(
+            "INSERT INTO parameters (job_id, position, name, value, by_reference, is_post) VALUES (?,?,?,?,?,?)",
+            [(job_id, i, p.name, p.value, int(p.by_reference), int(p.is_post)) for i, p in enumerate(parameters)],
+        )
+
+    def _write_results(self, job_id: str, results: list[JobResult]) -> None:
+        self._db.executemany(
+            "INSERT INTO results (job_id, position, result_id, file_name, mime_type, size) VALUES (?,?,?,?,?,?)",
+            [(job_id, i, r.result_id, r.file_name, r.mime_type, r.size) for i, r in enumerate(results)],
+        )
+
+    # -- reads ----------------------------------------------------------------------------
+    def get(self, job_id: str) -> Job | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+            if row is None:
+                return None
+            params = self._db.execute(
+                "SELECT * FROM parameters WHERE job_id = ? ORDER BY position", (job_id,)
+            ).fetchall()
+            results = self._db.execute(
+                "SELECT * FROM results WHERE job_id = ? ORDER BY position", (job_id,)
+            ).fetchall()
+        job = self._job(row)
+        job.parameters = [JobParameter(p["name"], p["value"], bool(p["by_reference"]), bool(p["is_post"])) for p in params]
+        job.results = [JobResult(r["result_id"], r["file_name"], r["mime_type"], r["size"]) for r in results]
+        return job
+
+    def list(self, owner: str | None, filters: JobFilter, include_archived: bool = False,
+             all_owners: bool = False) -> list[Job]:
+        """Jobs of `owner` matching the UWS filters, newest first when LAST is given.
+
+        Without a PHASE filter ARCHIVED jobs are left out, as UWS 1.1 asks.
+        """
+        clauses, values = [], []
+        if not all_owners:
+            clauses.append("owner IS ?")
+            values.append(owner)
+        if filters.phases:
+            clauses.append(f"phase IN ({', '.join('?' for _ in filters.phases)})")
+            values.extend(p.value for p in filters.phases)
+        elif not include_archived:
+            clauses.append("phase != ?")
+            values.append(Phase.ARCHIVED.value)
+        if filters.after is not None:
+            clauses.append("creation_time > ?")
+            values.append(format_time(filters.after))
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        order = "ORDER BY creation_time DESC, seq DESC" if filters.last is not None else "ORDER BY creation_time, seq"
+        limit = f"LIMIT {int(filters.last)}" if filters.last is not None else ""
+        with self._lock:
+            rows = self._db.execute(f"SELECT * FROM jobs {where} {order} {limit}", values).fetchall()
+        return [self._job(row) for row in rows]
+
+    def ids_in_phase(self, phases: Iterable[Phase]) -> list[str]:
+        phases = [p.value for p in phases]
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT job_id FROM jobs WHERE phase IN ({', '.join('?' for _ in phases)}) ORDER BY seq", phases
+            ).fetchall()
+        return [row[0] for row in rows]
+
+    def expired(self, now: datetime) -> list[str]:
+        """Jobs whose destruction time has passed."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT job_id FROM jobs WHERE destruction IS NOT NULL AND destruction <= ?", (format_time(now),)
+            ).fetchall()
+        return [row[0] for row in rows]
+
+    def count(self, phases: Iterable[Phase], owner: str | None = None, any_owner: bool = True) -> int:
+        phases = [p.value for p in phases]
+        sql = f"SELECT COUNT(*) FROM jobs WHERE phase IN ({', '.join('?' for _ in phases)})"
+        values: list[object] = list(phases)
+        if not any_owner:
+            sql += " AND owner IS ?"
+            values.append(owner)
+        with self._lock:
+            return int(self._db.execute(sql, values).fetchone()[0])
+
+    @staticmethod
+    def _job(row: sqlite3.Row) -> Job:
+        error = None
+        if row["error_message"] is not None:
+            error = ErrorSummary(row["error_message"], row["error_type"] or "fatal", row["error_detail"])
+        return Job(
+            job_id=row["job_id"],
+            owner=row["owner"],
+            phase=Phase(row["phase"]),
+            creation_time=parse_time(row["creation_time"]),
+            run_id=row["run_id"],
+            start_time=_parse(row["start_time"]),
+            end_time=_parse(row["end_time"]),
+            execution_duration=int(row["execution_duration"]),
+            destruction=_parse(row["destruction"]),
+            quote=_parse(row["quote"]),
+            error=error,
+            progress_done=int(row["progress_done"]),
+            progress_total=int(row["progress_total"]),
+        )
