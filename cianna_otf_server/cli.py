@@ -30,6 +30,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cianna_otf_server._cli_detect",
     "cianna_otf_server._cli_simulate",
     "cianna_otf_server._cli_models",
+    "cianna_otf_server._cli_serve",
 )
 
 

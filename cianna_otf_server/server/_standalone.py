@@ -108,17 +108,13 @@ def default_tokens(token: str | None, tokens_file: str | None) -> tuple[dict[str
     return {secrets.token_urlsafe(24): getpass.getuser()}, True
 
 
-async def serve(settings: ServiceSettings, tokens: dict[str, str], host: str = "127.0.0.1", port: int = 8750,
-                show_token: bool = False) -> None:
+async def serve(settings: ServiceSettings, tokens: dict[str, str], host: str = "127.0.0.1", port: int = 8750) -> None:
     """Serve until SIGTERM or SIGINT, then stop accepting, stop workers and close the database."""
     app, context = make_app(settings, tokens)
     server = HTTPServer(app, max_body_size=settings.max_upload_bytes + FORM_OVERHEAD, xheaders=True)
     server.listen(port, host)
     context.start()
-    shown = f"http://{host}:{port}{settings.root_path}"
-    log.info("CIANNA On-The-Fly serving at %s", shown)
-    if show_token:
-        log.info("token (send as 'Authorization: Bearer TOKEN'): %s", next(iter(tokens)))
+    log.info("CIANNA On-The-Fly serving at http://%s:%d%s", host, port, settings.root_path)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -1,0 +1,113 @@
+"""`cianna-otf serve` as users run it: a real process, killed with SIGKILL and started again.
+
+Nothing may be lost: every job is still listed, finished results are still served, QUEUED jobs
+run, and the job that was EXECUTING when the process died is queued again and completes.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from astropy.io.votable import parse_single_table
+
+TOKEN = "restart-test-token"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ServeProcess:
+    def __init__(self, data_dir: Path, data_root: Path, port: int) -> None:
+        env = {k: v for k, v in os.environ.items() if k != "CIANNA_OTF_TOKEN"}
+        self.url = f"http://127.0.0.1:{port}"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "cianna_otf_server.cli", "serve", "--port", str(port),
+             "--data-dir", str(data_dir), "--data-root", str(data_root), "--token", TOKEN, "--workers", "1"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        )
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {TOKEN}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if self.session.get(self.url + "/models", timeout=2).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                time.sleep(0.2)
+        self.process.kill()
+        raise RuntimeError("cianna-otf serve did not start:\n" + (self.process.stdout.read() or ""))
+
+    def phase(self, job_url: str) -> str:
+        return self.session.get(job_url + "/phase", timeout=10).text.strip()
+
+    def stop(self, sig: int = signal.SIGTERM) -> str:
+        self.process.send_signal(sig)
+        output, _ = self.process.communicate(timeout=60)
+        return output
+
+
+@pytest.fixture(scope="module")
+def big_images(tmp_path_factory) -> Path:
+    """Images large enough (3072 px) that one job is still running when the server is killed."""
+    from cianna_otf_server.simulate import write_simulation
+
+    root = tmp_path_factory.mktemp("images")
+    write_simulation(root / "big.fits", 3072, seed=5)
+    write_simulation(root / "small.fits", 256, seed=6)
+    return root
+
+
+def test_sigkill_loses_nothing(tmp_path: Path, big_images: Path) -> None:
+    data_dir = tmp_path / "data"
+    server = ServeProcess(data_dir, big_images, _free_port())
+    try:
+        done = server.session.post(server.url + "/async", data={"IMAGE": "small.fits", "PHASE": "RUN"}, timeout=30).url
+        assert server.session.get(done + "?WAIT=30", timeout=40).text.count("COMPLETED") == 1
+        pending = server.session.post(server.url + "/async", data={"IMAGE": "small.fits"}, timeout=30).url
+        running = [server.session.post(server.url + "/async", data={"IMAGE": "big.fits", "PHASE": "RUN"},
+                                       timeout=30).url for _ in range(3)]
+        deadline = time.monotonic() + 30
+        while server.phase(running[0]) != "EXECUTING" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        phases_before = [server.phase(url) for url in running]
+        assert phases_before[0] == "EXECUTING" and "QUEUED" in phases_before[1:]
+    finally:
+        server.stop(signal.SIGKILL)
+
+    restarted = ServeProcess(data_dir, big_images, _free_port())
+    try:
+        def url_on(new: ServeProcess, old: str) -> str:
+            return new.url + old[old.index("/async/"):]
+
+        listing = restarted.session.get(restarted.url + "/async", timeout=10).text
+        for old in [done, pending, *running]:
+            assert old.rsplit("/", 1)[1] in listing
+        assert restarted.phase(url_on(restarted, done)) == "COMPLETED"
+        assert restarted.session.get(url_on(restarted, done) + "/results/result", timeout=10).status_code == 200
+        assert restarted.phase(url_on(restarted, pending)) == "PENDING"
+        for old in running:  # the interrupted job and the queued ones all run to completion
+            xml = restarted.session.get(url_on(restarted, old) + "?WAIT=60", timeout=90).text
+            deadline = time.monotonic() + 120
+            while "<uws:phase>COMPLETED" not in xml and time.monotonic() < deadline:
+                xml = restarted.session.get(url_on(restarted, old) + "?WAIT=30", timeout=60).text
+            assert "<uws:phase>COMPLETED" in xml, xml
+            results = restarted.session.get(url_on(restarted, old) + "/results/result", timeout=10)
+            assert results.status_code == 200
+            table = parse_single_table(io.BytesIO(results.content)).to_table()
+            assert len(table) > 100  # a 3072 px simulated sky holds hundreds of detectable sources
+    finally:
+        output = restarted.stop(signal.SIGTERM)
+    assert restarted.process.returncode == 0, output
+    assert "stopped" in output
