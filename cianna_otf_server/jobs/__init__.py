@@ -2,7 +2,7 @@
 
 from ._executor import LocalPoolExecutor
 from ._parameters import DetectionParameterPolicy, DetectionRequest, check_region_syntax, request_from_job
-from ._runner import DetectionRunner, JobCancelled, RunnerLimits
+from ._runner import DetectionRunner, JobCancelled, PreparedJob, RunnerLimits
 
 __all__ = [
     "DetectionParameterPolicy",
@@ -10,6 +10,7 @@ __all__ = [
     "DetectionRunner",
     "JobCancelled",
     "LocalPoolExecutor",
+    "PreparedJob",
     "RunnerLimits",
     "check_region_syntax",
     "request_from_job",

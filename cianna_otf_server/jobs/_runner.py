@@ -7,6 +7,7 @@ HTTP and not the job phases (the executor reports those to the service).
 from __future__ import annotations
 
 import hashlib
+import http.client
 import logging
 import threading
 import time
@@ -39,6 +40,47 @@ class RunnerLimits:
     download_timeout: float = 60.0
 
 
+@dataclass
+class PreparedJob:
+    """A job ready to detect: its model, its opened image and region, where its files go."""
+
+    job: Job
+    request: DetectionRequest
+    card: Any
+    image: Any  # SkyImage (memory-mapped)
+    image_sha: str
+    box: Any  # PixelBox
+    precision: str
+    device: str
+    started: Any
+    work: Path
+    time: float
+
+    @property
+    def hdu(self) -> int | str | None:
+        return getattr(self.image, "hdu", self.request.hdu)
+
+    def detect_whole(self, progress: Progress | None = None, network: Any = None):
+        """Detect in one call (classic models, or the worker pool); returns the catalogue."""
+        from ..pipeline import detect
+
+        r = self.request
+        return detect(self.image, self.card, region=r.region, pixels=r.pixels, precision=self.precision,
+                      device=self.device, threshold=r.threshold, nms=r.nms, min_size=r.min_size,
+                      network=network, progress=progress)
+
+    def yolo_detection(self):
+        """The incremental detection state the batching scheduler feeds patch outputs into."""
+        from ..pipeline import YoloDetection
+
+        r = self.request
+        return YoloDetection(self.image, self.card, self.box, precision=self.precision, threshold=r.threshold,
+                             nms=r.nms, min_size=r.min_size, device=self.device)
+
+    def close(self) -> None:
+        self.image.close()
+
+
 class DetectionRunner:
     """Turns a stored job into result files.
 
@@ -61,46 +103,62 @@ class DetectionRunner:
         self.networks = networks
 
     def run(self, job: Job, cancelled: threading.Event, progress: Progress) -> list[JobResult]:
-        from ..pipeline import detect, open_image
-        from ..provenance import ProvenanceRecord, write_provenance
+        """Run a whole job in this thread (the simple worker pool's way)."""
+        prepared = self.prepare(job, cancelled)
+        try:
+            network = None
+            if prepared.card.is_network and self.networks is not None:
+                network = self.networks.get(prepared.card, self.device, prepared.precision)
+
+            def report(done: int, total: int) -> None:
+                if cancelled.is_set():
+                    raise JobCancelled(job.job_id)
+                progress(done, total)
+
+            table = prepared.detect_whole(report, network=network)
+            if cancelled.is_set():
+                raise JobCancelled(job.job_id)
+            return self.finish(prepared, table)
+        finally:
+            prepared.close()
+
+    def prepare(self, job: Job, cancelled: threading.Event) -> "PreparedJob":
+        """Everything before the detection itself: model, image (fetched, checked, opened), region."""
+        from ..pipeline import open_image, parse_region
 
         request = request_from_job(job)
         started_at = utc_now()
         card = self.registry.get(request.model)
         if card.is_network:
             self.registry.verify(card.name)
-        started = time.time()
         work = self.files.work_dir(job.job_id)
         image_path = self._image_path(job, request, work, cancelled)
         image_sha = _sha256(image_path)
-
-        def report(done: int, total: int) -> None:
-            if cancelled.is_set():
-                raise JobCancelled(job.job_id)
-            progress(done, total)
-
         image = open_image(image_path, hdu=request.hdu)
         try:
             pixels = int(image.data.shape[0]) * int(image.data.shape[1])
             if pixels > self.limits.max_image_pixels:
                 raise ImageError(
                     f"the image has {pixels} pixels; this service accepts at most {self.limits.max_image_pixels}")
-            precision = request.precision or card.default_precision
-            network = None
-            if card.is_network and self.networks is not None:
-                network = self.networks.get(card, self.device, precision)
-            table = detect(
-                image, card, region=request.region, pixels=request.pixels, precision=precision,
-                device=self.device, threshold=request.threshold, nms=request.nms, min_size=request.min_size,
-                network=network, progress=report,
-            )
-            hdu_index = getattr(image, "hdu", request.hdu)
-        finally:
+            box = parse_region(request.region, request.pixels, image)
+        except BaseException:
             image.close()
-        if cancelled.is_set():
-            raise JobCancelled(job.job_id)
-        table.meta["job_url"] = self.job_url(job.job_id)
+            raise
+        precision = request.precision or card.default_precision
+        if card.is_network:
+            from ..pipeline import resolve_precision
 
+            precision = resolve_precision(precision, card, self.device)
+        return PreparedJob(job=job, request=request, card=card, image=image, image_sha=image_sha, box=box,
+                           precision=precision, device=self.device, started=job.start_time or started_at,
+                           work=work, time=time.time())
+
+    def finish(self, prepared: "PreparedJob", table) -> list[JobResult]:
+        """Write the catalogue in its formats and the provenance, then publish them together."""
+        from ..provenance import ProvenanceRecord, write_provenance
+
+        job, request, card, work = prepared.job, prepared.request, prepared.card, prepared.work
+        table.meta["job_url"] = self.job_url(job.job_id)
         media_type, extension = FORMATS[request.response_format]
         outputs = [("result", f"result{extension}", request.response_format, media_type)]
         if request.response_format != "votable":
@@ -108,24 +166,23 @@ class DetectionRunner:
         outputs.append(("regions", "regions.reg", "ds9", FORMATS["ds9"][0]))
         results: list[JobResult] = []
         for result_id, name, fmt, media in outputs:
-            path = work / name
-            write_catalogue(table, path, fmt)
+            write_catalogue(table, work / name, fmt)
             results.append(JobResult(result_id, name, media))
 
         record = ProvenanceRecord(
             job_id=job.job_id,
             job_url=self.job_url(job.job_id),
             owner=job.owner,
-            started=job.start_time or started_at,
+            started=prepared.started,
             ended=None,
             card=card,
             image_name=Path(request.image).name if not request.image.startswith("upload:") else request.image[7:],
-            image_sha256=image_sha,
-            hdu=hdu_index,
+            image_sha256=prepared.image_sha,
+            hdu=prepared.hdu,
             region=request.region or (f"PIXELS {request.pixels}" if request.pixels else None),
             parameters={p.name: p.value for p in job.parameters},
-            device=self.device,
-            precision=precision if card.is_network else None,
+            device=prepared.device,
+            precision=prepared.precision if card.is_network else None,
             n_sources=len(table),
             catalogue_file="result" + extension,
         )
@@ -135,7 +192,7 @@ class DetectionRunner:
         for result in results:  # all written: publish them together
             target = self.files.publish(job.job_id, work / result.file_name)
             result.size = target.stat().st_size
-        log.info("job %s: %d sources with %s in %.2f s", job.job_id, len(table), card.name, time.time() - started)
+        log.info("job %s: %d sources with %s in %.2f s", job.job_id, len(table), card.name, time.time() - prepared.time)
         return results
 
     def _image_path(self, job: Job, request: DetectionRequest, work: Path, cancelled: threading.Event) -> Path:
@@ -155,16 +212,24 @@ class DetectionRunner:
         limit = self.limits.max_download_bytes
         try:
             with urllib.request.urlopen(url, timeout=self.limits.download_timeout) as response, target.open("wb") as out:
+                # read1: whatever has arrived, so a slow server never delays an abort by a whole chunk
+                read = getattr(response, "read1", response.read)
                 size = 0
-                while chunk := response.read(1 << 20):
+                while chunk := read(1 << 20):
                     size += len(chunk)
                     if size > limit:
                         raise UserInputError(f"the image at {url} is larger than the {limit}-byte limit")
                     if cancelled.is_set():
                         raise JobCancelled(url)
                     out.write(chunk)
-        except OSError as exc:
-            raise ImageError(f"could not fetch the image from {url}: {getattr(exc, 'reason', exc)}") from None
+                expected = response.headers.get("Content-Length", "")
+                if expected.isdigit() and size < int(expected):  # read1 does not raise IncompleteRead
+                    raise ImageError(f"the download of {url} was cut short after {size} of {expected} bytes")
+        except (OSError, http.client.HTTPException, ValueError) as exc:
+            if isinstance(exc, UserInputError):
+                raise
+            reason = getattr(exc, "reason", None) or exc or type(exc).__name__
+            raise ImageError(f"could not fetch the image from {url}: {reason}") from None
         return target
 
 
@@ -176,4 +241,4 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-__all__ = ["DetectionRunner", "JobCancelled", "RunnerLimits"]
+__all__ = ["DetectionRunner", "JobCancelled", "PreparedJob", "RunnerLimits"]

@@ -7,12 +7,12 @@ steps are public so that a scheduler can batch the forward pass of many jobs tog
 from ._boxes import Boxes, diou, diou_matrix
 from ._catalogue import CORE_COLUMNS, classic_catalogue, make_catalogue, parameter_values, yolo_catalogue
 from ._decode import DecodeSettings, decode_batch, decode_patch, decode_settings, first_nms
-from ._detect import check_network, detect, prepare_network, resolve_precision, run_network
+from ._detect import YoloDetection, check_network, detect, prepare_network, resolve_precision, run_network
 from ._image import SkyImage, open_image
 from ._merge import drop_edge_boxes, keep_in_region, merge_tiles, second_nms, to_image_coordinates
-from ._normalise import normalise, normalised_zero
+from ._normalise import normalise, normalise_tensor, normalised_zero
 from ._region import PixelBox, full_box, parse_pixels, parse_region
-from ._tiling import Tile, TilePlan, cut_patch, iter_batches, plan_tiles
+from ._tiling import Tile, TilePlan, cut_patch, cut_raw_patch, iter_batches, plan_tiles
 
 __all__ = [
     "Boxes",
@@ -21,10 +21,12 @@ __all__ = [
     "PixelBox",
     "SkyImage",
     "Tile",
+    "YoloDetection",
     "TilePlan",
     "check_network",
     "classic_catalogue",
     "cut_patch",
+    "cut_raw_patch",
     "decode_batch",
     "decode_patch",
     "decode_settings",
@@ -39,6 +41,7 @@ __all__ = [
     "make_catalogue",
     "merge_tiles",
     "normalise",
+    "normalise_tensor",
     "normalised_zero",
     "open_image",
     "parameter_values",

@@ -33,7 +33,7 @@ from ._merge import merge_tiles
 from ._region import PixelBox, parse_region
 from ._tiling import iter_batches, plan_tiles
 
-__all__ = ["detect", "resolve_precision", "prepare_network", "check_network", "run_network"]
+__all__ = ["YoloDetection", "detect", "resolve_precision", "prepare_network", "check_network", "run_network"]
 
 log = logging.getLogger(__name__)
 
@@ -189,39 +189,78 @@ def _detect_yolo(
     batch_size: int,
     progress: Progress | None,
 ) -> Table:
-    assert card.tiling is not None and card.yolo is not None
-    yolo = card.yolo
-    plan = plan_tiles(box, card.tiling)
-    settings = decode_settings(
-        yolo, threshold=threshold, nms=nms, min_size=min_size, nms_tiers=yolo.nms_tiers,
-        min_box_size=yolo.min_box_size, edge_penalty=yolo.edge_penalty,
-    )
-    per_tile: list[Boxes] = [Boxes.empty(yolo.nb_class, yolo.nb_param)] * len(plan)
-    total, done = len(plan), 0
+    detection = YoloDetection(image, card, box, precision=precision, threshold=threshold, nms=nms,
+                              min_size=min_size, device=device_of(network))
+    total, done = len(detection.plan), 0
     if progress:
         progress(0, total)
-    for tiles, batch in iter_batches(image, plan, card.normalisation, batch_size, channels=card.channels):
-        outputs = run_network(network, batch)
-        for tile, boxes in zip(tiles, decode_batch(outputs, [t.index for t in tiles], yolo, settings)):
-            per_tile[tile.index] = boxes
+    for tiles, batch in iter_batches(image, detection.plan, card.normalisation, batch_size, channels=card.channels):
+        detection.add_outputs(tiles, run_network(network, batch))
         done += len(tiles)
         if progress:
             progress(done, total)
-    second = float(nms) if nms is not None else float(yolo.second_nms_threshold)
-    merged = merge_tiles(per_tile, plan, box, second_nms_threshold=second, edge_margin=yolo.edge_margin)
-    parameters = {
-        "threshold": list(settings.thresholds),
-        "nms": _tiers_text(settings.nms_tiers),
-        "second_nms": second,
-        "min_size": settings.min_size,
-        "edge_margin": yolo.edge_margin,
-        "patch_size": list(plan.patch_size),
-        "shift": list(plan.shift),
-        "offset": list(plan.offset),
-        "patches": total,
-        "device": str(device_of(network)),
-    }
-    return yolo_catalogue(merged, card, image, box, precision=precision, parameters=parameters)
+    return detection.catalogue()
+
+
+class YoloDetection:
+    """One image's YOLO detection, fed patch outputs in any order and batch composition.
+
+    `detect` feeds it batch by batch; the batching scheduler feeds it slices of batches shared
+    with other jobs. It holds the tiling plan, the decode settings and each tile's boxes, and
+    builds the catalogue (second NMS, region, physical columns) once every tile has reported.
+    """
+
+    def __init__(self, image: SkyImage, card: ModelCard, box: PixelBox, *, precision: str,
+                 threshold: float | None = None, nms: float | None = None, min_size: float | None = None,
+                 device: str = "cpu") -> None:
+        if card.tiling is None or card.yolo is None:
+            raise ModelCardError(f"model {card.name!r}: a yolo-cianna card needs [tiling] and [yolo].")
+        self.image, self.card, self.box = image, card, box
+        self.yolo = card.yolo
+        self.precision, self.device = precision, device
+        self.plan = plan_tiles(box, card.tiling)
+        self.settings = decode_settings(
+            self.yolo, threshold=threshold, nms=nms, min_size=min_size, nms_tiers=self.yolo.nms_tiers,
+            min_box_size=self.yolo.min_box_size, edge_penalty=self.yolo.edge_penalty,
+        )
+        self.second_nms = float(nms) if nms is not None else float(self.yolo.second_nms_threshold)
+        self.per_tile: list[Boxes | None] = [None] * len(self.plan)
+        self.received = 0
+
+    @property
+    def complete(self) -> bool:
+        return self.received == len(self.plan)
+
+    def add_outputs(self, tiles: list, outputs: np.ndarray) -> None:
+        """Decode the network's decoded-box outputs ``[n, C, gh, gw]`` of `tiles` (first NMS included)."""
+        for tile, boxes in zip(tiles, decode_batch(outputs, [t.index for t in tiles], self.yolo, self.settings)):
+            if self.per_tile[tile.index] is None:
+                self.received += 1
+            self.per_tile[tile.index] = boxes
+
+    def catalogue(self) -> Table:
+        """Merge the tiles (second NMS, edges, region) and build the catalogue table."""
+        if not self.complete:
+            raise RuntimeError(f"{len(self.plan) - self.received} patches have not been processed yet")
+        empty = Boxes.empty(self.yolo.nb_class, self.yolo.nb_param)
+        per_tile = [b if b is not None else empty for b in self.per_tile]
+        merged = merge_tiles(per_tile, self.plan, self.box, second_nms_threshold=self.second_nms,
+                             edge_margin=self.yolo.edge_margin)
+        plan, settings = self.plan, self.settings
+        parameters = {
+            "threshold": list(settings.thresholds),
+            "nms": _tiers_text(settings.nms_tiers),
+            "second_nms": self.second_nms,
+            "min_size": settings.min_size,
+            "edge_margin": self.yolo.edge_margin,
+            "patch_size": list(plan.patch_size),
+            "shift": list(plan.shift),
+            "offset": list(plan.offset),
+            "patches": len(plan),
+            "device": self.device,
+        }
+        return yolo_catalogue(merged, self.card, self.image, self.box, precision=self.precision,
+                              parameters=parameters)
 
 
 def _tiers_text(tiers: tuple[tuple[float, float], ...]) -> float | list[list[float]]:

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..models._card import NormalisationSpec
 
-__all__ = ["normalise", "normalised_zero"]
+__all__ = ["normalise", "normalise_tensor", "normalised_zero"]
 
 
 def normalise(values: np.ndarray, spec: NormalisationSpec, out: np.ndarray | None = None) -> np.ndarray:
@@ -53,6 +53,28 @@ def normalise(values: np.ndarray, spec: NormalisationSpec, out: np.ndarray | Non
         raise ValueError(f"unknown normalisation function {function!r}")
     np.nan_to_num(out, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
     return out
+
+
+def normalise_tensor(values: "torch.Tensor", spec: NormalisationSpec) -> "torch.Tensor":
+    """`normalise` for a torch tensor (on any device), so batches are normalised where they run.
+
+    Computed in float32 whatever the tensor's dtype; NaN (including pixels beyond the image)
+    becomes 0 like in `normalise`.
+    """
+    import torch
+
+    out = values.float().clamp(spec.clip_min, spec.clip_max)
+    out = (out - spec.clip_min) * (1.0 / (spec.clip_max - spec.clip_min))
+    function = spec.function
+    if function == "tanh":
+        out = torch.tanh(out * spec.scale)
+    elif function == "sqrt":
+        out = torch.sqrt(out)
+    elif function == "log":
+        out = torch.log1p(out * spec.scale) * (1.0 / float(np.log(1.0 + spec.scale)))
+    elif function != "linear":
+        raise ValueError(f"unknown normalisation function {function!r}")
+    return torch.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
 
 
 def normalised_zero(spec: NormalisationSpec) -> float:

@@ -25,7 +25,7 @@ from ..models._card import NormalisationSpec, TilingSpec
 from ._normalise import normalise, normalised_zero
 from ._region import PixelBox
 
-__all__ = ["Tile", "TilePlan", "plan_tiles", "cut_patch", "iter_batches"]
+__all__ = ["Tile", "TilePlan", "plan_tiles", "cut_patch", "cut_raw_patch", "iter_batches"]
 
 
 @dataclass(frozen=True)
@@ -114,6 +114,27 @@ def cut_patch(
     if x0 < x1 and y0 < y1:
         window = np.asarray(image.data[y0:y1, x0:x1])
         normalise(window, spec, out=out[y0 - tile.y0: y1 - tile.y0, x0 - tile.x0: x1 - tile.x0])
+    return out
+
+
+def cut_raw_patch(image: Any, tile: Tile, size: tuple[int, int], out: np.ndarray | None = None) -> np.ndarray:
+    """Read one patch ``[H, W]`` in image units, NaN beyond the image, without normalising it.
+
+    The batching scheduler normalises whole batches on the GPU; NaN normalises to the blank-sky
+    value 0, so the result equals `cut_patch` followed by normalisation.
+    """
+    w, h = size
+    ny, nx = int(image.data.shape[0]), int(image.data.shape[1])
+    if out is None:
+        out = np.empty((h, w), dtype=np.float32)
+    x0, y0 = max(tile.x0, 0), max(tile.y0, 0)
+    x1, y1 = min(tile.x0 + w, nx), min(tile.y0 + h, ny)
+    if x0 >= x1 or y0 >= y1:
+        out.fill(np.nan)
+        return out
+    if x0 - tile.x0 or y0 - tile.y0 or x1 - tile.x0 < w or y1 - tile.y0 < h:
+        out.fill(np.nan)
+    out[y0 - tile.y0: y1 - tile.y0, x0 - tile.x0: x1 - tile.x0] = image.data[y0:y1, x0:x1]
     return out
 
 

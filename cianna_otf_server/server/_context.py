@@ -45,6 +45,10 @@ class ServiceSettings:
     sync_timeout_seconds: float = 120.0
     reaper_interval_seconds: float = 30.0
     executor_factory: Callable[..., Any] | None = None  # (runner, settings) -> JobExecutor
+    executor: str = "batching"  # "batching" (the scheduler) or "pool" (one job per worker thread)
+    batch_size: int = 0  # patches per batch; 0: 8 on a CPU, 64 on a GPU
+    max_wait: float = 0.02  # seconds a ready patch may wait for a fuller batch
+    model_budget_mb: float = 4096.0  # resident networks per device
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).expanduser()
@@ -52,6 +56,16 @@ class ServiceSettings:
             self.root_path += "/"
         if not self.root_path.startswith("/"):
             self.root_path = "/" + self.root_path
+
+
+def expand_devices(device: str) -> list[str]:
+    """``cuda`` means every visible GPU (one worker each); anything else is taken as given."""
+    if device == "cuda":
+        import torch
+
+        count = torch.cuda.device_count()
+        return [f"cuda:{i}" for i in range(count)] or ["cpu"]
+    return [device]
 
 
 class ServiceContext:
@@ -70,8 +84,7 @@ class ServiceContext:
             limits=RunnerLimits(max_image_pixels=settings.max_image_pixels),
             job_url=self.job_url,
         )
-        factory = settings.executor_factory
-        self.executor = factory(runner, settings) if factory else LocalPoolExecutor(runner, settings.workers)
+        self.executor = self._make_executor(runner)
         self.policy = DetectionParameterPolicy(
             self.registry, data_roots=settings.data_roots, allow_http=settings.allow_http_images,
             default_model=settings.default_model,
@@ -90,6 +103,24 @@ class ServiceContext:
                                   self.href, limits, self.events)
         self._reaper: asyncio.Task[None] | None = None
         self.public_base = ""  # scheme://host, learnt from requests, for absolute URLs in provenance
+
+    def _make_executor(self, runner: DetectionRunner) -> Any:
+        settings = self.settings
+        if settings.executor_factory is not None:
+            return settings.executor_factory(runner, settings)
+        if settings.executor == "pool":
+            return LocalPoolExecutor(runner, settings.workers)
+        if settings.executor != "batching":
+            raise ValueError(f"executor must be 'batching' or 'pool', not {settings.executor!r}")
+        from ..scheduler import BatchingScheduler, SchedulerMetrics, SchedulerSettings
+
+        batch = {"cpu": settings.batch_size or 8, "cuda": settings.batch_size or 64}
+        scheduler_settings = SchedulerSettings(
+            devices=expand_devices(settings.device), batch_size=batch, max_wait=settings.max_wait,
+            model_budget_bytes=int(settings.model_budget_mb * 1024 * 1024),
+            post_threads=max(2, settings.workers), prepare_threads=max(2, settings.workers),
+        )
+        return BatchingScheduler(runner, scheduler_settings, SchedulerMetrics(self.metrics.registry))
 
     def href(self, job_id: str, path: str = "") -> str:
         """Root-relative URL of a job resource (correct under any Jupyter base_url)."""

@@ -1,0 +1,446 @@
+"""The batching scheduler: patches of many jobs that share a model and precision run together.
+
+Flow of a YOLO job: a prepare thread opens the image and plans the tiles; reader threads cut
+raw patches ahead (bounded per job); each device worker (one per GPU, or one for the CPU)
+picks the group (model version, precision) whose batch is full or whose oldest patch has
+waited `max_wait`, composes a batch across jobs (owners in turn, fewest remaining patches
+first, so a click is not stuck behind a survey), normalises it on the device, runs it, and
+hands each job its outputs; post-processing threads decode, and merge a job once its last
+patch is back. Classic (non-network) jobs run on the post-processing threads directly.
+
+`BatchingScheduler` implements the job service's `JobExecutor` interface.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import UserInputError
+from ..uws import ExecutionCallbacks, Job, UWSError
+from ._cache import ModelCache, ModelKey, model_key
+from ._device import DeviceRunner, OutOfDeviceMemory
+from ._metrics import SchedulerMetrics
+from ._work import JobWork, ReadyPatch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SchedulerSettings:
+    """Tuning of the scheduler; the defaults suit one GPU or a laptop CPU."""
+
+    devices: list[str] = field(default_factory=lambda: ["cpu"])
+    batch_size: dict[str, int] = field(default_factory=dict)  # device kind -> patches per batch
+    max_wait: float = 0.02  # seconds the oldest ready patch may wait for a fuller batch
+    prefetch: int = 0  # cut patches held ahead per job (0: two batches)
+    readers: int = 2  # threads cutting patches
+    prepare_threads: int = 2
+    post_threads: int = 2
+    model_budget_bytes: int = 4 * 1024**3  # resident networks per device
+
+    def batch_for(self, device: str) -> int:
+        kind = "cuda" if device.startswith("cuda") else "cpu"
+        return int(self.batch_size.get(device, self.batch_size.get(kind, 64 if kind == "cuda" else 8)))
+
+
+@dataclass
+class _Group:
+    """Jobs whose patches may share a batch."""
+
+    key: ModelKey
+    card: Any
+    jobs: list[JobWork] = field(default_factory=list)
+    batch_limit: int | None = None  # lowered after an out-of-memory error
+    turn: int = 0  # round-robin position over owners
+
+
+class BatchingScheduler:
+    """Runs detection jobs with cross-job batching on one or more devices."""
+
+    def __init__(self, runner: Any, settings: SchedulerSettings | None = None,
+                 metrics: SchedulerMetrics | None = None, device_runner_factory: Any = None) -> None:
+        self.runner = runner
+        self.settings = settings or SchedulerSettings()
+        self.metrics = metrics or SchedulerMetrics()
+        self._callbacks: ExecutionCallbacks | None = None
+        self._cond = threading.Condition()
+        self._groups: dict[tuple, _Group] = {}
+        self._works: dict[str, JobWork] = {}
+        self._cancel: dict[str, threading.Event] = {}
+        self._running = False
+        self._threads: list[threading.Thread] = []
+        self.cache = ModelCache(self._load, self.settings.model_budget_bytes,
+                                on_load=self.metrics.model_loaded, on_hit=self.metrics.model_hit)
+        factory = device_runner_factory or DeviceRunner
+        self.devices = [factory(device, self.metrics) for device in self.settings.devices]
+        self._prepare = self._reader = self._post = None
+        self.metrics.watch(self)
+
+    # -- JobExecutor -------------------------------------------------------------------------
+    def attach(self, callbacks: ExecutionCallbacks) -> None:
+        self._callbacks = callbacks
+
+    def start(self) -> None:
+        if self._running:
+            return
+        self._running = True
+        s = self.settings
+        self._prepare = ThreadPoolExecutor(s.prepare_threads, thread_name_prefix="otf-prepare")
+        self._reader = ThreadPoolExecutor(s.readers, thread_name_prefix="otf-reader")
+        self._post = ThreadPoolExecutor(s.post_threads, thread_name_prefix="otf-post")
+        for device in self.devices:
+            thread = threading.Thread(target=self._device_loop, args=(device,), daemon=True,
+                                      name=f"otf-device-{device.device}")
+            thread.start()
+            self._threads.append(thread)
+
+    def shutdown(self, wait: bool = True) -> None:
+        with self._cond:
+            self._running = False
+            for event in self._cancel.values():
+                event.set()
+            self._cond.notify_all()
+        for thread in self._threads:
+            thread.join(30 if wait else 0)
+        self._threads = []
+        for pool in (self._prepare, self._reader, self._post):
+            if pool is not None:
+                pool.shutdown(wait=wait, cancel_futures=True)
+        self._prepare = self._reader = self._post = None
+
+    def submit(self, job: Job) -> None:
+        if not self._running:
+            self.start()
+        with self._cond:
+            cancelled = self._cancel.setdefault(job.job_id, threading.Event())
+        self.metrics.job_queued(job.job_id)
+        self._prepare.submit(self._prepare_job, job, cancelled)
+
+    def cancel(self, job_id: str) -> None:
+        with self._cond:
+            event = self._cancel.get(job_id)
+            if event is not None:
+                event.set()
+            work = self._works.pop(job_id, None)
+            if work is not None:
+                work.ready.clear()
+                self._detach(work)
+            self._cond.notify_all()
+        if work is not None:
+            work.prepared.close()
+
+    # -- preparation ----------------------------------------------------------------------------
+    def _prepare_job(self, job: Job, cancelled: threading.Event) -> None:
+        callbacks = self._callbacks
+        assert callbacks is not None
+        if cancelled.is_set() or not callbacks.job_started(job.job_id):
+            self._forget(job.job_id)
+            return
+        self.metrics.job_started(job.job_id)
+        try:
+            prepared = self.runner.prepare(job, cancelled)
+        except BaseException as exc:  # noqa: BLE001 - reported to the job
+            self._fail(job.job_id, exc)
+            return
+        if not prepared.card.is_network:
+            self._run_whole(job, prepared, cancelled)
+            return
+        try:
+            key = model_key(prepared.card, prepared.precision, "any")
+            detection = prepared.yolo_detection()
+        except BaseException as exc:  # noqa: BLE001
+            prepared.close()
+            self._fail(job.job_id, exc)
+            return
+        batch = max(self.settings.batch_for(d.device) for d in self.devices)
+        work = JobWork(job.job_id, job.owner, prepared.card, key, detection, prepared,
+                       prefetch=self.settings.prefetch or 2 * batch)
+        callbacks.job_progress(job.job_id, 0, work.total)
+        with self._cond:
+            if cancelled.is_set():
+                prepared.close()
+                return
+            self._works[job.job_id] = work
+            group = self._groups.get(key.group)
+            if group is None:
+                group = self._groups[key.group] = _Group(key, prepared.card)
+            group.jobs.append(work)
+            self._schedule_fill(work)
+
+    def _run_whole(self, job: Job, prepared: Any, cancelled: threading.Event) -> None:
+        """Jobs without a network (the classic finder) run in one go on a post thread."""
+        def run() -> None:
+            try:
+                table = prepared.detect_whole(lambda d, t: self._progress(job.job_id, d, t, cancelled))
+                self._complete(job.job_id, prepared, table)
+            except BaseException as exc:  # noqa: BLE001
+                prepared.close()
+                self._fail(job.job_id, exc)
+        self._post.submit(run)
+
+    # -- reading patches ---------------------------------------------------------------------
+    def _schedule_fill(self, work: JobWork) -> None:
+        """Ask a reader thread to cut more of `work`'s patches (call under the lock)."""
+        if work.needs_fill() and self._reader is not None:
+            work.filling = True
+            self._reader.submit(self._fill, work)
+
+    def _fill(self, work: JobWork) -> None:
+        chunk = 8
+        try:
+            while True:
+                with self._cond:
+                    wanted = min(chunk, work.prefetch - len(work.ready), work.total - work.next_tile)
+                    if wanted <= 0 or work.cancelled.is_set() or not self._running:
+                        work.filling = False
+                        return
+                    tiles = work.tiles[work.next_tile: work.next_tile + wanted]
+                    work.next_tile += wanted
+                patches = [work.cut(tile) for tile in tiles]
+                with self._cond:
+                    work.ready.extend(patches)
+                    self._cond.notify_all()
+        except BaseException as exc:  # noqa: BLE001 - an unreadable image fails its job only
+            with self._cond:
+                work.filling = False
+            self._fail_work(work, exc)
+
+    # -- batching ------------------------------------------------------------------------------
+    def _due(self, group: _Group, batch: int, now: float) -> tuple[bool, float]:
+        """Whether the group should run now, else when its oldest patch will have waited enough."""
+        ready = sum(len(w.ready) for w in group.jobs)
+        if ready == 0:
+            return False, math.inf
+        if ready >= batch:
+            return True, now
+        oldest = min(w.oldest_ready() for w in group.jobs if w.ready)
+        deadline = oldest + self.settings.max_wait
+        return deadline <= now, deadline
+
+    def _compose(self, group: _Group, batch: int) -> list[tuple[JobWork, list[ReadyPatch]]]:
+        """Owners take turns; each owner's job with the fewest remaining patches goes first."""
+        owners: dict[Any, list[JobWork]] = {}
+        for work in group.jobs:
+            if work.ready:
+                owners.setdefault(work.owner, []).append(work)
+        for jobs in owners.values():
+            jobs.sort(key=lambda w: (w.remaining, w.submitted_at))
+        order = sorted(owners, key=str)
+        if order:
+            shift = group.turn % len(order)
+            order = order[shift:] + order[:shift]
+            group.turn += 1
+        taken: dict[str, tuple[JobWork, list[ReadyPatch]]] = {}
+        room = batch
+        while room > 0 and order:
+            quota = max(1, room // len(order))
+            still = []
+            for owner in order:
+                jobs = [w for w in owners[owner] if w.ready]
+                if not jobs or room <= 0:
+                    continue
+                work = jobs[0]
+                patches = work.take(min(quota, room))
+                room -= len(patches)
+                entry = taken.setdefault(work.job_id, (work, []))
+                entry[1].extend(patches)
+                if any(w.ready for w in owners[owner]):
+                    still.append(owner)
+            order = still
+        for work, _ in taken.values():
+            self._schedule_fill(work)
+        return list(taken.values())
+
+    def _next_batch(self, device: DeviceRunner) -> tuple[_Group, list[tuple[JobWork, list[ReadyPatch]]]] | None:
+        """Block until some group is due, then take its batch (None when shutting down)."""
+        with self._cond:
+            while self._running:
+                now = time.monotonic()
+                best, best_oldest, wake = None, math.inf, math.inf
+                for group in self._groups.values():
+                    batch = group.batch_limit or self.settings.batch_for(device.device)
+                    due, deadline = self._due(group, batch, now)
+                    if due:
+                        oldest = min(w.oldest_ready() for w in group.jobs if w.ready)
+                        if oldest < best_oldest:
+                            best, best_oldest = group, oldest
+                    else:
+                        wake = min(wake, deadline)
+                if best is not None:
+                    batch = best.batch_limit or self.settings.batch_for(device.device)
+                    return best, self._compose(best, batch)
+                self._cond.wait(timeout=min(max(wake - now, 0.001), 0.5) if wake < math.inf else 0.5)
+        return None
+
+    def _device_loop(self, device: DeviceRunner) -> None:
+        while True:
+            picked = self._next_batch(device)
+            if picked is None:
+                return
+            group, parts = picked
+            if not parts:
+                continue
+            try:
+                self._run_batch(device, group, parts)
+            except BaseException:  # noqa: BLE001 - the worker must keep serving
+                log.exception("device worker %s: unexpected failure", device.device)
+
+    def _run_batch(self, device: DeviceRunner, group: _Group, parts: list[tuple[JobWork, list[ReadyPatch]]]) -> None:
+        key = ModelKey(group.key.name, group.key.version, group.key.weights, group.key.signature,
+                       group.key.precision, device.device)
+        try:
+            network = self.cache.get(group.card, key)
+        except BaseException as exc:  # noqa: BLE001 - fails the jobs that need this model only
+            message = f"model {group.key.name} could not be loaded: {exc}"
+            for work in list(group.jobs):
+                self._fail_work(work, UserInputError(message) if not isinstance(exc, UserInputError) else exc)
+            return
+        pixels = [p.pixels for _, patches in parts for p in patches]
+        try:
+            outputs, elapsed = device.forward(network, group.card, np.stack(pixels))
+        except OutOfDeviceMemory:
+            new_limit = max(1, len(pixels) // 2)
+            log.warning("out of memory on %s with a batch of %d; retrying with %d", device.device, len(pixels), new_limit)
+            with self._cond:
+                group.batch_limit = new_limit
+                for work, patches in parts:
+                    work.give_back(patches)
+                self._cond.notify_all()
+            if len(pixels) == 1:  # cannot be split further: fail these jobs
+                for work, _ in parts:
+                    self._fail_work(work, UserInputError("the model does not fit in the device memory"))
+            return
+        except BaseException as exc:  # noqa: BLE001 - a failing forward fails the jobs in the batch
+            for work, _ in parts:
+                self._fail_work(work, exc)
+            return
+        self.metrics.batch_done(group.key.name, device.device, len(pixels), elapsed)
+        log.info("batch model=%s precision=%s size=%d jobs=%d device=%s ms=%.1f", group.key.name,
+                 group.key.precision, len(pixels), len(parts), device.device, 1000 * elapsed)
+        offset = 0
+        for work, patches in parts:
+            share = outputs[offset: offset + len(patches)]
+            offset += len(patches)
+            self._post.submit(self._decode, work, patches, share)
+
+    # -- post-processing ---------------------------------------------------------------------
+    def _decode(self, work: JobWork, patches: list[ReadyPatch], outputs: np.ndarray) -> None:
+        if work.cancelled.is_set() or work.failed:
+            return
+        try:
+            work.decode(patches, outputs)
+        except BaseException as exc:  # noqa: BLE001 - a post-processing crash fails this job only
+            self._fail_work(work, exc)
+            return
+        with self._cond:
+            work.done += len(patches)
+            work.in_flight -= len(patches)
+            finished = work.done >= work.total and not work.failed and not work.cancelled.is_set()
+            if finished:
+                self._works.pop(work.job_id, None)
+                self._detach(work)
+        self._progress(work.job_id, work.done, work.total, work.cancelled, throttle=not finished, work=work)
+        if finished:
+            try:
+                table = work.detection.catalogue()
+                self._complete(work.job_id, work.prepared, table)
+            except BaseException as exc:  # noqa: BLE001
+                self._fail(work.job_id, exc)
+
+    def _progress(self, job_id: str, done: int, total: int, cancelled: threading.Event,
+                  throttle: bool = False, work: JobWork | None = None) -> None:
+        from ..jobs import JobCancelled
+
+        if cancelled.is_set():
+            raise JobCancelled(job_id)
+        if throttle and work is not None:
+            now = time.monotonic()
+            if now - work.last_progress < 0.5:
+                return
+            work.last_progress = now
+        if self._callbacks is not None:
+            self._callbacks.job_progress(job_id, done, total)
+
+    def _complete(self, job_id: str, prepared: Any, table: Any) -> None:
+        from ..jobs import JobCancelled
+
+        with self._cond:
+            cancelled = self._cancel.get(job_id)
+        try:
+            if cancelled is not None and cancelled.is_set():
+                raise JobCancelled(job_id)
+            results = self.runner.finish(prepared, table)
+        except BaseException as exc:  # noqa: BLE001
+            if cancelled is not None and cancelled.is_set():  # aborted while finishing: nothing kept
+                exc = JobCancelled(job_id)
+            self._fail(job_id, exc)
+            return
+        finally:
+            prepared.close()
+        self._forget(job_id)
+        self.metrics.job_finished(job_id)
+        if self._callbacks is not None:
+            self._callbacks.job_completed(job_id, results)
+
+    def _fail_work(self, work: JobWork, exc: BaseException) -> None:
+        with self._cond:
+            if work.failed:
+                return
+            work.failed = True
+            work.ready.clear()
+            self._works.pop(work.job_id, None)
+            self._detach(work)
+        work.prepared.close()
+        self._fail(work.job_id, exc)
+
+    def _fail(self, job_id: str, exc: BaseException) -> None:
+        from ..jobs import JobCancelled
+
+        self._forget(job_id)
+        self.metrics.job_finished(job_id)
+        if isinstance(exc, JobCancelled) or self._callbacks is None:
+            return
+        if isinstance(exc, (UserInputError, UWSError)):
+            self._callbacks.job_failed(job_id, str(exc))
+        elif isinstance(exc, MemoryError):
+            self._callbacks.job_failed(job_id, "the job ran out of memory; try a smaller region or image")
+        else:
+            log.error("job %s failed: %s", job_id, "".join(traceback.format_exception(exc)))
+            self._callbacks.job_failed(job_id, f"internal error while running the job: {type(exc).__name__}: {exc}",
+                                       "".join(traceback.format_exception(exc)))
+
+    def _detach(self, work: JobWork) -> None:
+        for gkey, group in list(self._groups.items()):
+            if work in group.jobs:
+                group.jobs.remove(work)
+                if not group.jobs:
+                    del self._groups[gkey]
+
+    def _forget(self, job_id: str) -> None:
+        with self._cond:
+            self._cancel.pop(job_id, None)
+
+    # -- introspection (metrics, tests) ------------------------------------------------------------
+    def queue_depths(self) -> dict[str, int]:
+        """Patches waiting (cut or not) per model."""
+        with self._cond:
+            depths: dict[str, int] = {}
+            for group in self._groups.values():
+                waiting = sum(w.total - w.done - w.in_flight for w in group.jobs)
+                depths[group.key.name] = depths.get(group.key.name, 0) + waiting
+            return depths
+
+    def _load(self, card: Any, device: str, precision: str) -> Any:
+        from ..pipeline import prepare_network
+
+        network = prepare_network(card, device=device, precision=precision)
+        return DeviceRunner.optimise(network, device)

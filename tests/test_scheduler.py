@@ -1,0 +1,241 @@
+"""The batching scheduler with the real job service, store, runner and a small real network."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cianna_otf_server.jobs import DetectionParameterPolicy, DetectionRunner
+from cianna_otf_server.models import ModelRegistry
+from cianna_otf_server.scheduler import BatchingScheduler, DeviceRunner, OutOfDeviceMemory, SchedulerSettings
+from cianna_otf_server.simulate import write_simulation
+from cianna_otf_server.uws import JobFiles, JobService, JobStore, Phase
+
+sys.path.insert(0, str(Path(__file__).parent))
+from yolo_models import write_tiny_yolo  # noqa: E402
+
+FINAL = {Phase.COMPLETED, Phase.ERROR, Phase.ABORTED}
+BATCH_LOG = re.compile(r"batch model=(\S+) precision=\S+ size=(\d+) jobs=(\d+)")
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("scheduler-images")
+    write_simulation(root / "small.fits", 64, seed=1)  # 2 x 2 = 4 patches of 64 px
+    write_simulation(root / "big.fits", 1024, seed=2)  # 22 x 22 = 484 patches
+    write_simulation(root / "survey.fits", 2048, seed=3)  # 43 x 43 = 1849 patches
+    return root
+
+
+class Harness:
+    """A job service wired to a `BatchingScheduler`, driven without HTTP."""
+
+    def __init__(self, root: Path, images: Path, settings: SchedulerSettings, device_runner_factory=None) -> None:
+        self.models = root / "models"
+        write_tiny_yolo(self.models)
+        self.registry = ModelRegistry([self.models], use_environment=False)
+        self.store = JobStore(root / "jobs.sqlite")
+        files = JobFiles(root / "data")
+        runner = DetectionRunner(self.registry, files, device="cpu")
+        self.scheduler = BatchingScheduler(runner, settings, device_runner_factory=device_runner_factory)
+        policy = DetectionParameterPolicy(self.registry, data_roots=[images])
+        self.service = JobService(self.store, files, self.scheduler, policy, lambda j, p="": f"/async/{j}/{p}")
+        self.service.startup()
+        self.images = images
+
+    def submit(self, image: str, owner: str = "alice", model: str = "tiny-yolo") -> str:
+        job = self.service.create(owner, [("IMAGE", image), ("MODEL", model), ("PHASE", "RUN")])
+        return job.job_id
+
+    def wait(self, job_id: str, timeout: float = 60.0, phases=FINAL):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            job = self.store.get(job_id)
+            if job is not None and job.phase in phases:
+                return job
+            time.sleep(0.01)
+        raise AssertionError(f"job {job_id} still {self.store.get(job_id).phase} after {timeout} s")
+
+    def close(self) -> None:
+        self.service.shutdown()
+        self.store.close()
+
+
+@pytest.fixture
+def make_harness(tmp_path, images):
+    made = []
+
+    def make(**kwargs) -> Harness:
+        factory = kwargs.pop("device_runner_factory", None)
+        harness = Harness(tmp_path / f"h{len(made)}", images, SchedulerSettings(**kwargs), factory)
+        made.append(harness)
+        return harness
+
+    yield make
+    for harness in made:
+        harness.close()
+
+
+def _batches(caplog) -> list[tuple[str, int, int]]:
+    return [(m.group(1), int(m.group(2)), int(m.group(3)))
+            for r in caplog.records if (m := BATCH_LOG.search(r.getMessage()))]
+
+
+def test_patches_of_several_jobs_share_batches(make_harness, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="cianna_otf_server.scheduler")
+    h = make_harness(batch_size={"cpu": 16}, max_wait=1.0)
+    jobs = [h.submit("small.fits", owner=f"user{i % 2}") for i in range(6)]
+    for job_id in jobs:
+        job = h.wait(job_id)
+        assert job.phase == Phase.COMPLETED, job.error
+        assert job.progress_done == job.progress_total == 4
+    batches = _batches(caplog)
+    assert sum(size for _, size, _ in batches) == 24  # every patch ran exactly once
+    assert max(jobs_in for _, _, jobs_in in batches) >= 3  # batches mixed several jobs
+    assert len(batches) <= 3  # 24 patches in batches of up to 16
+
+
+def test_a_lone_job_is_flushed_after_max_wait(make_harness, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="cianna_otf_server.scheduler")
+    h = make_harness(batch_size={"cpu": 64}, max_wait=0.3)
+    start = time.monotonic()
+    job = h.wait(h.submit("small.fits"))
+    elapsed = time.monotonic() - start
+    assert job.phase == Phase.COMPLETED
+    assert _batches(caplog) == [("tiny-yolo", 4, 1)]  # one partial batch, not waiting for 64
+    assert 0.3 <= elapsed < 10
+
+
+def test_small_job_of_another_owner_is_not_stuck_behind_a_survey(make_harness) -> None:
+    h = make_harness(batch_size={"cpu": 16}, max_wait=0.01)
+    big = h.submit("survey.fits", owner="survey")
+    h.wait(big, phases={Phase.EXECUTING})
+    time.sleep(0.2)
+    submitted = time.monotonic()
+    small = h.submit("small.fits", owner="clicker")
+    assert h.wait(small).phase == Phase.COMPLETED
+    latency = time.monotonic() - submitted
+    survey = h.store.get(big)
+    assert survey.progress_done < survey.progress_total  # the survey was still running meanwhile
+    assert h.wait(big, timeout=300).phase == Phase.COMPLETED
+    survey = h.store.get(big)
+    assert latency < 0.25 * (survey.end_time - survey.start_time).total_seconds()
+
+
+def test_abort_drops_pending_patches(make_harness) -> None:
+    h = make_harness(batch_size={"cpu": 8}, max_wait=0.01)
+    big = h.submit("survey.fits")
+    h.wait(big, phases={Phase.EXECUTING})
+    time.sleep(1.0)
+    assert h.store.get(big).progress_done > 0
+    h.service.abort("alice", big)
+    time.sleep(0.5)
+    job = h.store.get(big)
+    assert job.phase == Phase.ABORTED and job.results == []
+    assert job.progress_done < job.progress_total
+    assert h.scheduler.queue_depths() == {}
+    assert not any((h.service.files.job_dir(big) / "results").iterdir())
+    assert h.wait(h.submit("small.fits")).phase == Phase.COMPLETED  # the scheduler keeps serving
+
+
+class _SmallMemoryDevice(DeviceRunner):
+    """A CPU runner that fails like a GPU out of memory for batches larger than 4 patches."""
+
+    sizes: list[int] = []
+
+    def forward(self, network, card, batch):
+        type(self).sizes.append(len(batch))
+        if len(batch) > 4:
+            raise OutOfDeviceMemory("CUDA out of memory (simulated)")
+        return super().forward(network, card, batch)
+
+
+def test_out_of_memory_halves_the_batch_and_loses_nothing(make_harness, caplog) -> None:
+    _SmallMemoryDevice.sizes = []
+    h = make_harness(batch_size={"cpu": 16}, max_wait=0.2, device_runner_factory=_SmallMemoryDevice)
+    jobs = [h.submit("small.fits") for _ in range(4)]
+    for job_id in jobs:
+        assert h.wait(job_id).phase == Phase.COMPLETED
+    sizes = _SmallMemoryDevice.sizes
+    assert sizes[0] > 4 and 8 in sizes and 4 in sizes  # 16 -> 8 -> 4
+    assert all(size <= 4 for size in sizes[sizes.index(4):])
+    assert any("out of memory" in r.getMessage() for r in caplog.records)
+
+
+def test_new_weights_are_picked_up_and_running_jobs_keep_theirs(make_harness) -> None:
+    h = make_harness(batch_size={"cpu": 8}, max_wait=0.01)
+    big = h.submit("big.fits")
+    h.wait(big, phases={Phase.EXECUTING})
+    time.sleep(0.2)
+    write_tiny_yolo(h.models, version="2", seed=7)  # a new version replaces the files on disk
+    h.registry.refresh()
+    small = h.submit("small.fits")
+    assert h.wait(small).phase == Phase.COMPLETED
+    assert h.wait(big, timeout=120).phase == Phase.COMPLETED
+    versions = sorted(key.version for key in h.scheduler.cache.keys())
+    assert versions == ["1", "2"]
+    from astropy.io.votable import parse
+
+    def version(job_id: str) -> str:
+        infos = parse(str(h.service.files.result_file(job_id, "result.xml"))).resources[0].infos
+        return next(info.value for info in infos if info.name == "model_version")
+
+    assert version(big) == "1" and version(small) == "2"
+
+
+def test_a_model_that_fails_to_load_fails_only_its_jobs(make_harness) -> None:
+    h = make_harness(batch_size={"cpu": 8}, max_wait=0.01)
+    write_tiny_yolo(h.models, name="broken")
+    weights = h.models / "broken.dat"
+    weights.write_bytes(weights.read_bytes()[:200])  # truncated after the card was written
+    h.registry.refresh()
+    bad = h.submit("small.fits", model="broken")
+    good = h.submit("small.fits", model="classic")
+    failed = h.wait(bad)
+    assert failed.phase == Phase.ERROR and "broken" in failed.error.message
+    assert h.wait(good).phase == Phase.COMPLETED
+    assert h.wait(h.submit("small.fits")).phase == Phase.COMPLETED
+
+
+def test_a_crash_in_one_jobs_post_processing_fails_that_job_only(make_harness, monkeypatch) -> None:
+    from cianna_otf_server.scheduler import JobWork
+
+    h = make_harness(batch_size={"cpu": 16}, max_wait=0.3)
+    original = JobWork.decode
+    victims: set[str] = set()
+
+    def decode(self, patches, outputs):
+        if self.job_id in victims:
+            raise ValueError("simulated decoding failure")
+        return original(self, patches, outputs)
+
+    monkeypatch.setattr(JobWork, "decode", decode)
+    first = h.submit("small.fits")
+    victims.add(first)
+    second = h.submit("small.fits")
+    assert h.wait(first).phase == Phase.ERROR
+    assert "simulated decoding failure" in h.store.get(first).error.message
+    assert h.wait(second).phase == Phase.COMPLETED
+
+
+def test_batched_results_equal_the_one_job_pipeline(make_harness, images) -> None:
+    """Cross-job batching and GPU-style normalisation change nothing in the catalogue."""
+    from astropy.io.votable import parse_single_table
+
+    from cianna_otf_server.pipeline import detect
+
+    h = make_harness(batch_size={"cpu": 16}, max_wait=0.05)
+    jobs = [h.submit("small.fits") for _ in range(3)] + [h.submit("big.fits", owner="bob")]
+    for job_id in jobs:
+        assert h.wait(job_id, timeout=120).phase == Phase.COMPLETED
+    expected = detect(images / "big.fits", h.registry.get("tiny-yolo"))
+    path = h.service.files.result_file(jobs[-1], "result.xml")
+    got = parse_single_table(str(path)).to_table()
+    assert len(got) == len(expected) > 0
+    np.testing.assert_allclose(np.sort(got["ra"]), np.sort(expected["ra"]), atol=1e-9)
