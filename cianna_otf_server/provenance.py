@@ -2,8 +2,10 @@
 
 A job is a ProvDM Activity; the model weights and the input image are used Entities; the
 catalogue is the generated Entity, derived from the image; the service is a SoftwareAgent and
-the job owner a Person. Every job parameter is recorded as an ``ivoa:parameter`` attribute
-so the catalogue can be reproduced from its provenance alone.
+the job owner a Person. Every job parameter is recorded as an attribute of the activity in the
+``param:`` namespace (``param:MODEL``, ``param:THRESHOLD``, ...), so the catalogue can be
+reproduced from its provenance alone. Types and roles are qualified names (``prov:SoftwareAgent``,
+``otf:Model``), as PROV expects, so they survive PROV-JSON, PROV-N and PROV-XML alike.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
+from prov.constants import PROV
 from prov.model import ProvDocument
 
 from . import __version__
@@ -21,6 +25,7 @@ from .uws import utc_now
 
 IVOA_PROV = "http://www.ivoa.net/documents/ProvenanceDM/ns/"
 SERVICE_NS = "urn:cianna-otf:"
+PARAMETER_NS = "urn:cianna-otf:parameter:"
 FORMATS = {"json": "application/json", "provn": "text/provenance-notation", "xml": "application/xml"}
 
 
@@ -63,7 +68,8 @@ def build_document(record: ProvenanceRecord) -> ProvDocument:
     """The PROV document of one job."""
     doc = ProvDocument()
     doc.add_namespace("ivoa", IVOA_PROV)
-    doc.add_namespace("otf", SERVICE_NS)
+    otf = doc.add_namespace("otf", SERVICE_NS)
+    param = doc.add_namespace("param", PARAMETER_NS)
     doc.add_namespace("job", record.job_url.rstrip("/") + "/")
     ended = record.ended or utc_now()
 
@@ -71,13 +77,14 @@ def build_document(record: ProvenanceRecord) -> ProvDocument:
     agent = doc.agent(
         "otf:service",
         {
-            "prov:type": "prov:SoftwareAgent",
+            "prov:type": PROV["SoftwareAgent"],
             "prov:label": "CIANNA On-The-Fly",
             "otf:version": __version__,
             **{f"otf:{key}": value for key, value in _software().items()},
         },
     )
-    person = doc.agent(f"otf:user/{record.owner or 'anonymous'}", {"prov:type": "prov:Person", "prov:label": record.owner or "anonymous"})
+    owner = record.owner or "anonymous"
+    person = doc.agent(otf["user/" + quote(owner, safe="")], {"prov:type": PROV["Person"], "prov:label": owner})
 
     activity_attributes: dict[str, Any] = {
         "prov:label": f"source detection with {card.name} {card.version}",
@@ -88,11 +95,11 @@ def build_document(record: ProvenanceRecord) -> ProvDocument:
     if record.precision:
         activity_attributes["otf:precision"] = record.precision
     for name, value in sorted(record.parameters.items()):
-        activity_attributes[f"ivoa:parameter/{name}"] = value
+        activity_attributes[param[name.upper()]] = value
     activity = doc.activity(f"job:{record.job_id}", record.started, ended, activity_attributes)
 
     model_attributes: dict[str, Any] = {
-        "prov:type": "otf:Model",
+        "prov:type": otf["Model"],
         "prov:label": f"{card.name} {card.version}",
         "otf:family": card.family,
         "otf:version": card.version,
@@ -106,7 +113,7 @@ def build_document(record: ProvenanceRecord) -> ProvDocument:
     model = doc.entity(f"otf:model/{card.name}/{card.version}", model_attributes)
 
     image_attributes: dict[str, Any] = {
-        "prov:type": "otf:Image",
+        "prov:type": otf["Image"],
         "prov:label": record.image_name,
         "otf:sha256": record.image_sha256,
         "ivoa:content_type": "application/fits",
@@ -120,7 +127,7 @@ def build_document(record: ProvenanceRecord) -> ProvDocument:
     catalogue = doc.entity(
         f"job:results/{record.catalogue_file}",
         {
-            "prov:type": "otf:Catalogue",
+            "prov:type": otf["Catalogue"],
             "prov:label": "source catalogue",
             "otf:rows": record.n_sources,
             "prov:location": record.job_url.rstrip("/") + "/results/result",
@@ -128,11 +135,11 @@ def build_document(record: ProvenanceRecord) -> ProvDocument:
     )
 
     doc.wasAssociatedWith(activity, agent)
-    doc.wasAssociatedWith(activity, person, other_attributes={"prov:role": "otf:owner"})
+    doc.wasAssociatedWith(activity, person, other_attributes={"prov:role": otf["owner"]})
     doc.actedOnBehalfOf(agent, person)
-    doc.used(activity, model, record.started, other_attributes={"prov:role": "otf:model"})
-    doc.used(activity, image, record.started, other_attributes={"prov:role": "otf:image"})
-    doc.wasGeneratedBy(catalogue, activity, ended, other_attributes={"prov:role": "otf:catalogue"})
+    doc.used(activity, model, record.started, other_attributes={"prov:role": otf["model"]})
+    doc.used(activity, image, record.started, other_attributes={"prov:role": otf["image"]})
+    doc.wasGeneratedBy(catalogue, activity, ended, other_attributes={"prov:role": otf["catalogue"]})
     doc.wasDerivedFrom(catalogue, image, activity)
     doc.wasAttributedTo(catalogue, agent)
     return doc

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 from pathlib import Path
 
 from jupyter_core.paths import jupyter_data_dir
@@ -39,6 +40,11 @@ class CiannaOTF(ExtensionApp):
     default_destruction_days = Float(7.0, help="Days before a job and its files are deleted.").tag(config=True)
     max_wait_seconds = Float(300.0, help="Cap of blocking WAIT (pyvo gives up at 600 s).").tag(config=True)
     sync_timeout_seconds = Float(120.0, help="How long /sync waits before redirecting to the job.").tag(config=True)
+    single_user_owner = Unicode(
+        help="Owner of every job when Jupyter's own token/password identity provider is in use (one "
+             "principal, which Jupyter names with a random id per session); default: the account name. "
+             "Ignored under JupyterHub and other multi-user identity providers, where the user name is the owner.",
+    ).tag(config=True)
     executor_class = Type(
         default_value=None, allow_none=True, klass=object,
         help="Callable or class building the executor from (runner, settings); default: the local worker pool.",
@@ -47,6 +53,13 @@ class CiannaOTF(ExtensionApp):
     @default("data_dir")
     def _default_data_dir(self) -> str:
         return str(Path(jupyter_data_dir()) / "cianna-otf")
+
+    @default("single_user_owner")
+    def _default_single_user_owner(self) -> str:
+        try:
+            return getpass.getuser()
+        except Exception:  # pragma: no cover - no account name (some containers)
+            return "owner"
 
     def _settings(self) -> ServiceSettings:
         base_url = self.serverapp.base_url if self.serverapp is not None else "/"
@@ -74,7 +87,7 @@ class CiannaOTF(ExtensionApp):
     def initialize_handlers(self) -> None:
         self.context = ServiceContext(self._settings())
         self.handlers.extend(
-            make_handlers("/" + SERVICE_PATH, JupyterServiceHandler, {"context": self.context})
+            make_handlers("/" + SERVICE_PATH, JupyterServiceHandler, {"context": self.context, "single_user_owner": self.single_user_owner})
         )
 
     async def _start_jupyter_server_extension(self, serverapp) -> None:

@@ -20,6 +20,7 @@ from tornado.httpserver import HTTPServer
 
 from ._context import ServiceContext, ServiceSettings
 from ._handlers import FORM_OVERHEAD, TEXT, make_handlers
+from ._refusal import refuse_after_body
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,10 @@ class StandaloneHandler(web.RequestHandler):
         self._user = self.auth.user_for(self.request.headers.get("Authorization"))
         if self._user is None:
             self.set_header("WWW-Authenticate", 'Bearer realm="cianna-otf"')
-            raise web.HTTPError(401, "authentication required: send 'Authorization: Bearer TOKEN'")
+            refusal = web.HTTPError(401, "authentication required: send 'Authorization: Bearer TOKEN'")
+            if not refuse_after_body(self, refusal):
+                raise refusal
+            return
         self.start_body()  # type: ignore[attr-defined]
 
     @property
