@@ -86,6 +86,7 @@ class CiannaNetwork(nn.Module):
         self.layers = nn.ModuleList(self._build(spec))
         self.precision = "fp32"
         self.dtype = torch.float32
+        self.memory_format = torch.contiguous_format
 
     def _build(self, spec: NetworkSpec) -> list[nn.Module]:
         modules: list[nn.Module] = []
@@ -144,12 +145,31 @@ class CiannaNetwork(nn.Module):
         self.to(self.dtype)
         return self
 
+    def set_channels_last(self, enabled: bool = True) -> "CiannaNetwork":
+        """Run 2-D convolutions channels-last (NHWC), the layout GPU tensor cores want.
+
+        Kernels and inputs are laid out NHWC, so cuDNN keeps every activation map NHWC and needs
+        no layout transposes; the logical shape of the output (``[N, C, H, W]``) is unchanged,
+        only its strides differ. Parameters keep CIANNA's own layout, so saving is unaffected.
+        A no-op for 3-D networks.
+        """
+        fmt = torch.channels_last if enabled and self.spatial_dims == 2 else torch.contiguous_format
+        self.memory_format = fmt
+        for module in self.layers:
+            if isinstance(module, CiannaConv):
+                module.set_memory_format(fmt)
+        return self
+
     def forward_tensor(self, x: torch.Tensor) -> torch.Tensor:
         """Run on a tensor already on the network's device; returns the activated output.
 
         A dense network returns ``[N, nb_neurons + 1]``; a conv/pool network ``[N, C, (D,) H, W]``.
+        In fp32 the result is CIANNA's float32 computation; the weights' derived kernels are cached
+        between calls when no gradient is wanted (see `CiannaConv`).
         """
         x = x.to(self.dtype)
+        if self.memory_format is not torch.contiguous_format and x.dim() == 4:
+            x = x.contiguous(memory_format=self.memory_format)
         for module in self.layers:
             x = module(x)
         return x
@@ -180,7 +200,7 @@ class CiannaNetwork(nn.Module):
         out = self.forward_tensor(torch.from_numpy(np.ascontiguousarray(x)).to(self.device))
         if not raw_output and self.yolo is not None:
             out = self.decode(out)
-        return out.float().cpu().numpy()
+        return out.float().contiguous().cpu().numpy()  # C order even after a channels-last run
 
     def decode(self, activated: torch.Tensor) -> torch.Tensor:
         """Decode an activated YOLO output into box corners (input pixels), float32."""
