@@ -112,8 +112,16 @@ def test_a_lone_job_is_flushed_after_max_wait(make_harness, caplog) -> None:
     assert 0.3 <= elapsed < 10
 
 
+class _SlowDevice(DeviceRunner):
+    """A CPU runner that takes at least 20 ms a batch, like a busy GPU, so timing tests are stable."""
+
+    def forward(self, network, card, batch):
+        time.sleep(0.02)
+        return super().forward(network, card, batch)
+
+
 def test_small_job_of_another_owner_is_not_stuck_behind_a_survey(make_harness) -> None:
-    h = make_harness(batch_size={"cpu": 16}, max_wait=0.01)
+    h = make_harness(batch_size={"cpu": 16}, max_wait=0.01, device_runner_factory=_SlowDevice)
     big = h.submit("survey.fits", owner="survey")
     h.wait(big, phases={Phase.EXECUTING})
     time.sleep(0.2)
@@ -129,10 +137,10 @@ def test_small_job_of_another_owner_is_not_stuck_behind_a_survey(make_harness) -
 
 
 def test_abort_drops_pending_patches(make_harness) -> None:
-    h = make_harness(batch_size={"cpu": 8}, max_wait=0.01)
+    h = make_harness(batch_size={"cpu": 8}, max_wait=0.01, device_runner_factory=_SlowDevice)
     big = h.submit("survey.fits")
     h.wait(big, phases={Phase.EXECUTING})
-    time.sleep(1.0)
+    time.sleep(1.2)
     assert h.store.get(big).progress_done > 0
     h.service.abort("alice", big)
     time.sleep(0.5)

@@ -40,10 +40,15 @@ class DeviceRunner:
 
     @staticmethod
     def optimise(network: Any, device: str) -> Any:
-        """Device-specific settings applied once when a network is loaded."""
+        """Device-specific settings applied once when a network is loaded.
+
+        Channels-last (NHWC) convolutions measured faster on both GPUs and CPUs; on a GPU cuDNN
+        also autotunes its kernels for each batch shape it sees.
+        """
         if str(device).startswith("cuda"):
             torch.backends.cudnn.benchmark = True
-            network.to(memory_format=torch.channels_last)
+        if hasattr(network, "set_channels_last"):
+            network.set_channels_last(True)
         return network
 
     def _stage(self, batch: np.ndarray) -> torch.Tensor:
@@ -64,9 +69,7 @@ class DeviceRunner:
             try:
                 x = self._stage(np.ascontiguousarray(batch, dtype=np.float32))
                 x = normalise_tensor(x, card.normalisation).to(network.dtype)
-                if self.is_cuda and x.dim() == 4:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                activated = network.forward_tensor(x)
+                activated = network.forward_tensor(x)  # lays the batch out as the network wants
                 decoded = network.decode(activated)
                 if decoded.dim() == 5 and decoded.shape[2] == 1:
                     decoded = decoded[:, :, 0]
