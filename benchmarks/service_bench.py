@@ -109,8 +109,12 @@ class Server:
 
         from cianna_otf_server.server import ServiceSettings, make_app
 
+        import logging
+
+        logging.getLogger("tornado.access").setLevel(logging.ERROR)
         self.settings = ServiceSettings(data_dir=data_dir, models_dirs=[models_dir], data_roots=[data_root],
-                                        device=device, max_wait_seconds=120.0, **settings)
+                                        device=device, max_wait_seconds=120.0, max_queued_per_owner=10**6,
+                                        max_queued_total=10**6, **settings)
         self.loop = asyncio.new_event_loop()
         ready = threading.Event()
         sock, port = bind_unused_port()

@@ -115,9 +115,9 @@ def test_a_lone_job_is_flushed_after_max_wait(make_harness, caplog) -> None:
 class _SlowDevice(DeviceRunner):
     """A CPU runner that takes at least 20 ms a batch, like a busy GPU, so timing tests are stable."""
 
-    def forward(self, network, card, batch):
+    def launch(self, network, card, pixels):
         time.sleep(0.02)
-        return super().forward(network, card, batch)
+        return super().launch(network, card, pixels)
 
 
 def test_small_job_of_another_owner_is_not_stuck_behind_a_survey(make_harness) -> None:
@@ -157,11 +157,11 @@ class _SmallMemoryDevice(DeviceRunner):
 
     sizes: list[int] = []
 
-    def forward(self, network, card, batch):
-        type(self).sizes.append(len(batch))
-        if len(batch) > 4:
+    def launch(self, network, card, pixels):
+        type(self).sizes.append(len(pixels))
+        if len(pixels) > 4:
             raise OutOfDeviceMemory("CUDA out of memory (simulated)")
-        return super().forward(network, card, batch)
+        return super().launch(network, card, pixels)
 
 
 def test_out_of_memory_halves_the_batch_and_loses_nothing(make_harness, caplog) -> None:

@@ -260,8 +260,9 @@ class BatchingScheduler:
             self._schedule_fill(work)
         return list(taken.values())
 
-    def _next_batch(self, device: DeviceRunner) -> tuple[_Group, list[tuple[JobWork, list[ReadyPatch]]]] | None:
-        """Block until some group is due, then take its batch (None when shutting down)."""
+    def _next_batch(self, device: DeviceRunner, block: bool = True
+                    ) -> tuple[_Group, list[tuple[JobWork, list[ReadyPatch]]]] | None:
+        """The next due batch; blocks until one is due unless `block` is False (None then)."""
         with self._cond:
             while self._running:
                 now = time.monotonic()
@@ -278,23 +279,33 @@ class BatchingScheduler:
                 if best is not None:
                     batch = best.batch_limit or self.settings.batch_for(device.device)
                     return best, self._compose(best, batch)
+                if not block:
+                    return None
                 self._cond.wait(timeout=min(max(wake - now, 0.001), 0.5) if wake < math.inf else 0.5)
         return None
 
     def _device_loop(self, device: DeviceRunner) -> None:
+        """Launch a batch, then collect the previous one while the device computes this one."""
+        pending = None
         while True:
-            picked = self._next_batch(device)
-            if picked is None:
+            picked = self._next_batch(device, block=pending is None)
+            launched = None
+            if picked is not None and picked[1]:
+                try:
+                    launched = self._launch(device, *picked)
+                except BaseException:  # noqa: BLE001 - the worker must keep serving
+                    log.exception("device worker %s: unexpected failure", device.device)
+            if pending is not None:
+                try:
+                    self._collect(device, *pending)
+                except BaseException:  # noqa: BLE001
+                    log.exception("device worker %s: unexpected failure", device.device)
+            pending = launched
+            if picked is None and pending is None and not self._running:
                 return
-            group, parts = picked
-            if not parts:
-                continue
-            try:
-                self._run_batch(device, group, parts)
-            except BaseException:  # noqa: BLE001 - the worker must keep serving
-                log.exception("device worker %s: unexpected failure", device.device)
 
-    def _run_batch(self, device: DeviceRunner, group: _Group, parts: list[tuple[JobWork, list[ReadyPatch]]]) -> None:
+    def _launch(self, device: DeviceRunner, group: _Group, parts: list[tuple[JobWork, list[ReadyPatch]]]):
+        """Queue a batch on the device; returns what `_collect` needs, or None if it did not run."""
         key = ModelKey(group.key.name, group.key.version, group.key.weights, group.key.signature,
                        group.key.precision, device.device)
         try:
@@ -302,35 +313,51 @@ class BatchingScheduler:
         except BaseException as exc:  # noqa: BLE001 - fails the jobs that need this model only
             message = f"model {group.key.name} could not be loaded: {exc}"
             for work in list(group.jobs):
-                self._fail_work(work, UserInputError(message) if not isinstance(exc, UserInputError) else exc)
-            return
+                self._fail_work(work, exc if isinstance(exc, UserInputError) else UserInputError(message))
+            return None
         pixels = [p.pixels for _, patches in parts for p in patches]
         try:
-            outputs, elapsed = device.forward(network, group.card, np.stack(pixels))
+            launched = device.launch(network, group.card, pixels)
         except OutOfDeviceMemory:
-            new_limit = max(1, len(pixels) // 2)
-            log.warning("out of memory on %s with a batch of %d; retrying with %d", device.device, len(pixels), new_limit)
-            with self._cond:
-                group.batch_limit = new_limit
-                for work, patches in parts:
-                    work.give_back(patches)
-                self._cond.notify_all()
-            if len(pixels) == 1:  # cannot be split further: fail these jobs
-                for work, _ in parts:
-                    self._fail_work(work, UserInputError("the model does not fit in the device memory"))
-            return
+            self._shrink(device, group, parts, len(pixels))
+            return None
         except BaseException as exc:  # noqa: BLE001 - a failing forward fails the jobs in the batch
             for work, _ in parts:
                 self._fail_work(work, exc)
+            return None
+        return group, parts, launched
+
+    def _collect(self, device: DeviceRunner, group: _Group, parts: list[tuple[JobWork, list[ReadyPatch]]],
+                 launched: Any) -> None:
+        try:
+            outputs, elapsed = device.collect(launched)
+        except BaseException as exc:  # noqa: BLE001
+            for work, _ in parts:
+                self._fail_work(work, exc)
             return
-        self.metrics.batch_done(group.key.name, device.device, len(pixels), elapsed)
+        size = sum(len(patches) for _, patches in parts)
+        self.metrics.batch_done(group.key.name, device.device, size, elapsed)
         log.info("batch model=%s precision=%s size=%d jobs=%d device=%s ms=%.1f", group.key.name,
-                 group.key.precision, len(pixels), len(parts), device.device, 1000 * elapsed)
+                 group.key.precision, size, len(parts), device.device, 1000 * elapsed)
         offset = 0
         for work, patches in parts:
             share = outputs[offset: offset + len(patches)]
             offset += len(patches)
             self._post.submit(self._decode, work, patches, share)
+
+    def _shrink(self, device: DeviceRunner, group: _Group, parts: list[tuple[JobWork, list[ReadyPatch]]],
+                size: int) -> None:
+        """After an out-of-memory error: halve the group's batch and put the patches back."""
+        new_limit = max(1, size // 2)
+        log.warning("out of memory on %s with a batch of %d; retrying with %d", device.device, size, new_limit)
+        with self._cond:
+            group.batch_limit = new_limit
+            for work, patches in parts:
+                work.give_back(patches)
+            self._cond.notify_all()
+        if size == 1:  # cannot be split further: these jobs cannot run on this device
+            for work, _ in parts:
+                self._fail_work(work, UserInputError("the model does not fit in the device memory"))
 
     # -- post-processing ---------------------------------------------------------------------
     def _decode(self, work: JobWork, patches: list[ReadyPatch], outputs: np.ndarray) -> None:

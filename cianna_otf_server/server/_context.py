@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -118,7 +119,10 @@ class ServiceContext:
         scheduler_settings = SchedulerSettings(
             devices=expand_devices(settings.device), batch_size=batch, max_wait=settings.max_wait,
             model_budget_bytes=int(settings.model_budget_mb * 1024 * 1024),
-            post_threads=max(2, settings.workers), prepare_threads=max(2, settings.workers),
+            # job preparation and result writing are CPU work: use the cores a GPU host has
+            post_threads=max(2, settings.workers, (os.cpu_count() or 2) // 2),
+            prepare_threads=max(2, settings.workers, (os.cpu_count() or 2) // 4),
+            readers=max(2, (os.cpu_count() or 2) // 4),
         )
         return BatchingScheduler(runner, scheduler_settings, SchedulerMetrics(self.metrics.registry))
 
