@@ -134,6 +134,8 @@ class Server:
         ready.wait(60)
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"Bearer {TOKEN}"
+        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=64)
+        self.session.mount("http://", adapter)
 
     def submit(self, image: str, model: str, precision: str, session: requests.Session | None = None) -> str:
         response = (session or self.session).post(
