@@ -36,8 +36,6 @@ def test_jobs_are_private(standalone, sky_fits):
     assert response.status_code in (403, 404) and b"classic" not in response.content and b"<uws:" not in response.content
 
 
-@pytest.mark.xfail(strict=True, reason="ModelsHandler.get lets UnknownModelError (a UserInputError) become 400; "
-                   "an unknown resource /models/{name} should be 404 (server/_handlers.py, owned by the UWS work)")
 def test_unknown_model_card_is_404(standalone):
     response = standalone.session("alice").get(f"{standalone.url}/models/no-such-model")
     assert response.status_code == 404

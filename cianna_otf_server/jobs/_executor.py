@@ -70,6 +70,9 @@ class LocalPoolExecutor:
             callbacks.job_completed(job.job_id, results)
         except JobCancelled:
             log.info("job %s stopped", job.job_id)
+            stopped = getattr(callbacks, "job_stopped", None)
+            if stopped is not None:
+                stopped(job.job_id)
         except (UserInputError, UWSError) as exc:
             callbacks.job_failed(job.job_id, str(exc))
         except MemoryError:

@@ -135,6 +135,8 @@ class DetectionParameterPolicy:
             if key not in KNOWN:
                 known = ", ".join(sorted(KNOWN | {"RUNID", "EXECUTIONDURATION", "DESTRUCTION", "PHASE"}))
                 raise InvalidRequestError(f"unknown parameter {parameter.name!r}; known parameters: {known}")
+            if parameter.by_reference and key != "IMAGE":
+                raise InvalidRequestError(f"only IMAGE can be uploaded as a file, not {parameter.name}")
             if key == "MODEL":
                 try:
                     value = self.registry.get(value).name
@@ -173,7 +175,12 @@ class DetectionParameterPolicy:
         """Accept an http(s) URL (if allowed) or a path inside a data root; nothing else."""
         if not value:
             raise InvalidRequestError("IMAGE is empty; upload a FITS file or give an http(s) URL or a path")
-        parsed = urlparse(value)
+        if "\x00" in value:
+            raise InvalidRequestError("IMAGE must not contain NUL characters")
+        try:
+            parsed = urlparse(value)
+        except ValueError as exc:  # e.g. an unbalanced '[' in the host
+            raise InvalidRequestError(f"IMAGE {value!r} is not a valid URL: {exc}") from None
         if parsed.scheme in ("http", "https"):
             if not self.allow_http:
                 raise InvalidRequestError("this service does not fetch images by URL; upload the file instead")
@@ -189,9 +196,14 @@ class DetectionParameterPolicy:
         if ".." in candidate.parts:
             raise InvalidRequestError("IMAGE paths must not contain '..'")
         for root in self.data_roots:
-            full = (candidate if candidate.is_absolute() else root / candidate).resolve()
-            if full.is_relative_to(root):
-                if not full.is_file():
+            try:  # resolve() follows symbolic links, so a link out of the root is refused below
+                full = (candidate if candidate.is_absolute() else root / candidate).resolve()
+                inside = full.is_relative_to(root)
+                exists = inside and full.is_file()
+            except (OSError, ValueError, RuntimeError):  # name too long, symlink loop, ...
+                raise InvalidRequestError(f"IMAGE {path_text!r} is not a usable path") from None
+            if inside:
+                if not exists:
                     raise InvalidRequestError(f"IMAGE {path_text!r} does not exist in the data directory")
                 return str(full)
         raise InvalidRequestError(f"IMAGE {path_text!r} is not inside a configured data directory")

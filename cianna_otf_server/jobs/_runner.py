@@ -233,12 +233,25 @@ class DetectionRunner:
         return target
 
 
+_SHA_CACHE: dict[tuple[str, int, int], str] = {}
+_SHA_LOCK = threading.Lock()
+
+
 def _sha256(path: Path) -> str:
+    """The file's sha256, cached by (path, size, mtime): many jobs often read one survey image."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    with _SHA_LOCK:
+        cached = _SHA_CACHE.get(key)
+    if cached is not None:
+        return cached
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 22), b""):
             digest.update(chunk)
-    return digest.hexdigest()
-
-
-__all__ = ["DetectionRunner", "JobCancelled", "PreparedJob", "RunnerLimits"]
+    value = digest.hexdigest()
+    with _SHA_LOCK:
+        if len(_SHA_CACHE) > 4096:
+            _SHA_CACHE.clear()
+        _SHA_CACHE[key] = value
+    return value

@@ -434,7 +434,12 @@ class BatchingScheduler:
 
         self._forget(job_id)
         self.metrics.job_finished(job_id)
-        if isinstance(exc, JobCancelled) or self._callbacks is None:
+        if self._callbacks is None:
+            return
+        if isinstance(exc, JobCancelled):  # aborted, deleted or out of time: let the service tidy up
+            stopped = getattr(self._callbacks, "job_stopped", None)
+            if stopped is not None:
+                stopped(job_id)
             return
         if isinstance(exc, (UserInputError, UWSError)):
             self._callbacks.job_failed(job_id, str(exc))

@@ -14,7 +14,7 @@ from typing import Any
 
 from tornado import httputil, web
 
-from ..errors import UserInputError
+from ..errors import UnknownModelError, UserInputError
 from ..provenance import FORMATS as PROVENANCE_FORMATS
 from ..provenance import convert as convert_provenance
 from ..uws import (
@@ -93,8 +93,11 @@ class ServiceHandlerMixin:
         body = b"".join(chunks)
         self._body_chunks = []
         arguments: dict[str, list[bytes]] = {}
-        httputil.parse_body_arguments(self.request.headers.get("Content-Type", ""), body, arguments,
-                                      self.request.files, self.request.headers)
+        try:
+            httputil.parse_body_arguments(self.request.headers.get("Content-Type", ""), body, arguments,
+                                          self.request.files, self.request.headers)
+        except httputil.HTTPInputError as exc:
+            raise InvalidRequestError(f"the request body is not a valid form: {exc}") from None
         for name, values in arguments.items():
             self.request.body_arguments.setdefault(name, []).extend(values)
             self.request.arguments.setdefault(name, []).extend(values)
@@ -161,6 +164,8 @@ class ServiceHandlerMixin:
             message = "internal server error; the service log has the details"
         else:
             message = self._reason
+        if status_code == 401:  # RFC 9110: a 401 names the scheme (send_error cleared the base's header)
+            self.set_header("WWW-Authenticate", 'Bearer realm="cianna-otf"')
         self.set_header("Content-Type", TEXT)
         self.finish(f"{message}\n")
 
@@ -257,7 +262,10 @@ class ModelsHandler(ServiceHandlerMixin):
                 self.set_header("Content-Type", "application/json")
                 self.finish(json.dumps({"models": cards}, default=str))
             return
-        card = registry.get(name)
+        try:
+            card = registry.get(name)
+        except UnknownModelError as exc:  # an unknown resource, not a bad request
+            raise UnknownResourceError(str(exc)) from None
         data = card.to_dict()
         if self._wants_xml():
             self.send_xml(_models_xml([data]))
@@ -319,7 +327,9 @@ class JobHandler(ServiceHandlerMixin):
             try:
                 timeout = float(wait)
             except ValueError:
-                raise InvalidRequestError(f"WAIT={wait} must be a number of seconds") from None
+                timeout = float("nan")
+            if timeout != timeout:  # NaN
+                raise InvalidRequestError(f"WAIT={wait} must be a number of seconds (-1: as long as allowed)")
             phase_text = self.parameter("PHASE")
             phase = None
             if phase_text:

@@ -46,7 +46,9 @@ def utc_now() -> datetime:
 def format_time(value: datetime) -> str:
     """ISO 8601 with ``T`` and ``Z`` (``+00:00`` breaks pyvo's parser)."""
     value = value.astimezone(timezone.utc)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    # zero-padded fields (strftime leaves years below 1000 unpadded, which breaks text ordering)
+    return (f"{value.year:04d}-{value.month:02d}-{value.day:02d}T{value.hour:02d}:{value.minute:02d}:"
+            f"{value.second:02d}.{value.microsecond // 1000:03d}Z")
 
 
 def parse_time(text: str) -> datetime:
@@ -54,10 +56,13 @@ def parse_time(text: str) -> datetime:
     text = text.strip()
     if text.endswith(("Z", "z")):
         text = text[:-1] + "+00:00"
-    value = datetime.fromisoformat(text)
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
+    try:
+        value = datetime.fromisoformat(text)
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+    except OverflowError:  # e.g. 9999-12-31T23:00:00-05:00 is past the last representable instant
+        raise ValueError(f"{text!r} is outside the representable range of dates") from None
 
 
 @dataclass

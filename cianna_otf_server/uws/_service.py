@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ from ._models import (
     utc_now,
 )
 from ._storage import JobStore
+from ._xml import has_non_xml_characters, xml_safe
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +85,7 @@ class ExecutionCallbacks(Protocol):
     def job_progress(self, job_id: str, done: int, total: int) -> None: ...
     def job_completed(self, job_id: str, results: list[JobResult]) -> None: ...
     def job_failed(self, job_id: str, message: str, detail: str | None = None) -> None: ...
+    def job_stopped(self, job_id: str) -> None: ...
 
 
 class JobExecutor(Protocol):
@@ -155,6 +158,8 @@ class JobService:
         Returns at once if the job is not in an active phase, or if `phase` no longer matches.
         A negative timeout means "as long as the server allows" (`max_wait_seconds`).
         """
+        if math.isnan(timeout):
+            raise InvalidRequestError("WAIT must be a number of seconds, not NaN")
         job = self.get(owner, job_id)
         limit = self.limits.max_wait_seconds
         timeout = limit if timeout < 0 else min(timeout, limit)
@@ -194,6 +199,9 @@ class JobService:
         """Create a job from form parameters and uploads; ``PHASE=RUN`` queues it before returning."""
         uploads = list(uploads)
         control, detection = self._split(parameters)
+        run = control.get("PHASE")
+        if run is not None and run.strip().upper() != "RUN":
+            raise InvalidRequestError(f"PHASE={run} is not allowed at creation; use PHASE=RUN or nothing")
         for upload in uploads:
             if len(upload.body) > self.limits.max_upload_bytes:
                 raise PayloadTooLargeError(
@@ -216,9 +224,6 @@ class JobService:
             destruction=self._destruction(control.get("DESTRUCTION"), now),
             parameters=detection,
         )
-        run = control.get("PHASE")
-        if run is not None and run.upper() != "RUN":
-            raise InvalidRequestError(f"PHASE={run} is not allowed at creation; use PHASE=RUN or nothing")
         if run is not None:
             self._check_queue_room(owner)
         self.files.create(job_id)
@@ -238,6 +243,9 @@ class JobService:
         detection: list[JobParameter] = []
         for name, value in parameters:
             key = name.upper()
+            if has_non_xml_characters(name) or has_non_xml_characters(value):
+                raise InvalidRequestError(
+                    f"parameter {xml_safe(name)!r} holds control characters, which a UWS job cannot carry")
             if key in UWS_CONTROL:
                 control[key] = value
             else:
@@ -249,15 +257,17 @@ class JobService:
         if text is None:
             return self.limits.default_execution_duration
         try:
-            seconds = int(float(text))
+            number = float(text)
         except ValueError:
-            raise InvalidRequestError(f"EXECUTIONDURATION must be a number of seconds, not {text!r}") from None
-        if seconds < 0:
+            number = math.nan
+        if math.isnan(number):
+            raise InvalidRequestError(f"EXECUTIONDURATION must be a number of seconds, not {text!r}")
+        if number < 0:
             raise InvalidRequestError("EXECUTIONDURATION must not be negative")
         limit = self.limits.max_execution_duration
-        if limit and (seconds == 0 or seconds > limit):
+        if limit and (number == 0 or number > limit):
             return limit  # UWS: the server may shorten what is asked for
-        return seconds
+        return int(min(number, 2**31 - 1))  # xs:int in the job document
 
     def _destruction(self, text: str | None, now: datetime) -> datetime:
         latest = now + self.limits.max_destruction
@@ -335,29 +345,34 @@ class JobService:
         job = self.get(owner, job_id)
         uploads = list(uploads)
         control, new = self._split(parameters)
+        action = control.get("PHASE", "").strip().upper()
+        if action not in ("", "RUN", "ABORT"):
+            raise InvalidRequestError(f"PHASE={control['PHASE']} is not allowed; use PHASE=RUN or PHASE=ABORT")
         if (new or uploads) and job.phase != Phase.PENDING:
             raise InvalidPhaseError(f"job {job_id} is {job.phase.value}; parameters can change only while PENDING")
-        merged = {p.name.upper(): p for p in job.parameters}
-        for parameter in new:
-            merged[parameter.name.upper()] = parameter
-        for upload in uploads:
-            if len(upload.body) > self.limits.max_upload_bytes:
-                raise PayloadTooLargeError(f"upload {upload.name!r} exceeds {self.limits.max_upload_bytes} bytes")
-            merged[upload.name.upper()] = JobParameter(
-                upload.name.upper(), self.href(job_id, f"parameters/{upload.name.upper()}"), True, True)
-        validated = self.policy.validate(list(merged.values()))
-        for upload in uploads:
-            self.files.store_upload(job_id, upload.name.upper(), upload.body)
-        self.store.replace_parameters(job_id, validated)
+        if new or uploads:
+            merged = {p.name.upper(): p for p in job.parameters}
+            for parameter in new:
+                merged[parameter.name.upper()] = parameter
+            for upload in uploads:
+                if len(upload.body) > self.limits.max_upload_bytes:
+                    raise PayloadTooLargeError(
+                        f"upload {upload.name!r} is {len(upload.body)} bytes; the limit is {self.limits.max_upload_bytes}")
+                merged[upload.name.upper()] = JobParameter(
+                    upload.name.upper(), self.href(job_id, f"parameters/{upload.name.upper()}"), True, True)
+            validated = self.policy.validate(list(merged.values()))
+            for upload in uploads:
+                self.files.store_upload(job_id, upload.name.upper(), upload.body)
+            self.store.replace_parameters(job_id, validated)
         if "RUNID" in control:
             self.store.update(job_id, run_id=control["RUNID"])
         if "EXECUTIONDURATION" in control:
             self.update_execution_duration(owner, job_id, control["EXECUTIONDURATION"])
         if "DESTRUCTION" in control:
             self.update_destruction(owner, job_id, control["DESTRUCTION"])
-        if control.get("PHASE", "").upper() == "RUN":
+        if action == "RUN":
             self.start(owner, job_id)
-        elif control.get("PHASE", "").upper() == "ABORT":
+        elif action == "ABORT":
             self.abort(owner, job_id)
         return self.get(owner, job_id)
 
@@ -375,15 +390,36 @@ class JobService:
     def job_completed(self, job_id: str, results: list[JobResult]) -> None:
         if self.store.complete(job_id, results, utc_now()):
             self.events.notify(job_id)
-        else:  # aborted or deleted while finishing: nothing of it is kept
-            self.files.discard_partial(job_id)
-            self.files.clear_results(job_id)
+        else:  # aborted, timed out or deleted while finishing: nothing of it is kept
+            self._drop_output(job_id)
 
     def job_failed(self, job_id: str, message: str, detail: str | None = None) -> None:
         if self.store.set_error(job_id, ErrorSummary(message, "fatal", detail),
                                 [Phase.QUEUED, Phase.EXECUTING], utc_now()):
             self.files.discard_partial(job_id)
             self.events.notify(job_id)
+        else:  # it had already been aborted, stopped or deleted
+            self._drop_output(job_id)
+
+    def job_stopped(self, job_id: str) -> None:
+        """The executor stopped a job on request (abort, delete, time limit, shutdown).
+
+        A job still EXECUTING was stopped by a shutdown: it keeps its phase and `recover`
+        requeues it. Otherwise whatever the interrupted run wrote is removed.
+        """
+        job = self.store.get(job_id)
+        if job is None or job.phase != Phase.EXECUTING:
+            self._drop_output(job_id)
+
+    def _drop_output(self, job_id: str) -> None:
+        """Remove what a run that is no longer wanted wrote (the whole directory of a deleted job)."""
+        job = self.store.get(job_id)
+        if job is None:
+            self.files.delete(job_id)
+            return
+        self.files.discard_partial(job_id)
+        if job.phase != Phase.COMPLETED:
+            self.files.clear_results(job_id)
 
     # -- housekeeping ---------------------------------------------------------------------------
     def reap(self, now: datetime | None = None) -> tuple[list[str], list[str]]:

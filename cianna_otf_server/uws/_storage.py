@@ -244,7 +244,10 @@ class JobStore:
             values.append(format_time(filters.after))
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         order = "ORDER BY creation_time DESC, seq DESC" if filters.last is not None else "ORDER BY creation_time, seq"
-        limit = f"LIMIT {int(filters.last)}" if filters.last is not None else ""
+        limit = ""
+        if filters.last is not None:
+            limit = "LIMIT ?"
+            values.append(max(0, min(int(filters.last), 2**62)))  # SQLite integers are 64-bit
         with self._lock:
             rows = self._db.execute(f"SELECT * FROM jobs {where} {order} {limit}", values).fetchall()
         return [self._job(row) for row in rows]

@@ -6,6 +6,7 @@ elements; required-but-unknown values are ``xsi:nil="true"``, never empty elemen
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 from lxml import etree
@@ -21,6 +22,19 @@ UWS_VERSION = "1.1"
 #: Builds an absolute (root-relative) URL path for a job resource: href(job_id, "results/result").
 HrefBuilder = Callable[[str, str], str]
 
+#: Characters XML 1.0 cannot carry (lxml refuses them): C0 controls but tab/newline/return, surrogates, FFFE/FFFF.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def xml_safe(value: str) -> str:
+    """`value` with characters XML cannot carry replaced by U+FFFD, so a document is always built."""
+    return _NOT_XML.sub("\ufffd", value)
+
+
+def has_non_xml_characters(value: str) -> bool:
+    """True if `value` holds characters that no XML document (job, VOTable) can carry."""
+    return _NOT_XML.search(value) is not None
+
 
 def _q(name: str) -> str:
     return f"{{{UWS_NS}}}{name}"
@@ -33,7 +47,7 @@ def _text(parent: etree._Element, name: str, value: str | None, nillable: bool =
             raise ValueError(f"{name} may not be nil")
         element.set(f"{{{XSI_NS}}}nil", "true")
     else:
-        element.text = value
+        element.text = xml_safe(value)
 
 
 def _serialise(root: etree._Element) -> bytes:
@@ -52,7 +66,7 @@ def parameters_element(job: Job, href: HrefBuilder, parent: etree._Element | Non
             item.set("byReference", "true")
         if parameter.is_post:
             item.set("isPost", "true")
-        item.text = parameter.value
+        item.text = xml_safe(parameter.value)
     return element
 
 
@@ -127,7 +141,7 @@ def error_votable(message: str) -> bytes:
     root = etree.Element(f"{{{ns}}}VOTABLE", nsmap={None: ns}, version="1.4")
     resource = etree.SubElement(root, f"{{{ns}}}RESOURCE", type="results")
     info = etree.SubElement(resource, f"{{{ns}}}INFO", name="QUERY_STATUS", value="ERROR")
-    info.text = message
+    info.text = xml_safe(message)
     return _serialise(root)
 
 
