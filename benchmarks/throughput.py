@@ -67,13 +67,28 @@ def naive(card_dir: Path, model: str, image: Path, jobs: int, device: str, preci
     return jobs * patches_per_job / (time.perf_counter() - start)
 
 
+def device_activity(server: Server) -> dict[str, float]:
+    """Seconds the device worker spent per activity (from the service's /metrics)."""
+    out: dict[str, float] = {}
+    for line in server.session.get(server.url + "/metrics").text.splitlines():
+        if line.startswith("cianna_otf_device_worker_seconds_total{"):
+            activity = line.split('activity="', 1)[1].split('"', 1)[0]
+            out[activity] = out.get(activity, 0.0) + float(line.rsplit(" ", 1)[1])
+    return out
+
+
 def service(server: Server, model: str, image: str, jobs: int, precision: str, patches_per_job: int) -> float:
+    before = device_activity(server)
     start = time.perf_counter()
     with ThreadPoolExecutor(16) as pool:
         urls = list(pool.map(lambda _: server.submit(image, model, precision), range(jobs)))
         sessions = [server.session for _ in urls]
         list(pool.map(server.wait, urls, sessions))
-    return jobs * patches_per_job / (time.perf_counter() - start)
+    elapsed = time.perf_counter() - start
+    after = device_activity(server)
+    print("  device worker: " + ", ".join(f"{k} {after.get(k, 0) - before.get(k, 0):.2f} s" for k in sorted(after))
+          + f" of {elapsed:.2f} s", flush=True)
+    return jobs * patches_per_job / elapsed
 
 
 def main() -> int:

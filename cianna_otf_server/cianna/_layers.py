@@ -8,6 +8,7 @@ Tensors are ``[N, C, H, W]`` (2-D networks) or ``[N, C, D, H, W]`` (3-D networks
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -314,6 +315,22 @@ class YoloActivation(nn.Module):
         return out.to(x.dtype)
 
 
+_PRIORS: dict[tuple[int, str], tuple[YoloHead, torch.Tensor]] = {}
+
+
+def _priors_on(head: YoloHead, device: torch.device) -> torch.Tensor:
+    """The head's priors as a tensor on `device`, copied once: a host-to-device copy per batch
+    would block the CPU (and cannot be recorded in a CUDA graph)."""
+    key = (id(head), str(device))
+    cached = _PRIORS.get(key)
+    if cached is None or cached[0] is not head:
+        cached = (head, torch.as_tensor(np.asarray(head.priors), dtype=torch.float32).to(device))
+        if len(_PRIORS) > 64:
+            _PRIORS.clear()
+        _PRIORS[key] = cached
+    return cached[1]
+
+
 def decode_yolo(activated: torch.Tensor, head: YoloHead, in_size: tuple[int, int, int]) -> torch.Tensor:
     """Decode an activated YOLO tensor into box corners in input pixels (CIANNA's raw_output=0).
 
@@ -328,7 +345,7 @@ def decode_yolo(activated: torch.Tensor, head: YoloHead, in_size: tuple[int, int
     boxes = x.reshape(n, head.nb_box, per_box, nd, nh, nw).clone()
     grid_counts = (nw, nh, nd)
     cell = [in_size[d] // grid_counts[d] for d in range(3)]
-    priors = torch.as_tensor(head.priors, dtype=torch.float32, device=x.device)  # [3, nb_box]
+    priors = _priors_on(head, x.device)  # [3, nb_box]
     axes_shape = [(1, 1, nw), (1, nh, 1), (nd, 1, 1)]
     centres, halves = [], []
     for d in range(3):

@@ -11,6 +11,7 @@ the same steps run synchronously inside `launch`.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,8 @@ import numpy as np
 import torch
 
 from ..pipeline import normalise_tensor
+
+log = logging.getLogger(__name__)
 
 
 class OutOfDeviceMemory(RuntimeError):
@@ -41,12 +44,37 @@ class Launched:
     count: int = 0
 
 
+class _CapturedForward:
+    """Normalise, forward and decode captured as one CUDA graph for a fixed batch size."""
+
+    def __init__(self, runner: "DeviceRunner", network: Any, card: Any, size: int, shape: tuple[int, ...]) -> None:
+        self.network = network
+        device = runner.torch_device
+        self.static_in = torch.full((size,) + shape, float("nan"), dtype=torch.float32, device=device)
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side), torch.inference_mode():
+            for _ in range(3):  # let cuDNN choose its algorithms before capture
+                DeviceRunner._run(network, card, self.static_in)
+        torch.cuda.current_stream(device).wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.inference_mode(), torch.cuda.graph(self.graph):
+            self.static_out = DeviceRunner._run(network, card, self.static_in)
+
+    def run(self, staged: torch.Tensor) -> torch.Tensor:
+        """Replay on the current stream for `staged` (at most the captured size); rows past it are stale."""
+        self.static_in[: staged.shape[0]].copy_(staged, non_blocking=True)
+        self.graph.replay()
+        return self.static_out
+
+
 class DeviceRunner:
     """Runs batches on one device (``cpu``, ``cuda``, ``cuda:1`` ...); one worker thread uses it."""
 
     SLOTS = 2
+    GRAPH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)  # a batch runs in the smallest that holds it
 
-    def __init__(self, device: str, metrics: Any = None) -> None:
+    def __init__(self, device: str, metrics: Any = None, use_graphs: bool = True) -> None:
         self.device = str(device)
         self.torch_device = torch.device(self.device)
         self.metrics = metrics
@@ -55,6 +83,8 @@ class DeviceRunner:
         self._outputs: list[torch.Tensor | None] = [None] * self.SLOTS
         self._slot = 0
         self._stream = None
+        self.use_graphs = use_graphs and self.is_cuda
+        self._graphs: dict[tuple, _CapturedForward] = {}
 
     @staticmethod
     def optimise(network: Any, device: str) -> Any:
@@ -99,8 +129,13 @@ class DeviceRunner:
                                     count=len(pixels))
             if self._stream is None:
                 self._stream = torch.cuda.Stream(self.torch_device)
+            graph = self._graph(network, card, len(pixels), tuple(pixels[0].shape)) if self.use_graphs else None
             with torch.cuda.stream(self._stream), torch.inference_mode():
-                decoded = self._run(network, card, self._stage(pixels, slot))
+                staged = self._stage(pixels, slot)
+                if graph is not None:
+                    decoded = graph.run(staged)[: len(pixels)]
+                else:
+                    decoded = self._run(network, card, staged)
                 host = self._pinned(self._outputs, slot, tuple(decoded.shape), torch.float32)
                 host.copy_(decoded, non_blocking=True)
                 event = torch.cuda.Event()
@@ -113,6 +148,31 @@ class DeviceRunner:
                     torch.cuda.empty_cache()
                 raise OutOfDeviceMemory(str(exc)) from exc
             raise
+
+    def _graph(self, network: Any, card: Any, count: int, shape: tuple[int, ...]) -> "_CapturedForward | None":
+        """The captured forward for this network and batch size (captured on first use).
+
+        Replaying a CUDA graph launches the whole network at once, so the device thread needs the
+        interpreter lock once per batch instead of once per kernel, and the GPU stays fed while
+        reader and post-processing threads run Python. A capture failure falls back to eager.
+        """
+        size = next((n for n in self.GRAPH_SIZES if n >= count), count)
+        key = (id(network), network.dtype, size, shape)
+        graph = self._graphs.get(key)
+        if graph is not None and graph.network is network:
+            return graph
+        if len(self._graphs) >= 16:  # bounded: captured graphs hold their own activation memory
+            self._graphs.clear()
+        try:
+            graph = _CapturedForward(self, network, card, size, shape)
+        except BaseException as exc:
+            if _is_oom(exc):
+                raise
+            log.warning("CUDA graph capture failed (%s); running eagerly", exc)
+            self.use_graphs = False
+            return None
+        self._graphs[key] = graph
+        return graph
 
     @staticmethod
     def _run(network: Any, card: Any, x: torch.Tensor) -> torch.Tensor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import weakref
@@ -57,10 +58,28 @@ class SchedulerMetrics:
                                             buckets=LATENCY_BUCKETS, registry=r)
         self.cache_hits = Counter("cianna_otf_model_cache_hits", "Batches served by a resident network",
                                   ["model"], registry=r)
+        self.device_seconds = Counter(
+            "cianna_otf_device_worker_seconds", "Where each device worker's time goes (waiting for patches: "
+            "the device is starved; waiting for results: the device is the bottleneck)", ["device", "activity"],
+            registry=r)
         self._scheduler_ref: Any = None
         self._times: dict[str, tuple[float, float | None]] = {}
         self._lock = threading.Lock()
         r.register(_Gauges(self))
+
+    def device_time(self, device: str):
+        """A context-manager factory adding the time spent in a block to `device_seconds`."""
+        counter = self.device_seconds
+
+        @contextlib.contextmanager
+        def clock(activity: str):
+            start = time.perf_counter()
+            try:
+                yield
+            finally:
+                counter.labels(device, activity).inc(time.perf_counter() - start)
+
+        return clock
 
     def watch(self, scheduler: Any) -> None:
         self._scheduler_ref = weakref.ref(scheduler)

@@ -287,17 +287,21 @@ class BatchingScheduler:
     def _device_loop(self, device: DeviceRunner) -> None:
         """Launch a batch, then collect the previous one while the device computes this one."""
         pending = None
+        clock = self.metrics.device_time(device.device)
         while True:
-            picked = self._next_batch(device, block=pending is None)
+            with clock("waiting for patches"):
+                picked = self._next_batch(device, block=pending is None)
             launched = None
             if picked is not None and picked[1]:
                 try:
-                    launched = self._launch(device, *picked)
+                    with clock("staging and launching"):
+                        launched = self._launch(device, *picked)
                 except BaseException:  # noqa: BLE001 - the worker must keep serving
                     log.exception("device worker %s: unexpected failure", device.device)
             if pending is not None:
                 try:
-                    self._collect(device, *pending)
+                    with clock("waiting for results"):
+                        self._collect(device, *pending)
                 except BaseException:  # noqa: BLE001
                     log.exception("device worker %s: unexpected failure", device.device)
             pending = launched
