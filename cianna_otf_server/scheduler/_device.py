@@ -113,9 +113,7 @@ class DeviceRunner:
         if not self.is_cuda:
             return torch.from_numpy(np.stack(pixels))
         staging = self._pinned(self._inputs, slot, shape, torch.float32)
-        # the one host copy: torch's stack runs without the interpreter lock (and in parallel),
-        # so reader and post-processing threads do not slow the device thread down
-        torch.stack([torch.from_numpy(p) for p in pixels], out=staging)
+        np.stack(pixels, out=staging.numpy())  # the one host copy
         return staging.to(self.torch_device, non_blocking=True)
 
     # -- running -------------------------------------------------------------------------------
