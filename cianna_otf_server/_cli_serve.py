@@ -43,6 +43,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-upload-mb", type=float, default=1024.0, help="largest upload in MB (default: 1024)")
     parser.add_argument("--max-wait", type=float, default=300.0,
                         help="cap of blocking WAIT in seconds (default: 300; pyvo gives up at 600)")
+    parser.add_argument("--executor", choices=["batching", "pool"], default="batching",
+                        help="batching scheduler (default) or one job per worker thread")
+    parser.add_argument("--batch-size", type=int, default=0,
+                        help="patches per batch (default: 8 on a CPU, 64 on a GPU)")
+    parser.add_argument("--max-wait-ms", type=float, default=20.0,
+                        help="how long a ready patch may wait for a fuller batch (default: 20 ms)")
     parser.add_argument("--root-path", default="/", help="URL path of the service root behind a proxy (default: /)")
     add_models_dir_option(parser)
     add_common_options(parser)
@@ -97,6 +103,9 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
         max_wait_seconds=args.max_wait,
+        executor=args.executor,
+        batch_size=args.batch_size,
+        max_wait=args.max_wait_ms / 1000.0,
     )
     info(f"serving at http://{args.host}:{args.port}{settings.root_path} (data in {settings.data_dir}, "
          f"device {settings.device})")

@@ -45,9 +45,15 @@ class CiannaOTF(ExtensionApp):
              "principal, which Jupyter names with a random id per session); default: the account name. "
              "Ignored under JupyterHub and other multi-user identity providers, where the user name is the owner.",
     ).tag(config=True)
+    executor = Unicode("batching", help="'batching' (the batching scheduler) or 'pool' (one job per "
+                       "worker thread).").tag(config=True)
+    batch_size = Int(0, help="Patches per batch; 0: 8 on a CPU, 64 on a GPU.").tag(config=True)
+    max_wait = Float(0.02, help="Seconds a ready patch may wait for a fuller batch.").tag(config=True)
+    model_budget_mb = Float(4096.0, help="Memory for resident networks per device (MB).").tag(config=True)
     executor_class = Type(
         default_value=None, allow_none=True, klass=object,
-        help="Callable or class building the executor from (runner, settings); default: the local worker pool.",
+        help="Callable or class building the executor from (runner, settings), replacing 'executor' "
+             "(for example a distributed engine); default: none.",
     ).tag(config=True)
 
     @default("data_dir")
@@ -81,6 +87,10 @@ class CiannaOTF(ExtensionApp):
             default_destruction_days=self.default_destruction_days,
             max_wait_seconds=self.max_wait_seconds,
             sync_timeout_seconds=self.sync_timeout_seconds,
+            executor=self.executor,
+            batch_size=self.batch_size,
+            max_wait=self.max_wait,
+            model_budget_mb=self.model_budget_mb,
             executor_factory=self.executor_class,
         )
 
