@@ -76,6 +76,9 @@ def test_scheduler_on_cuda_batches_jobs_in_every_precision(tmp_path: Path) -> No
             assert job.phase == Phase.COMPLETED, job.error
         assert sorted({key.precision for key in scheduler.cache.keys()}) == ["bf16", "fp16", "fp32"]
         assert all(key.device.startswith("cuda") for key in scheduler.cache.keys())
+        time.sleep(0.5)
+        for pool in scheduler._pools.values():  # every pinned patch buffer came back
+            assert pool.available == pool.capacity
     finally:
         service.shutdown()
         store.close()

@@ -1,9 +1,9 @@
 """Running batches on one device: staging, normalisation on the device, forward, decode.
 
-On a GPU a batch is copied once, from the cut patches into a pinned host buffer, sent with an
-asynchronous copy on the runner's own CUDA stream, normalised there (the host only cuts
-pixels), run channels-last with cuDNN autotuning, and its decoded boxes come back through a
-pinned output buffer. `launch` returns as soon as the work is queued, so the scheduler stages
+On a GPU the patches, cut by the readers straight into pinned host buffers, are copied one by
+one with asynchronous copies on the runner's own CUDA stream into the input of a captured CUDA
+graph, normalised there (the host only cuts pixels), run channels-last with cuDNN autotuning,
+and the decoded boxes come back through a pinned output buffer. `launch` returns as soon as the work is queued, so the scheduler stages
 the next batch on the CPU while the GPU computes this one; `collect` waits for the results.
 Two staging slots alternate so that a launched batch's buffers are never overwritten. On a CPU
 the same steps run synchronously inside `launch`.
@@ -44,6 +44,14 @@ class Launched:
     count: int = 0
 
 
+@dataclass
+class _Raw:
+    """A patch given as a plain array (no pinned slot)."""
+
+    pixels: np.ndarray
+    slot: Any = None
+
+
 class _CapturedForward:
     """Normalise, forward and decode captured as one CUDA graph for a fixed batch size."""
 
@@ -60,12 +68,6 @@ class _CapturedForward:
         self.graph = torch.cuda.CUDAGraph()
         with torch.inference_mode(), torch.cuda.graph(self.graph):
             self.static_out = DeviceRunner._run(network, card, self.static_in)
-
-    def run(self, staged: torch.Tensor) -> torch.Tensor:
-        """Replay on the current stream for `staged` (at most the captured size); rows past it are stale."""
-        self.static_in[: staged.shape[0]].copy_(staged, non_blocking=True)
-        self.graph.replay()
-        return self.static_out
 
 
 class DeviceRunner:
@@ -108,39 +110,52 @@ class DeviceRunner:
             store[slot] = buffer
         return buffer[:count].view(shape)
 
-    def _stage(self, pixels: list[np.ndarray], slot: int) -> torch.Tensor:
+    def _stage(self, patches: list[Any], slot: int, into: torch.Tensor | None = None) -> torch.Tensor:
+        """The batch on the device. Patches cut into pinned slots are copied one by one,
+        asynchronously (no host-side gathering); others are stacked into a pinned buffer first."""
+        pixels = [p.pixels for p in patches]
         shape = (len(pixels),) + tuple(pixels[0].shape)
         if not self.is_cuda:
             return torch.from_numpy(np.stack(pixels))
+        if into is None:
+            into = torch.empty(shape, dtype=torch.float32, device=self.torch_device)
+        if all(getattr(p, "slot", None) is not None for p in patches):
+            for row, patch in enumerate(patches):
+                into[row].copy_(patch.slot.tensor, non_blocking=True)
+            return into[: len(patches)]
         staging = self._pinned(self._inputs, slot, shape, torch.float32)
-        np.stack(pixels, out=staging.numpy())  # the one host copy
-        return staging.to(self.torch_device, non_blocking=True)
+        np.stack(pixels, out=staging.numpy())
+        into[: len(patches)].copy_(staging, non_blocking=True)
+        return into[: len(patches)]
 
     # -- running -------------------------------------------------------------------------------
-    def launch(self, network: Any, card: Any, pixels: list[np.ndarray]) -> Launched:
-        """Queue one batch of raw patches ``[C, H, W]``; raises `OutOfDeviceMemory` if it cannot fit."""
+    def launch(self, network: Any, card: Any, patches: list[Any]) -> Launched:
+        """Queue one batch of raw patches (objects with ``.pixels`` ``[C, H, W]`` and maybe a
+        pinned ``.slot``); raises `OutOfDeviceMemory` if it cannot fit."""
         start = time.perf_counter()
         slot = self._slot
         self._slot = (self._slot + 1) % self.SLOTS
         try:
             if not self.is_cuda:
                 with torch.inference_mode():
-                    return Launched(start, self._run(network, card, self._stage(pixels, slot)).numpy(),
-                                    count=len(pixels))
+                    return Launched(start, self._run(network, card, self._stage(patches, slot)).numpy(),
+                                    count=len(patches))
             if self._stream is None:
                 self._stream = torch.cuda.Stream(self.torch_device)
-            graph = self._graph(network, card, len(pixels), tuple(pixels[0].shape)) if self.use_graphs else None
+            shape = tuple(patches[0].pixels.shape)
+            graph = self._graph(network, card, len(patches), shape) if self.use_graphs else None
             with torch.cuda.stream(self._stream), torch.inference_mode():
-                staged = self._stage(pixels, slot)
                 if graph is not None:
-                    decoded = graph.run(staged)[: len(pixels)]
+                    self._stage(patches, slot, into=graph.static_in)
+                    graph.graph.replay()
+                    decoded = graph.static_out[: len(patches)]
                 else:
-                    decoded = self._run(network, card, staged)
+                    decoded = self._run(network, card, self._stage(patches, slot))
                 host = self._pinned(self._outputs, slot, tuple(decoded.shape), torch.float32)
                 host.copy_(decoded, non_blocking=True)
                 event = torch.cuda.Event()
                 event.record(self._stream)
-            return Launched(start, host, event, len(pixels))
+            return Launched(start, host, event, len(patches))
         except BaseException as exc:
             if _is_oom(exc):
                 if self.is_cuda:
@@ -193,7 +208,7 @@ class DeviceRunner:
 
     def forward(self, network: Any, card: Any, batch: np.ndarray) -> tuple[np.ndarray, float]:
         """Launch and collect one batch ``[N, C, H, W]`` (synchronous convenience)."""
-        return self.collect(self.launch(network, card, list(batch)))
+        return self.collect(self.launch(network, card, [_Raw(pixels) for pixels in batch]))
 
     def memory_bytes(self) -> int | None:
         if not self.is_cuda:

@@ -29,6 +29,7 @@ from ..uws import ExecutionCallbacks, Job, UWSError
 from ._cache import ModelCache, ModelKey, model_key
 from ._device import DeviceRunner, OutOfDeviceMemory
 from ._metrics import SchedulerMetrics
+from ._pool import PinnedPool, release_all
 from ._work import JobWork, ReadyPatch
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,7 @@ class BatchingScheduler:
         self._groups: dict[tuple, _Group] = {}
         self._works: dict[str, JobWork] = {}
         self._cancel: dict[str, threading.Event] = {}
+        self._pools: dict[tuple[int, ...], PinnedPool] = {}
         self._running = False
         self._threads: list[threading.Thread] = []
         self.cache = ModelCache(self._load, self.settings.model_budget_bytes,
@@ -132,7 +134,7 @@ class BatchingScheduler:
                 event.set()
             work = self._works.pop(job_id, None)
             if work is not None:
-                work.ready.clear()
+                work.drop_ready()
                 self._detach(work)
             self._cond.notify_all()
         if work is not None:
@@ -205,7 +207,8 @@ class BatchingScheduler:
                         return
                     tiles = work.tiles[work.next_tile: work.next_tile + wanted]
                     work.next_tile += wanted
-                patches = [work.cut(tile) for tile in tiles]
+                pool = self._pool_for(work)
+                patches = [work.cut(tile, pool) for tile in tiles]
                 with self._cond:
                     work.ready.extend(patches)
                     self._cond.notify_all()
@@ -213,6 +216,18 @@ class BatchingScheduler:
             with self._cond:
                 work.filling = False
             self._fail_work(work, exc)
+
+    def _pool_for(self, work: JobWork) -> PinnedPool | None:
+        """The pinned buffer pool for this job's patch shape (GPUs only)."""
+        if not any(d.is_cuda for d in self.devices):
+            return None
+        shape = (work.channels, work.patch_size[1], work.patch_size[0])
+        with self._cond:
+            pool = self._pools.get(shape)
+            if pool is None:
+                batch = max(self.settings.batch_for(d.device) for d in self.devices)
+                pool = self._pools[shape] = PinnedPool(shape, max(4 * batch, 128))
+            return pool
 
     # -- batching ------------------------------------------------------------------------------
     def _due(self, group: _Group, batch: int, now: float) -> tuple[bool, float]:
@@ -316,16 +331,19 @@ class BatchingScheduler:
             network = self.cache.get(group.card, key)
         except BaseException as exc:  # noqa: BLE001 - fails the jobs that need this model only
             message = f"model {group.key.name} could not be loaded: {exc}"
+            for _, patches in parts:
+                release_all(patches)
             for work in list(group.jobs):
                 self._fail_work(work, exc if isinstance(exc, UserInputError) else UserInputError(message))
             return None
-        pixels = [p.pixels for _, patches in parts for p in patches]
+        batch = [p for _, patches in parts for p in patches]
         try:
-            launched = device.launch(network, group.card, pixels)
+            launched = device.launch(network, group.card, batch)
         except OutOfDeviceMemory:
-            self._shrink(device, group, parts, len(pixels))
+            self._shrink(device, group, parts, len(batch))
             return None
         except BaseException as exc:  # noqa: BLE001 - a failing forward fails the jobs in the batch
+            release_all(batch)
             for work, _ in parts:
                 self._fail_work(work, exc)
             return None
@@ -336,9 +354,12 @@ class BatchingScheduler:
         try:
             outputs, elapsed = device.collect(launched)
         except BaseException as exc:  # noqa: BLE001
-            for work, _ in parts:
+            for work, patches in parts:
+                release_all(patches)
                 self._fail_work(work, exc)
             return
+        for _, patches in parts:  # the copies to the device are done: the buffers can be reused
+            release_all(patches)
         size = sum(len(patches) for _, patches in parts)
         self.metrics.batch_done(group.key.name, device.device, size, elapsed)
         log.info("batch model=%s precision=%s size=%d jobs=%d device=%s ms=%.1f", group.key.name,
@@ -427,7 +448,7 @@ class BatchingScheduler:
             if work.failed:
                 return
             work.failed = True
-            work.ready.clear()
+            work.drop_ready()
             self._works.pop(work.job_id, None)
             self._detach(work)
         work.prepared.close()

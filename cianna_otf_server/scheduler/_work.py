@@ -27,6 +27,7 @@ class ReadyPatch:
     tile: Any
     pixels: np.ndarray  # [C, H, W] float32, image units, NaN outside the image
     ready_at: float
+    slot: Any = None  # the pinned buffer holding `pixels`, returned to its pool after the copy
 
 
 @dataclass
@@ -74,14 +75,19 @@ class JobWork:
         return (not self.fully_cut and not self.filling and not self.cancelled.is_set()
                 and len(self.ready) < self.prefetch)
 
-    def cut(self, tile: Any) -> ReadyPatch:
-        """Read one raw patch from the image (no shared state touched: call without the lock)."""
+    def cut(self, tile: Any, pool: Any = None) -> ReadyPatch:
+        """Read one raw patch from the image (no shared state touched: call without the lock).
+
+        With a `pool`, the patch goes straight into pinned memory for an asynchronous copy to
+        the GPU; if no slot frees up within a second, ordinary memory is used instead.
+        """
         w, h = self.patch_size
-        pixels = np.empty((self.channels, h, w), dtype=np.float32)
+        slot = pool.take(timeout=1.0) if pool is not None else None
+        pixels = slot.array if slot is not None else np.empty((self.channels, h, w), dtype=np.float32)
         cut_raw_patch(self.detection.image, tile, (w, h), out=pixels[0])
         if self.channels > 1:
             pixels[1:] = pixels[0]
-        return ReadyPatch(tile, pixels, time.monotonic())
+        return ReadyPatch(tile, pixels, time.monotonic(), slot)
 
     def oldest_ready(self) -> float | None:
         return self.ready[0].ready_at if self.ready else None
@@ -93,6 +99,13 @@ class JobWork:
             taken.append(self.ready.popleft())
         self.in_flight += len(taken)
         return taken
+
+    def drop_ready(self) -> None:
+        """Forget the cut patches (abort, failure), returning their pinned buffers."""
+        for patch in self.ready:
+            if patch.slot is not None:
+                patch.slot.release()
+        self.ready.clear()
 
     def give_back(self, patches: list[ReadyPatch]) -> None:
         """Return patches whose batch could not run (out of GPU memory) to the front of the queue."""
