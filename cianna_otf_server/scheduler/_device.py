@@ -120,8 +120,10 @@ class DeviceRunner:
         if into is None:
             into = torch.empty(shape, dtype=torch.float32, device=self.torch_device)
         if all(getattr(p, "slot", None) is not None for p in patches):
-            for row, patch in enumerate(patches):
-                into[row].copy_(patch.slot.tensor, non_blocking=True)
+            # one call for all the row copies: every call into torch may wait for the
+            # interpreter lock, which reader and post-processing threads keep busy
+            rows = list(into[: len(patches)].unbind(0))
+            torch._foreach_copy_(rows, [p.slot.tensor for p in patches], non_blocking=True)
             return into[: len(patches)]
         staging = self._pinned(self._inputs, slot, shape, torch.float32)
         np.stack(pixels, out=staging.numpy())

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import threading
 import time
 import traceback
@@ -67,6 +68,8 @@ class _Group:
 class BatchingScheduler:
     """Runs detection jobs with cross-job batching on one or more devices."""
 
+    SWITCH_INTERVAL = 0.0005  # seconds (Python's default is 0.005)
+
     def __init__(self, runner: Any, settings: SchedulerSettings | None = None,
                  metrics: SchedulerMetrics | None = None, device_runner_factory: Any = None) -> None:
         self.runner = runner
@@ -96,6 +99,10 @@ class BatchingScheduler:
             return
         self._running = True
         s = self.settings
+        if any(d.is_cuda for d in self.devices) and sys.getswitchinterval() > self.SWITCH_INTERVAL:
+            # the device thread returns to Python after every CUDA call and must win the
+            # interpreter lock back from readers and post-processing at once to keep a GPU fed
+            sys.setswitchinterval(self.SWITCH_INTERVAL)
         self._prepare = ThreadPoolExecutor(s.prepare_threads, thread_name_prefix="otf-prepare")
         self._reader = ThreadPoolExecutor(s.readers, thread_name_prefix="otf-reader")
         self._post = ThreadPoolExecutor(s.post_threads, thread_name_prefix="otf-post")
