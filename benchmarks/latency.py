@@ -67,6 +67,7 @@ def main() -> int:
         server = Server(root / "data", root / "models", root, args.device, batch_size=batch, max_wait=args.max_wait)
         try:
             server.warm("click.fits", model, precision)
+            server.warm("survey.fits", model, precision)  # full batches too: graphs captured, cuDNN tuned
             alone = interactive(server, model, precision, args.repeats, 0.05)
 
             stop = threading.Event()

@@ -128,6 +128,8 @@ def main() -> int:
         device = "cuda" if cuda else "cpu"
         try:
             for precision in precisions:
+                # load the model, capture the CUDA graphs and let cuDNN tune for full and partial batches
+                server.warm("large.fits", model, precision)
                 server.warm("small.fits", model, precision)
                 large = service(server, model, "large.fits", args.large[0], precision, large_side ** 2)
                 ceiling = bare_loop(weights, device, precision, args.large[0] * large_side ** 2, batch, args.size)
