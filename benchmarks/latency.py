@@ -54,7 +54,7 @@ def main() -> int:
     args = parser.parse_args()
     cuda = args.device.startswith("cuda")
     precision = args.precision or ("fp16" if cuda else "fp32")
-    batch = args.batch or (64 if cuda else 8)
+    batch = args.batch or (64 if cuda else 2)
     side = int(round(args.survey_patches ** 0.5))
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

@@ -102,7 +102,7 @@ def main() -> int:
     parser.add_argument("--small", nargs=2, type=int, default=[256, 4], metavar=("JOBS", "PATCHES"),
                         help="service vs naive serving: many small jobs")
     parser.add_argument("--naive-jobs", type=int, default=8, help="jobs timed for naive serving")
-    parser.add_argument("--batch", type=int, default=0, help="batch size (0: 64 on GPU, 8 on CPU)")
+    parser.add_argument("--batch", type=int, default=0, help="batch size (0: 64 on GPU, 2 on CPU)")
     parser.add_argument("--quick", action="store_true", help="small run for a CPU")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
@@ -110,7 +110,7 @@ def main() -> int:
         args.large, args.small, args.naive_jobs = [4, 16], [16, 4], 2
     cuda = args.device.startswith("cuda")
     precisions = args.precisions or (["fp32", "fp16", "bf16"] if cuda else ["fp32"])
-    batch = args.batch or (64 if cuda else 8)
+    batch = args.batch or (64 if cuda else 2)
     large_side, small_side = (int(round(n ** 0.5)) for n in (args.large[1], args.small[1]))
     results = {"benchmark": "throughput", **environment(), "device": args.device, "architecture": args.architecture,
                "patch_size": args.size, "batch": batch,

@@ -46,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--executor", choices=["batching", "pool"], default="batching",
                         help="batching scheduler (default) or one job per worker thread")
     parser.add_argument("--batch-size", type=int, default=0,
-                        help="patches per batch (default: 8 on a CPU, 64 on a GPU)")
+                        help="patches per batch (default: 2 on a CPU, 64 on a GPU)")
     parser.add_argument("--max-wait-ms", type=float, default=20.0,
                         help="how long a ready patch may wait for a fuller batch (default: 20 ms)")
     parser.add_argument("--root-path", default="/", help="URL path of the service root behind a proxy (default: /)")

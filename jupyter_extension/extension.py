@@ -47,7 +47,7 @@ class CiannaOTF(ExtensionApp):
     ).tag(config=True)
     executor = Unicode("batching", help="'batching' (the batching scheduler) or 'pool' (one job per "
                        "worker thread).").tag(config=True)
-    batch_size = Int(0, help="Patches per batch; 0: 8 on a CPU, 64 on a GPU.").tag(config=True)
+    batch_size = Int(0, help="Patches per batch; 0: 2 on a CPU, 64 on a GPU.").tag(config=True)
     max_wait = Float(0.02, help="Seconds a ready patch may wait for a fuller batch.").tag(config=True)
     model_budget_mb = Float(4096.0, help="Memory for resident networks per device (MB).").tag(config=True)
     executor_class = Type(

@@ -51,7 +51,7 @@ class SchedulerSettings:
 
     def batch_for(self, device: str) -> int:
         kind = "cuda" if device.startswith("cuda") else "cpu"
-        return int(self.batch_size.get(device, self.batch_size.get(kind, 64 if kind == "cuda" else 8)))
+        return int(self.batch_size.get(device, self.batch_size.get(kind, 64 if kind == "cuda" else 2)))
 
 
 @dataclass
@@ -327,6 +327,15 @@ class BatchingScheduler:
                 except BaseException:  # noqa: BLE001
                     log.exception("device worker %s: unexpected failure", device.device)
             pending = launched
+            if pending is not None and not device.is_cuda:
+                # a CPU batch is already computed when launch returns: hand it out now rather
+                # than after the next batch (which would add a whole batch of latency)
+                try:
+                    with clock("waiting for results"):
+                        self._collect(device, *pending)
+                except BaseException:  # noqa: BLE001
+                    log.exception("device worker %s: unexpected failure", device.device)
+                pending = None
             if picked is None and pending is None and not self._running:
                 return
 

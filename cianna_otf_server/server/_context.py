@@ -47,7 +47,7 @@ class ServiceSettings:
     reaper_interval_seconds: float = 30.0
     executor_factory: Callable[..., Any] | None = None  # (runner, settings) -> JobExecutor
     executor: str = "batching"  # "batching" (the scheduler) or "pool" (one job per worker thread)
-    batch_size: int = 0  # patches per batch; 0: 8 on a CPU, 64 on a GPU
+    batch_size: int = 0  # patches per batch; 0: 2 on a CPU, 64 on a GPU
     max_wait: float = 0.02  # seconds a ready patch may wait for a fuller batch
     model_budget_mb: float = 4096.0  # resident networks per device
 
@@ -115,7 +115,7 @@ class ServiceContext:
             raise ValueError(f"executor must be 'batching' or 'pool', not {settings.executor!r}")
         from ..scheduler import BatchingScheduler, SchedulerMetrics, SchedulerSettings
 
-        batch = {"cpu": settings.batch_size or 8, "cuda": settings.batch_size or 64}
+        batch = {"cpu": settings.batch_size or 2, "cuda": settings.batch_size or 64}
         scheduler_settings = SchedulerSettings(
             devices=expand_devices(settings.device), batch_size=batch, max_wait=settings.max_wait,
             model_budget_bytes=int(settings.model_budget_mb * 1024 * 1024),
