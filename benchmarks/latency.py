@@ -50,6 +50,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--batch", type=int, default=0)
     parser.add_argument("--max-wait", type=float, default=0.005)
+    parser.add_argument("--compile", action="store_true", help="serve torch.compile'd networks (GPU)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     cuda = args.device.startswith("cuda")
@@ -64,7 +65,8 @@ def main() -> int:
         shift = load_card(root / "models" / f"{model}.toml").tiling.shift[0]
         write_noise_image(root / "click.fits", args.size)
         write_noise_image(root / "survey.fits", size_for(args.size, shift, side))
-        server = Server(root / "data", root / "models", root, args.device, batch_size=batch, max_wait=args.max_wait)
+        server = Server(root / "data", root / "models", root, args.device, batch_size=batch, max_wait=args.max_wait,
+                        compile_networks=args.compile)
         try:
             server.warm("click.fits", model, precision)
             server.warm("survey.fits", model, precision)  # full batches too: graphs captured, cuDNN tuned
@@ -95,7 +97,8 @@ def main() -> int:
         finally:
             server.stop()
     result = {
-        "benchmark": "latency", **environment(), "device": args.device, "architecture": args.architecture,
+        "benchmark": "latency", **environment(), "device": args.device, "compiled": args.compile,
+        "architecture": args.architecture,
         "patch_size": args.size, "precision": precision, "batch": batch, "max_wait_s": args.max_wait,
         "survey_patches_per_job": side * side, "survey_jobs_submitted": len(survey_jobs),
         "alone": {"p50_s": statistics.median(alone), "p95_s": percentile(alone, 0.95), "n": len(alone)},

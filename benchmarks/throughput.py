@@ -104,6 +104,7 @@ def main() -> int:
     parser.add_argument("--naive-jobs", type=int, default=8, help="jobs timed for naive serving")
     parser.add_argument("--batch", type=int, default=0, help="batch size (0: 64 on GPU, 2 on CPU)")
     parser.add_argument("--quick", action="store_true", help="small run for a CPU")
+    parser.add_argument("--compile", action="store_true", help="serve torch.compile'd networks (GPU)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     if args.quick:
@@ -112,7 +113,8 @@ def main() -> int:
     precisions = args.precisions or (["fp32", "fp16", "bf16"] if cuda else ["fp32"])
     batch = args.batch or (64 if cuda else 2)
     large_side, small_side = (int(round(n ** 0.5)) for n in (args.large[1], args.small[1]))
-    results = {"benchmark": "throughput", **environment(), "device": args.device, "architecture": args.architecture,
+    results = {"benchmark": "throughput", **environment(), "device": args.device, "compiled": args.compile,
+               "architecture": args.architecture,
                "patch_size": args.size, "batch": batch,
                "large_jobs": {"jobs": args.large[0], "patches_per_job": large_side ** 2},
                "small_jobs": {"jobs": args.small[0], "patches_per_job": small_side ** 2}, "runs": []}
@@ -124,7 +126,8 @@ def main() -> int:
         shift = load_card(root / "models" / f"{model}.toml").tiling.shift[0]
         write_noise_image(root / "large.fits", size_for(args.size, shift, large_side))
         write_noise_image(root / "small.fits", size_for(args.size, shift, small_side))
-        server = Server(root / "data", root / "models", root, args.device, batch_size=batch, max_wait=0.005)
+        server = Server(root / "data", root / "models", root, args.device, batch_size=batch, max_wait=0.005,
+                        compile_networks=args.compile)
         device = "cuda" if cuda else "cpu"
         try:
             for precision in precisions:

@@ -48,6 +48,7 @@ class SchedulerSettings:
     prepare_threads: int = 2
     post_threads: int = 2
     model_budget_bytes: int = 4 * 1024**3  # resident networks per device
+    compile: bool = False  # torch.compile networks on GPUs (faster; each batch size compiles once)
 
     def batch_for(self, device: str) -> int:
         kind = "cuda" if device.startswith("cuda") else "cpu"
@@ -86,7 +87,11 @@ class BatchingScheduler:
         self.cache = ModelCache(self._load, self.settings.model_budget_bytes,
                                 on_load=self.metrics.model_loaded, on_hit=self.metrics.model_hit)
         factory = device_runner_factory or DeviceRunner
-        self.devices = [factory(device, self.metrics) for device in self.settings.devices]
+        if factory is DeviceRunner:
+            self.devices = [DeviceRunner(device, self.metrics, compile=self.settings.compile)
+                            for device in self.settings.devices]
+        else:
+            self.devices = [factory(device, self.metrics) for device in self.settings.devices]
         self._prepare = self._reader = self._post = None
         self.metrics.watch(self)
 

@@ -50,6 +50,7 @@ class ServiceSettings:
     batch_size: int = 0  # patches per batch; 0: 2 on a CPU, 64 on a GPU
     max_wait: float = 0.02  # seconds a ready patch may wait for a fuller batch
     model_budget_mb: float = 4096.0  # resident networks per device
+    compile_networks: bool = False  # torch.compile networks on GPUs
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).expanduser()
@@ -119,6 +120,7 @@ class ServiceContext:
         scheduler_settings = SchedulerSettings(
             devices=expand_devices(settings.device), batch_size=batch, max_wait=settings.max_wait,
             model_budget_bytes=int(settings.model_budget_mb * 1024 * 1024),
+            compile=settings.compile_networks,
             # job preparation and result writing are CPU work: use the cores a GPU host has
             post_threads=max(2, settings.workers, (os.cpu_count() or 2) // 2),
             prepare_threads=max(2, settings.workers, (os.cpu_count() or 2) // 4),
