@@ -49,6 +49,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="patches per batch (default: 2 on a CPU, 64 on a GPU)")
     parser.add_argument("--max-wait-ms", type=float, default=20.0,
                         help="how long a ready patch may wait for a fuller batch (default: 20 ms)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the networks on GPUs: about 1.8x faster once each batch size "
+                        "has compiled (the first batches of each size take a minute)")
     parser.add_argument("--root-path", default="/", help="URL path of the service root behind a proxy (default: /)")
     add_models_dir_option(parser)
     add_common_options(parser)
@@ -106,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
         executor=args.executor,
         batch_size=args.batch_size,
         max_wait=args.max_wait_ms / 1000.0,
+        compile_networks=args.compile,
     )
     info(f"serving at http://{args.host}:{args.port}{settings.root_path} (data in {settings.data_dir}, "
          f"device {settings.device})")

@@ -50,6 +50,8 @@ class CiannaOTF(ExtensionApp):
     batch_size = Int(0, help="Patches per batch; 0: 2 on a CPU, 64 on a GPU.").tag(config=True)
     max_wait = Float(0.02, help="Seconds a ready patch may wait for a fuller batch.").tag(config=True)
     model_budget_mb = Float(4096.0, help="Memory for resident networks per device (MB).").tag(config=True)
+    compile_networks = Bool(False, help="torch.compile the networks on GPUs (faster once each batch size "
+                            "has compiled, which takes a minute on first use).").tag(config=True)
     executor_class = Type(
         default_value=None, allow_none=True, klass=object,
         help="Callable or class building the executor from (runner, settings), replacing 'executor' "
@@ -91,6 +93,7 @@ class CiannaOTF(ExtensionApp):
             batch_size=self.batch_size,
             max_wait=self.max_wait,
             model_budget_mb=self.model_budget_mb,
+            compile_networks=self.compile_networks,
             executor_factory=self.executor_class,
         )
 
