@@ -68,12 +68,15 @@ def naive(card_dir: Path, model: str, image: Path, jobs: int, device: str, preci
 
 
 def device_activity(server: Server) -> dict[str, float]:
-    """Seconds the device worker spent per activity (from the service's /metrics)."""
+    """Seconds the device workers spent per activity, and patches run per device (/metrics)."""
     out: dict[str, float] = {}
     for line in server.session.get(server.url + "/metrics").text.splitlines():
         if line.startswith("cianna_otf_device_worker_seconds_total{"):
             activity = line.split('activity="', 1)[1].split('"', 1)[0]
             out[activity] = out.get(activity, 0.0) + float(line.rsplit(" ", 1)[1])
+        elif line.startswith("cianna_otf_patches_total{"):
+            device = line.split('device="', 1)[1].split('"', 1)[0]
+            out[f"patches on {device}"] = out.get(f"patches on {device}", 0.0) + float(line.rsplit(" ", 1)[1])
     return out
 
 
