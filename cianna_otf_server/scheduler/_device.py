@@ -66,7 +66,8 @@ class _CapturedForward:
                 runner._run(network, card, self.static_in)
         torch.cuda.current_stream(device).wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.inference_mode(), torch.cuda.graph(self.graph):
+        # thread-local capture: the other devices' workers keep running (and allocating) meanwhile
+        with torch.inference_mode(), torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
             self.static_out = runner._run(network, card, self.static_in)
 
 
@@ -90,6 +91,12 @@ class DeviceRunner:
         self.compile = compile and self.is_cuda
         self._compiled: dict[int, tuple[Any, Any]] = {}
         self._graphs: dict[tuple, _CapturedForward] = {}
+
+    def bind_thread(self) -> None:
+        """Make this runner's GPU the calling thread's current device (streams, graphs and
+        allocations default to it), once, at the start of its worker thread."""
+        if self.is_cuda:
+            torch.cuda.set_device(self.torch_device)
 
     @staticmethod
     def optimise(network: Any, device: str) -> Any:

@@ -315,6 +315,9 @@ class BatchingScheduler:
         """Launch a batch, then collect the previous one while the device computes this one."""
         pending = None
         clock = self.metrics.device_time(device.device)
+        bind = getattr(device, "bind_thread", None)
+        if bind is not None:
+            bind()
         while True:
             with clock("waiting for patches"):
                 picked = self._next_batch(device, block=pending is None)
