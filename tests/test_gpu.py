@@ -82,3 +82,44 @@ def test_scheduler_on_cuda_batches_jobs_in_every_precision(tmp_path: Path) -> No
     finally:
         service.shutdown()
         store.close()
+
+
+def test_jobs_spread_over_several_gpus(tmp_path: Path) -> None:
+    import torch
+
+    if torch.cuda.device_count() < 2:
+        pytest.skip("needs two GPUs")
+    sys.path.insert(0, str(Path(__file__).parent))
+    from yolo_models import write_tiny_yolo
+
+    from cianna_otf_server.jobs import DetectionParameterPolicy, DetectionRunner
+    from cianna_otf_server.models import ModelRegistry
+    from cianna_otf_server.scheduler import BatchingScheduler, SchedulerMetrics, SchedulerSettings
+    from cianna_otf_server.simulate import write_simulation
+    from cianna_otf_server.uws import JobFiles, JobService, JobStore, Phase
+
+    write_tiny_yolo(tmp_path / "models")
+    write_simulation(tmp_path / "sky.fits", 2048, seed=4)
+    registry = ModelRegistry([tmp_path / "models"], use_environment=False)
+    store, files = JobStore(tmp_path / "jobs.sqlite"), JobFiles(tmp_path / "data")
+    metrics = SchedulerMetrics()
+    devices = [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    scheduler = BatchingScheduler(DetectionRunner(registry, files, device="cuda"),
+                                  SchedulerSettings(devices=devices, batch_size={"cuda": 16}, max_wait=0.01), metrics)
+    service = JobService(store, files, scheduler, DetectionParameterPolicy(registry, data_roots=[tmp_path]),
+                         lambda j, p="": f"/async/{j}/{p}")
+    service.startup()
+    try:
+        jobs = [service.create(f"user{i}", [("IMAGE", "sky.fits"), ("MODEL", "tiny-yolo"), ("PHASE", "RUN")]).job_id
+                for i in range(4)]
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and any(store.get(j).phase not in (Phase.COMPLETED, Phase.ERROR)
+                                                  for j in jobs):
+            time.sleep(0.05)
+        for job_id in jobs:
+            assert store.get(job_id).phase == Phase.COMPLETED, store.get(job_id).error
+        per_device = {device: metrics.patches.labels("tiny-yolo", device)._value.get() for device in devices}
+        assert all(count > 0 for count in per_device.values()), per_device
+    finally:
+        service.shutdown()
+        store.close()
