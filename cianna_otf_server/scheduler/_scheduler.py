@@ -92,6 +92,12 @@ class BatchingScheduler:
                             for device in self.settings.devices]
         else:
             self.devices = [factory(device, self.metrics) for device in self.settings.devices]
+        if sum(1 for d in self.devices if getattr(d, "is_cuda", False)) > 1:
+            # CUDA graph capture on one GPU's worker broke the other workers' launches when tried
+            # on two GPUs; with several GPUs, batches run eagerly until that is resolved
+            for runner in self.devices:
+                runner.use_graphs = False
+            log.info("several GPUs: CUDA graphs are off, batches run eagerly")
         self._prepare = self._reader = self._post = None
         self.metrics.watch(self)
 
