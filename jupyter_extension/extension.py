@@ -13,6 +13,7 @@ from traitlets import Bool, Float, Int, List, Type, Unicode, default
 from cianna_otf_server.server import ServiceContext, ServiceSettings, make_handlers
 
 from .handlers import JupyterServiceHandler
+from .static_files import static_handlers
 
 SERVICE_PATH = "cianna-otf/"
 
@@ -102,6 +103,8 @@ class CiannaOTF(ExtensionApp):
         self.handlers.extend(
             make_handlers("/" + SERVICE_PATH, JupyterServiceHandler, {"context": self.context, "single_user_owner": self.single_user_owner})
         )
+        # Aladin Lite for the notebook view (fetch_aladin.py), at {base_url}cianna-otf/static/
+        self.handlers.extend(static_handlers("/" + SERVICE_PATH))
 
     async def _start_jupyter_server_extension(self, serverapp) -> None:
         self.context.start()

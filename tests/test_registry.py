@@ -225,9 +225,6 @@ def test_changed_weights_rehashed(tmp_path, golden_model):
     ],
 )
 def test_card_inconsistent_with_weights_refused(tmp_path, golden_model, changes, field):
-    pytest.importorskip("cianna_otf_server.cianna", reason="CIANNA reader missing")
-    from cianna_otf_server.cianna import read_model_file  # noqa: F401
-
     yolo_card(golden_model.parent, "bad", **changes)
     registry = ModelRegistry([golden_model.parent], use_environment=False)
     with pytest.raises(ModelCardError, match=field):

@@ -82,7 +82,9 @@ def test_sigkill_loses_nothing(tmp_path: Path, big_images: Path) -> None:
         while server.phase(running[0]) != "EXECUTING" and time.monotonic() < deadline:
             time.sleep(0.05)
         phases_before = [server.phase(url) for url in running]
-        assert phases_before[0] == "EXECUTING" and "QUEUED" in phases_before[1:]
+        # the batching scheduler may have started all three (their patches interleave): none is done
+        assert phases_before[0] == "EXECUTING"
+        assert set(phases_before) <= {"QUEUED", "EXECUTING"}, phases_before
     finally:
         server.stop(signal.SIGKILL)
 

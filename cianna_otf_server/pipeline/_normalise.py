@@ -7,9 +7,14 @@ image to [0.4e-6, 0.4e-4] Jy/beam, rescales to [0, 1] and compresses with tanh(3
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from ..models._card import NormalisationSpec
+
+if TYPE_CHECKING:  # torch is imported where tensors are normalised
+    import torch
 
 __all__ = ["normalise", "normalise_tensor", "normalised_zero"]
 
