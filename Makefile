@@ -18,6 +18,9 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	# an editable install skips data files: put the extension's enabling config in place
 	mkdir -p $(VENV)/etc/jupyter/jupyter_server_config.d
 	cp jupyter-config/jupyter_server_config.d/cianna_otf_jupyter.json $(VENV)/etc/jupyter/jupyter_server_config.d/
+	# Aladin Lite (LGPL-3.0) for the offline notebook view, from the npm registry; without npm
+	# the view falls back to ipyaladin's CDN, so a failure here only warns
+	$(BIN)/python -m cianna_otf_jupyter.fetch_aladin || echo "warning: Aladin Lite not fetched (needs npm); the notebook view will use the CDN"
 	touch $@
 
 install: $(VENV)/.installed
@@ -38,4 +41,4 @@ test-all: install
 	$(BIN)/python -m pytest -q
 
 clean:
-	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache
+	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache jupyter_extension/static/aladin-lite
