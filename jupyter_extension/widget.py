@@ -1,0 +1,619 @@
+"""The detection widget: an Aladin view with model picker, region tools, Detect, progress and results.
+
+``DetectionWidget`` is the Python side of the notebook front end (issue 5). It is a client of the
+UWS job service like any other (it uses ``cianna_otf_server.client.Client``), so it behaves the
+same against the Jupyter server extension and against a standalone shared server.
+
+Messages between the browser and the kernel
+-------------------------------------------
+The view is an ``OfflineAladin``; Aladin Lite's own ``select(mode, callback)`` gives drawn shapes
+in view pixels, which the front-end code converts with ``aladin.pix2world`` and sends to Python
+with ``model.send(message)``. The protocol, version 1 (all coordinates ICRS degrees):
+
+Front end -> kernel (custom messages on the view; a message with an ``"event"`` key is ours,
+anything else goes to ipyaladin as before)::
+
+    {"event": "hello", "protocol": 1}
+        The front-end code is present: from now on the kernel asks it to draw (see below).
+    {"event": "region", "shape": "rect", "ra_dec": [[ra, dec], [ra, dec], [ra, dec], [ra, dec]]}
+        The four corners of a drawn rectangle, in order around it (two opposite corners are
+        accepted too and make an RA/Dec box). Becomes ``POLYGON ra1 dec1 ...``.
+    {"event": "region", "shape": "polygon", "ra_dec": [[ra, dec], ...]}
+        At least three vertices, in drawing order. Becomes ``POLYGON ra1 dec1 ...``.
+    {"event": "region", "shape": "circle", "ra": ra, "dec": dec, "radius": r}
+        Centre and radius (degrees). Becomes ``CIRCLE ra dec r``.
+    {"event": "click", "ra": ra, "dec": dec}
+        Click-to-identify: a small circle around the point is submitted at once.
+
+A vertex that ``pix2world`` could not place (outside the projection) must be sent as ``null``;
+the region is then refused with a message in the widget, not guessed. ipyaladin's own ``click``
+event (``{"event_type": "click", "content": {"ra", "dec"}}``), which works without our front-end
+code, also triggers click-to-identify while the region mode is ``click``.
+
+Kernel -> front end (sent only after ``hello``, because ipyaladin's module throws on event
+names it does not know)::
+
+    {"event_name": "cianna_otf_select", "shape": "rect" | "circle" | "polygon" | "click"}
+        Start Aladin Lite's selection tool for that shape (``click``: stop drawing, clicks identify).
+
+Everything else the widget shows on the view goes through ipyaladin's public calls
+(``add_fits`` for the image, ``add_table`` for the detected sources).
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import json
+import math
+import os
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import ipywidgets as widgets
+
+from cianna_otf_server.client import URL_ENV, Client, Job
+
+from .aladin import SERVICE_PATH, OfflineAladin
+
+if TYPE_CHECKING:
+    from astropy.io.fits import HDUList
+    from astropy.table import Table
+    from regions import Regions
+
+__all__ = ["DEFAULT_CLICK_RADIUS_ARCSEC", "DetectionAladin", "DetectionWidget", "PROTOCOL_VERSION",
+           "RegionMessageError", "default_client", "region_from_message", "running_jupyter_server"]
+
+PROTOCOL_VERSION = 1
+SELECT_EVENT = "cianna_otf_select"
+#: Radius of the click-to-identify circle where neither the model card nor the image say better.
+DEFAULT_CLICK_RADIUS_ARCSEC = 20.0
+#: Rows shown in the result list (the full table is always in ``widget.table``).
+MAX_LISTED_ROWS = 500
+REGION_MODES = (("Rectangle", "rect"), ("Circle", "circle"), ("Polygon", "polygon"), ("Click a source", "click"))
+PRECISIONS = (("model default", None), ("fp32", "fp32"), ("fp16", "fp16"), ("bf16", "bf16"))
+
+
+# -- finding the service ---------------------------------------------------------------------
+def running_jupyter_server() -> dict[str, Any] | None:
+    """The info of the Jupyter server that started this kernel, or None outside such a kernel.
+
+    Why this way: Jupyter gives a kernel no server URL or token in its environment
+    (``JUPYTER_SERVER_URL`` and friends are set by some hosting platforms, not by Jupyter;
+    ``JPY_SESSION_NAME`` is only the notebook path). What Jupyter does document is that every
+    running server writes ``jpserver-<pid>.json`` (URL with its base URL, token, pid) to the
+    runtime directory, listed by ``jupyter_server.serverapp.list_running_servers()``, and
+    jupyter_client puts the launching process's pid in the kernel's ``JPY_PARENT_PID``. The
+    server whose pid matches is ours, however many servers the user runs. Where no pid matches
+    (a kernel started by a remote provisioner) but a kernel environment is present and exactly
+    one server runs, that one is taken; anything more ambiguous returns None rather than guess.
+    """
+    if not (os.environ.get("JPY_PARENT_PID") or os.environ.get("JPY_SESSION_NAME")):
+        return None
+    try:
+        from jupyter_server.serverapp import list_running_servers
+
+        servers = [info for info in list_running_servers() if info.get("url") and not info.get("sock")]
+    except Exception:  # an unreadable runtime dir must not break the widget: fall back to config
+        return None
+    parents = {os.getppid()}
+    if (os.environ.get("JPY_PARENT_PID") or "").isdigit():
+        parents.add(int(os.environ["JPY_PARENT_PID"]))
+    for info in servers:
+        if info.get("pid") in parents:
+            return info
+    return servers[0] if len(servers) == 1 else None
+
+
+def default_client() -> Client:
+    """The client a widget made without one uses; see the order below.
+
+    1. ``$CIANNA_OTF_URL`` (with ``$CIANNA_OTF_TOKEN``): an explicit choice, e.g. a shared GPU
+       server, wins over discovery (inside Jupyter discovery always succeeds, so otherwise the
+       variable could never be used from a notebook).
+    2. The Jupyter server running this kernel (`running_jupyter_server`): the service of its
+       server extension at ``{url}cianna-otf``, with the server's token; under JupyterHub the
+       server has no token of its own and the kernel inherits ``JUPYTERHUB_API_TOKEN``
+       (``JPY_API_TOKEN`` in old hubs), which the single-user server accepts.
+    3. ``Client()``: the client config file, or a `ConfigurationError` that says what to set.
+    """
+    if os.environ.get(URL_ENV):
+        return Client()
+    info = running_jupyter_server()
+    if info is not None:
+        url = str(info["url"]).rstrip("/") + "/" + SERVICE_PATH
+        token = info.get("token") or os.environ.get("JUPYTERHUB_API_TOKEN") or os.environ.get("JPY_API_TOKEN")
+        return Client(url, token=token or None, auth_scheme="token")
+    return Client()
+
+
+def notebook_directory() -> Path:
+    """Where saved files go: the notebook's folder (``JPY_SESSION_NAME``), else the working directory.
+
+    The kernel usually runs in the notebook's folder anyway; the session name covers kernels
+    whose working directory was configured elsewhere.
+    """
+    session = os.environ.get("JPY_SESSION_NAME")
+    if session and os.path.isabs(session) and Path(session).parent.is_dir():
+        return Path(session).parent
+    return Path.cwd()
+
+
+# -- regions ---------------------------------------------------------------------------------
+class RegionMessageError(ValueError):
+    """A region message from the front end that cannot be turned into a SODA region."""
+
+
+def _fmt(value: float) -> str:
+    """Degrees with 1e-8 precision (0.04 mas), no trailing zeros: short, exact enough, stable."""
+    text = f"{value:.8f}".rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
+
+
+def _point(value: Any) -> tuple[float, float]:
+    if not isinstance(value, Sequence) or isinstance(value, str) or len(value) != 2 or None in value:
+        raise RegionMessageError("a vertex lies outside the sky projection (or is not [ra, dec])")
+    ra, dec = (float(v) for v in value)
+    if not (math.isfinite(ra) and math.isfinite(dec)) or abs(dec) > 90:
+        raise RegionMessageError(f"vertex ({ra}, {dec}) is not a sky position")
+    return ra % 360.0, dec
+
+
+def region_from_message(message: Mapping[str, Any]) -> str:
+    """The SODA text (ICRS degrees) of a ``{"event": "region", ...}`` message (see the module doc)."""
+    shape = str(message.get("shape", "")).lower()
+    if shape == "circle":
+        circle = message.get("circle") if isinstance(message.get("circle"), Mapping) else message
+        try:
+            ra, dec = _point([circle.get("ra"), circle.get("dec")])
+            radius = float(circle["radius"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RegionMessageError(f"circle region needs ra, dec and radius: {exc}") from None
+        if not (math.isfinite(radius) and 0 < radius <= 180):
+            raise RegionMessageError(f"circle radius {radius} deg is not usable")
+        return f"CIRCLE {_fmt(ra)} {_fmt(dec)} {_fmt(radius)}"
+    if shape not in ("rect", "rectangle", "polygon"):
+        raise RegionMessageError(f"unknown region shape {shape!r} (rect, circle or polygon)")
+    points = [_point(p) for p in (message.get("ra_dec") or [])]
+    if shape != "polygon" and len(points) == 2:  # two opposite corners: an RA/Dec box
+        (ra1, dec1), (ra2, dec2) = points
+        points = [(ra1, dec1), (ra2, dec1), (ra2, dec2), (ra1, dec2)]
+    if len(points) < 3:
+        raise RegionMessageError(f"a {shape} needs at least 3 vertices, got {len(points)}")
+    return "POLYGON " + " ".join(f"{_fmt(ra)} {_fmt(dec)}" for ra, dec in points)
+
+
+# -- the view --------------------------------------------------------------------------------
+class DetectionAladin(OfflineAladin):
+    """An ``OfflineAladin`` that passes our ``{"event": ...}`` messages to `on_event`.
+
+    ipyaladin's message handler reads ``message["event_type"]`` unconditionally, so a message
+    of ours would raise KeyError inside the comm callback (a traceback in the notebook); here
+    ours are routed before it, and ipyaladin still gets all of its own.
+    """
+
+    def __init__(self, on_event: Callable[[dict[str, Any]], None] | None = None, **init_options: object) -> None:
+        self.on_event = on_event
+        super().__init__(**init_options)
+
+    def _handle_custom_message(self, widget: Any, message: dict, buffers: Any) -> None:
+        if isinstance(message, dict) and "event" in message and "event_type" not in message:
+            if self.on_event is not None:
+                self.on_event(message)
+            return
+        super()._handle_custom_message(widget, message, buffers)
+
+
+# -- the widget ------------------------------------------------------------------------------
+class DetectionWidget(widgets.VBox):
+    """Draw a region on an image, detect sources with a service model, see and keep the result.
+
+    Parameters
+    ----------
+    client : Client, optional
+        The service client; `default_client()` when None (the Jupyter server running this
+        kernel, or ``$CIANNA_OTF_URL``). A failure to build it shows in the status line.
+    image : path or HDUList, optional
+        The image to show at once (`show_image`).
+    model : str, optional
+        The model to preselect (else the first available one).
+    save_dir : path, optional
+        Where the Save buttons write; the notebook's folder by default.
+    height : int
+        Height of the Aladin view, pixels.
+
+    Attributes
+    ----------
+    table : astropy Table or None
+        The catalogue of the last detection.
+    regions : regions.Regions or None
+        The same detections as sky regions.
+    job : Job or None
+        The last completed job (parameters, URL, results); a failed one is in ``error.job``.
+    region : str or None
+        The current region of interest, SODA text (None: the whole image).
+    error : Exception or None
+        The last error, also shown in the status line.
+    """
+
+    def __init__(self, client: Client | None = None, image: str | os.PathLike | HDUList | None = None, *,
+                 model: str | None = None, save_dir: str | os.PathLike | None = None, height: int = 500) -> None:
+        self.table: Table | None = None
+        self.regions: Regions | None = None
+        self.job: Job | None = None
+        self.region: str | None = None
+        self.error: Exception | None = None
+        self.image_path: Path | None = None
+        self._image_bytes: bytes | None = None
+        self.pixel_scale_deg: float | None = None
+        self.save_dir = Path(save_dir) if save_dir is not None else notebook_directory()
+        self._frontend_protocol: int | None = None
+        self._worker: threading.Thread | None = None
+        self._busy = threading.Lock()
+        self._cards: dict[str, dict[str, Any]] = {}
+        self._following: Job | None = None  # the job being waited for (self.job: the last finished one)
+
+        self.view = DetectionAladin(on_event=self.handle_message, height=height)
+        self.view.set_listener("click", self._on_native_click)
+        self.view.set_listener("object_clicked", self._on_object_clicked)
+
+        self.model_picker = widgets.Dropdown(description="Model", options=[])
+        self.precision = widgets.Dropdown(description="Precision", options=PRECISIONS, value=None)
+        self.threshold = widgets.Text(description="Threshold", placeholder="model default")
+        self.nms = widgets.Text(description="NMS", placeholder="model default")
+        self.expert = widgets.Accordion(children=[widgets.VBox([self.precision, self.threshold, self.nms])])
+        self.expert.set_title(0, "Expert settings")
+        self.expert.selected_index = None
+        self.region_mode = widgets.Dropdown(description="Region", options=REGION_MODES, value="rect")
+        self.region_label = widgets.Label("Region: whole image")
+        self.clear_region_button = widgets.Button(description="Whole image", tooltip="Forget the drawn region")
+        self.detect_button = widgets.Button(description="Detect", button_style="primary", icon="search")
+        self.phase = widgets.Label("")
+        self.progress = widgets.IntProgress(value=0, min=0, max=1, description="", layout={"width": "200px"})
+        self.status = widgets.Label("")
+        self.sources = widgets.Select(options=[], rows=10, layout={"width": "100%"})
+        self.sources_header = widgets.HTML("")
+        self.save_catalogue_button = widgets.Button(description="Save catalogue", disabled=True)
+        self.save_regions_button = widgets.Button(description="Save regions", disabled=True)
+        self.save_provenance_button = widgets.Button(description="Save provenance", disabled=True)
+
+        self.detect_button.on_click(self.detect)
+        self.clear_region_button.on_click(lambda _: self.set_region(None))
+        self.save_catalogue_button.on_click(lambda _: self._guarded(self.save_catalogue))
+        self.save_regions_button.on_click(lambda _: self._guarded(self.save_regions))
+        self.save_provenance_button.on_click(lambda _: self._guarded(self.save_provenance))
+        self.region_mode.observe(lambda change: self._request_selection(), names="value")
+        self.sources.observe(self._on_row_selected, names="value")
+
+        controls = widgets.VBox([
+            self.model_picker, self.expert, self.region_mode,
+            widgets.HBox([self.region_label, self.clear_region_button]),
+            self.detect_button, widgets.HBox([self.phase, self.progress]), self.status,
+        ], layout={"width": "340px"})
+        results = widgets.VBox([
+            self.sources_header, self.sources,
+            widgets.HBox([self.save_catalogue_button, self.save_regions_button, self.save_provenance_button]),
+        ])
+        super().__init__([widgets.HBox([self.view, controls]), results])
+
+        try:
+            self.client: Client | None = client if client is not None else default_client()
+        except Exception as exc:  # shown, not raised: the widget still displays the image
+            self.client = None
+            self._fail(exc)
+        self.refresh_models(select=model)
+        if image is not None:
+            self.show_image(image)
+
+    # -- status -------------------------------------------------------------------------------
+    def _fail(self, exc: BaseException, context: str = "") -> None:
+        self.error = exc if isinstance(exc, Exception) else RuntimeError(str(exc))
+        self.status.value = f"Error{' ' + context if context else ''}: {exc}"
+
+    def _guarded(self, action: Callable[[], Any]) -> Any:
+        """Run a button action; errors go to the status line, never into the comm callback."""
+        try:
+            return action()
+        except Exception as exc:
+            self._fail(exc)
+            return None
+
+    # -- models -------------------------------------------------------------------------------
+    def refresh_models(self, select: str | None = None) -> None:
+        """Fill the model picker from the service's model cards (unavailable ones are marked)."""
+        if self.client is None:
+            return
+        try:
+            cards = self.client.models()
+        except Exception as exc:
+            self._fail(exc, "listing the models")
+            return
+        self._cards = {card["name"]: card for card in cards}
+        options = [(name if card.get("status", "available") == "available" else f"{name} (unavailable)", name)
+                   for name, card in self._cards.items()]
+        self.model_picker.options = options
+        if select in self._cards:
+            self.model_picker.value = select
+        elif options:
+            available = [n for n, c in self._cards.items() if c.get("status", "available") == "available"]
+            self.model_picker.value = available[0] if available else options[0][1]
+
+    # -- image --------------------------------------------------------------------------------
+    def show_image(self, image: str | os.PathLike | HDUList) -> bool:
+        """Show a FITS image (path or HDUList) in the view and use it for the next jobs.
+
+        The view gets one HDU (ipyaladin sends the whole HDUList as one message; a multi-HDU
+        file would be sent in full and only its first HDU shown): the first HDU holding a 2-D
+        image, degenerate axes (radio cubes' 1-channel, 1-Stokes axes) dropped. A path is
+        uploaded as is when a job is submitted (the server picks the same HDU); an HDUList is
+        uploaded as that single HDU. Errors show in the status line; returns success.
+        """
+        from astropy.io import fits
+
+        try:
+            if isinstance(image, fits.HDUList):
+                single = _single_image_hdu(image)
+                buffer = io.BytesIO()
+                single.writeto(buffer)
+                self.image_path, self._image_bytes = None, buffer.getvalue()
+            else:
+                path = Path(image).expanduser()
+                try:
+                    with fits.open(path) as hdul:
+                        single = _single_image_hdu(hdul)
+                except OSError as exc:
+                    raise ValueError(f"{path} is not a readable FITS file ({exc})") from None
+                self.image_path, self._image_bytes = path, None
+            self.pixel_scale_deg = _pixel_scale_deg(single.header)
+            self.view.add_fits(single)
+        except Exception as exc:
+            self._fail(exc, "showing the image")
+            return False
+        if self.error is None:  # an earlier error (no service, say) stays readable
+            self.status.value = f"Image: {self.image_path.name if self.image_path else 'in memory'}"
+        return True
+
+    # -- regions ------------------------------------------------------------------------------
+    def set_region(self, region: str | None) -> None:
+        """Use `region` (SODA text, ICRS degrees; None for the whole image) for the next jobs."""
+        self.region = region
+        self.region_label.value = f"Region: {region}" if region else "Region: whole image"
+
+    def click_radius_deg(self) -> float:
+        """Radius of the click-to-identify circle: half a network patch of the chosen model, in
+        the image's pixels, else DEFAULT_CLICK_RADIUS_ARCSEC (the classic finder has no patch)."""
+        card = self._cards.get(self.model_picker.value or "", {})
+        patch = (card.get("tiling") or {}).get("patch_size")
+        if isinstance(patch, Sequence) and not isinstance(patch, str):
+            patch = min(patch) if patch else None
+        if patch and self.pixel_scale_deg:
+            return float(patch) * self.pixel_scale_deg / 2
+        return DEFAULT_CLICK_RADIUS_ARCSEC / 3600.0
+
+    def handle_message(self, message: Mapping[str, Any]) -> None:
+        """Handle a front-end message (the protocol in the module doc); errors go to the status line."""
+        event = message.get("event")
+        try:
+            if event == "hello":
+                self._frontend_protocol = int(message.get("protocol", 1))
+                self._request_selection()
+            elif event == "region":
+                self.set_region(region_from_message(message))
+            elif event == "click":
+                self.identify(float(message["ra"]), float(message["dec"]))
+            else:
+                raise RegionMessageError(f"unknown front-end event {event!r}")
+        except Exception as exc:
+            self._fail(exc, f"in the {event} message")
+
+    def identify(self, ra: float, dec: float) -> threading.Thread | None:
+        """Click-to-identify: detect in a small circle around (ra, dec), at once."""
+        ra, dec = _point([ra, dec])
+        self.set_region(f"CIRCLE {_fmt(ra)} {_fmt(dec)} {_fmt(self.click_radius_deg())}")
+        return self.detect()
+
+    def _on_native_click(self, content: Mapping[str, Any]) -> None:
+        if self.region_mode.value == "click" and not content.get("isDragging"):
+            self.handle_message({"event": "click", "ra": content.get("ra"), "dec": content.get("dec")})
+
+    def _request_selection(self) -> None:
+        if self._frontend_protocol is not None:  # ipyaladin's module alone throws on our event name
+            self.view._send_or_queue({"event_name": SELECT_EVENT, "shape": self.region_mode.value})
+
+    # -- detection ----------------------------------------------------------------------------
+    def _knob(self, field: widgets.Text) -> float | None:
+        text = field.value.strip()
+        if not text:
+            return None
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError(f"{field.description} {text!r} is not a number") from None
+
+    def detect(self, *_: object) -> threading.Thread | None:
+        """Submit a job for the current image, model and region, and follow it in a thread.
+
+        The kernel stays free while the job runs (the thread blocks on the service's WAIT, not
+        on the kernel), the phase and progress widgets follow it, and the results land in
+        `table`, `regions` and on the view. Returns the thread (join it, or call `wait`), or
+        None when nothing was submitted; every error ends in the status line.
+        """
+        if not self._busy.acquire(blocking=False):
+            self.status.value = "A detection is already running"
+            return None
+        try:
+            if self.client is None:
+                raise RuntimeError("no service: pass client=Client(url, token) or set $CIANNA_OTF_URL")
+            if self.image_path is None and self._image_bytes is None:
+                raise RuntimeError("no image: call show_image(path) first")
+            request = {"model": self.model_picker.value or None, "precision": self.precision.value,
+                       "region": self.region, "threshold": self._knob(self.threshold), "nms": self._knob(self.nms)}
+        except Exception as exc:
+            self._busy.release()
+            self._fail(exc)
+            return None
+        self.error = None
+        self.status.value = ""
+        self.phase.value = "Submitting"
+        self.progress.value, self.progress.max, self.progress.bar_style = 0, 1, ""
+        self.detect_button.disabled = True
+        self._worker = threading.Thread(target=self._run, args=(request,), daemon=True, name="cianna-otf-detect")
+        self._worker.start()
+        return self._worker
+
+    def wait(self, timeout: float | None = None) -> DetectionWidget:
+        """Block until the running detection (if any) has finished; returns self."""
+        if self._worker is not None:
+            self._worker.join(timeout)
+        return self
+
+    def _run(self, request: dict[str, Any]) -> None:
+        job: Job | None = None
+        try:
+            image: Any = self.image_path if self.image_path is not None else self._image_bytes
+            job = self.client.submit(image, upload=True if self.image_path is not None else None,
+                                     run_id="notebook", **request)
+            self.phase.value = job.phase
+            self._following = job
+            job.wait(progress=self._on_progress)
+            self.phase.value = job.phase
+            table, regions = job.table(), job.regions()
+            self.job, self.table, self.regions = job, table, regions
+            self.view.add_table(table, name=f"CIANNA {job.job_id}", color="#ff3b30", shape="circle")
+            self._show_table(table)
+            for button in (self.save_catalogue_button, self.save_regions_button, self.save_provenance_button):
+                button.disabled = False
+            self.progress.bar_style = "success"
+            self.status.value = f"{len(table)} sources ({request['model'] or 'default model'}, job {job.job_id})"
+        except Exception as exc:  # a thread: an escaping error would only reach stderr
+            self.phase.value = job.phase if job is not None else "Not submitted"
+            self.progress.bar_style = "danger"
+            self._fail(exc)
+        finally:
+            self.detect_button.disabled = False
+            self._busy.release()
+
+    def _on_progress(self, done: int, total: int) -> None:
+        self.progress.max = max(total, 1)
+        self.progress.value = min(done, self.progress.max)
+        job = self._following
+        if job is not None:
+            self.phase.value = f"{job.phase} {done}/{total}" if total else job.phase
+
+    # -- results ------------------------------------------------------------------------------
+    _LISTED = ("id", "ra", "dec", "flux", "snr", "score")
+
+    def _show_table(self, table: Table) -> None:
+        """List the sources; choosing a row centres the view on the source."""
+        columns = [c for c in self._LISTED if c in table.colnames]
+        self.sources_header.value = (f"<b>{len(table)} sources</b> (first {MAX_LISTED_ROWS} listed)"
+                                     if len(table) > MAX_LISTED_ROWS else f"<b>{len(table)} sources</b>")
+        self.sources_header.value += "<br><code>" + html.escape("  ".join(f"{c:>11}" for c in columns)) + "</code>"
+
+        def cell(value: Any) -> str:
+            return f"{value:11.6g}" if isinstance(value, float) or hasattr(value, "dtype") and value.dtype.kind == "f" else f"{value!s:>11}"
+
+        self.sources.options = [("  ".join(cell(row[c]) for c in columns), index)
+                                for index, row in enumerate(table[:MAX_LISTED_ROWS])]
+        self.sources.value = None
+
+    def _on_row_selected(self, change: Mapping[str, Any]) -> None:
+        index = change.get("new")
+        if index is None or self.table is None:
+            return
+        try:
+            from astropy.coordinates import SkyCoord
+
+            self.view.target = SkyCoord(float(self.table["ra"][index]), float(self.table["dec"][index]), unit="deg")
+        except Exception as exc:
+            self._fail(exc, "centring on the source")
+
+    def _on_object_clicked(self, content: Mapping[str, Any]) -> None:
+        """A source clicked in the view: select its row (nearest position among the listed rows)."""
+        if self.table is None or not self.sources.options:
+            return
+        try:
+            ra, dec = float(content["ra"]), float(content["dec"])
+            rows = range(min(len(self.table), MAX_LISTED_ROWS))
+            cos_dec = math.cos(math.radians(dec))
+
+            def distance(i: int) -> float:
+                dra = (float(self.table["ra"][i]) - ra + 180.0) % 360.0 - 180.0
+                return (dra * cos_dec) ** 2 + (float(self.table["dec"][i]) - dec) ** 2
+
+            self.sources.value = min(rows, key=distance)
+        except Exception as exc:
+            self._fail(exc, "selecting the clicked source")
+
+    def _result_path(self, suffix: str) -> Path:
+        if self.job is None:
+            raise RuntimeError("nothing to save: run a detection first")
+        stem = self.image_path.stem if self.image_path is not None else "image"
+        self.save_dir.mkdir(parents=True, exist_ok=True)
+        return self.save_dir / f"{stem}-{self.job.job_id}-{suffix}"
+
+    def _save(self, suffix: str, content: bytes) -> Path:
+        path = self._result_path(suffix)
+        path.write_bytes(content)
+        self.status.value = f"Saved {path}"
+        return path
+
+    def save_catalogue(self) -> Path:
+        """Write the catalogue as the service made it (VOTable) next to the notebook."""
+        return self._save("catalogue.vot", self._require_job().votable())
+
+    def save_regions(self) -> Path:
+        """Write the detections as DS9 regions next to the notebook."""
+        return self._save("regions.reg", self._require_job().fetch("regions"))
+
+    def save_provenance(self) -> Path:
+        """Write the W3C PROV-JSON record of the job next to the notebook."""
+        record = self._require_job().provenance("json")
+        return self._save("provenance.json", json.dumps(record, indent=2).encode("utf-8"))
+
+    def _require_job(self) -> Job:
+        if self.job is None:
+            raise RuntimeError("nothing to save: run a detection first")
+        return self.job
+
+
+# -- FITS helpers ----------------------------------------------------------------------------
+def _single_image_hdu(hdul: HDUList) -> Any:
+    """A PrimaryHDU with the first 2-D image of `hdul` (degenerate axes dropped) and its celestial WCS."""
+    import numpy as np
+    from astropy.io import fits
+    from astropy.wcs import WCS
+
+    for hdu in hdul:
+        data = getattr(hdu, "data", None) if isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)) else None
+        if data is None or data.ndim < 2:
+            continue
+        if data.ndim > 2:
+            if any(n != 1 for n in data.shape[:-2]):
+                continue  # a real cube: not an image the detector takes
+            data = data.reshape(data.shape[-2:])
+            header = WCS(hdu.header).celestial.to_header()
+            for key in ("BUNIT", "BMAJ", "BMIN", "BPA"):
+                if key in hdu.header:
+                    header[key] = hdu.header[key]
+        else:
+            header = hdu.header.copy()
+        return fits.PrimaryHDU(np.asarray(data), header)
+    raise ValueError("no 2-D image in this FITS file")
+
+
+def _pixel_scale_deg(header: Any) -> float | None:
+    """Mean pixel size in degrees from the celestial WCS, None without one."""
+    try:
+        from astropy.wcs import WCS
+        from astropy.wcs.utils import proj_plane_pixel_scales
+
+        wcs = WCS(header).celestial
+        if not wcs.has_celestial:
+            return None
+        scales = proj_plane_pixel_scales(wcs)
+        return float(sum(abs(s) for s in scales) / len(scales))
+    except Exception:
+        return None

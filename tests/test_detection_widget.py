@@ -1,0 +1,272 @@
+"""The detection widget's Python side, against a real standalone server, without a browser.
+
+The front end is stood in for by the messages it would send (the protocol in
+``cianna_otf_jupyter.widget``'s module doc), delivered through the view's real message handler.
+With no browser the view never loads, so the calls that ipyaladin queues until then
+(``add_fits``, ``add_table``) are read from the view's own pending-call store, or run by marking
+the view loaded with its ``send`` recording the messages.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("ipyaladin", reason="ipyaladin not installed (pip install ipyaladin==0.8.1)")
+pytest.importorskip("anywidget", reason="anywidget not installed")
+pytest.importorskip("ipywidgets", reason="ipywidgets not installed")
+
+from astropy.io import fits  # noqa: E402
+from astropy.io.votable import parse_single_table  # noqa: E402
+from regions import Regions  # noqa: E402
+
+from cianna_otf_jupyter import widget as widget_module  # noqa: E402
+from cianna_otf_jupyter.widget import (  # noqa: E402
+    DEFAULT_CLICK_RADIUS_ARCSEC,
+    DetectionWidget,
+    RegionMessageError,
+    default_client,
+    region_from_message,
+    running_jupyter_server,
+)
+from cianna_otf_server.client import Client  # noqa: E402
+
+# the simulated sky of conftest.sky_fits: 256 px of 0.6" around (0, -30); a bright source here
+BRIGHT = (359.98442468, -29.99506085)
+
+
+def _deliver(widget: DetectionWidget, message: dict) -> None:
+    """A custom message from the front end, through the view's real comm callback path."""
+    widget.view._handle_custom_message(widget.view, message, [])
+
+
+def _queued(widget: DetectionWidget, event_name: str) -> list[dict]:
+    """The messages named `event_name` waiting in the view's own call store for the front end."""
+    return [arg for _func, args, _kwargs in widget.view._call_store.calls for arg in args
+            if isinstance(arg, dict) and arg.get("event_name") == event_name]
+
+
+@pytest.fixture
+def client(standalone) -> Client:
+    return Client(standalone.url, token="tok-alice")
+
+
+@pytest.fixture
+def make_widget(client, sky_fits, tmp_path):
+    def make(**kwargs) -> DetectionWidget:
+        kwargs.setdefault("client", client)
+        kwargs.setdefault("image", sky_fits)
+        kwargs.setdefault("save_dir", tmp_path / "notebook")
+        return DetectionWidget(**kwargs)
+
+    return make
+
+
+# -- regions, no server needed ---------------------------------------------------------------
+def test_region_messages_become_soda_text():
+    rect = {"event": "region", "shape": "rect",
+            "ra_dec": [[0.01, -30.01], [-0.01, -30.01], [-0.01, -29.99], [0.01, -29.99]]}
+    assert region_from_message(rect) == "POLYGON 0.01 -30.01 359.99 -30.01 359.99 -29.99 0.01 -29.99"
+    two_corners = {"event": "region", "shape": "rect", "ra_dec": [[1, 2], [3, 4]]}
+    assert region_from_message(two_corners) == "POLYGON 1 2 3 2 3 4 1 4"
+    polygon = {"event": "region", "shape": "polygon", "ra_dec": [[10.5, 20], [10.6, 20.1], [10.4, 20.2]]}
+    assert region_from_message(polygon) == "POLYGON 10.5 20 10.6 20.1 10.4 20.2"
+    circle = {"event": "region", "shape": "circle", "ra": 0.05, "dec": -30.0, "radius": 0.02}
+    assert region_from_message(circle) == "CIRCLE 0.05 -30 0.02"
+    nested = {"event": "region", "shape": "circle", "circle": {"ra": 1.123456789, "dec": 2, "radius": 1e-3}}
+    assert region_from_message(nested) == "CIRCLE 1.12345679 2 0.001"
+
+
+@pytest.mark.parametrize("message, reason", [
+    ({"shape": "polygon", "ra_dec": [[1, 2], [3, 4]]}, "at least 3"),
+    ({"shape": "polygon", "ra_dec": [[1, 2], None, [3, 4]]}, "outside the sky projection"),
+    ({"shape": "rect", "ra_dec": [[1, 2], [3, 95], [4, 4]]}, "not a sky position"),
+    ({"shape": "circle", "ra": 1, "dec": 2, "radius": -1}, "radius"),
+    ({"shape": "circle", "ra": 1, "dec": 2}, "needs ra, dec and radius"),
+    ({"shape": "ellipse", "ra_dec": []}, "unknown region shape"),
+])
+def test_bad_region_messages_are_refused(message, reason):
+    with pytest.raises(RegionMessageError, match=reason):
+        region_from_message({"event": "region", **message})
+
+
+# -- finding the service ---------------------------------------------------------------------
+def test_default_client_prefers_the_explicit_url(monkeypatch):
+    monkeypatch.setenv("CIANNA_OTF_URL", "http://gpu-node:8750")
+    monkeypatch.setenv("CIANNA_OTF_TOKEN", "shared")
+    client = default_client()
+    assert client.url == "http://gpu-node:8750" and client.token == "shared"
+
+
+def test_default_client_finds_the_jupyter_server_of_the_kernel(monkeypatch):
+    monkeypatch.delenv("CIANNA_OTF_URL", raising=False)
+    monkeypatch.delenv("CIANNA_OTF_TOKEN", raising=False)
+    servers = [
+        {"url": "http://localhost:8888/", "token": "other", "pid": 11, "sock": ""},
+        {"url": "http://localhost:8889/user/alice/", "token": "mine", "pid": 22, "sock": ""},
+    ]
+    import jupyter_server.serverapp
+
+    monkeypatch.setattr(jupyter_server.serverapp, "list_running_servers", lambda: iter(servers))
+    monkeypatch.setenv("JPY_PARENT_PID", "22")
+    assert running_jupyter_server()["token"] == "mine"
+    client = default_client()
+    assert client.url == "http://localhost:8889/user/alice/cianna-otf"
+    assert client.session.headers["Authorization"] == "token mine"
+
+    monkeypatch.setenv("JPY_PARENT_PID", "99")  # ours is not listed, and two others are: no guess
+    assert running_jupyter_server() is None
+    monkeypatch.delenv("JPY_PARENT_PID")
+    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
+    servers[:] = servers[:1]
+    assert running_jupyter_server() is None, "not in a kernel started by Jupyter"
+
+
+# -- the widget against the real service -----------------------------------------------------
+def test_widget_layout_models_and_image(make_widget, sky_fits):
+    widget = make_widget(image=None)
+    assert widget.model_picker.value == "classic" and "classic" in widget.model_picker.options[0]
+    assert widget.expert.selected_index is None, "expert settings start folded away"
+    assert widget.show_image(sky_fits) and widget.image_path == sky_fits
+    # queued until the front end loads; then sent once, as a single-HDU FITS file
+    sent: list[tuple[dict, list]] = []
+    widget.view.send = lambda message, buffers=None: sent.append((message, buffers))
+    widget.view._is_loaded = True
+    ((message, (buffer,)),) = sent
+    assert message["event_name"] == "add_fits"
+    with fits.open(io.BytesIO(buffer)) as hdul:
+        assert len(hdul) == 1 and hdul[0].data.shape == (256, 256)
+    assert widget.pixel_scale_deg == pytest.approx(0.6 / 3600)
+    assert widget.view in widget.children[0].children
+
+
+def test_region_message_sets_the_region_and_detect_overlays_sources(make_widget):
+    widget = make_widget()
+    _deliver(widget, {"event": "region", "shape": "circle", "ra": 0.0, "dec": -30.0, "radius": 0.015})
+    assert widget.region == "CIRCLE 0 -30 0.015" and "CIRCLE 0 -30 0.015" in widget.region_label.value
+
+    thread = widget.detect()
+    assert thread is not None
+    widget.wait(60)
+    assert not thread.is_alive() and widget.error is None, widget.status.value
+    assert widget.job.parameters["CIRCLE"] == "0 -30 0.015" and widget.job.parameters["MODEL"] == "classic"
+    assert len(widget.table) > 0 and {"ra", "dec"} <= set(widget.table.colnames)
+    assert isinstance(widget.regions, Regions) and len(widget.regions) == len(widget.table)
+    assert widget.phase.value == "COMPLETED" and widget.progress.value == widget.progress.max
+    assert f"{len(widget.table)} sources" in widget.status.value
+    (queued,) = _queued(widget, "add_table")
+    assert queued["options"]["name"] == f"CIANNA {widget.job.job_id}"
+    assert len(widget.sources.options) == len(widget.table)
+    assert not widget.save_catalogue_button.disabled
+
+    widget.sources.value = 0  # a row chosen: the view centres on that source
+    assert widget.view.target.ra.deg == pytest.approx(float(widget.table["ra"][0]))
+    _deliver(widget, {"event_type": "object_clicked",
+                      "content": {"ra": float(widget.table["ra"][-1]), "dec": float(widget.table["dec"][-1])}})
+    assert widget.sources.value == len(widget.table) - 1
+
+
+def test_click_submits_a_small_circle_job(make_widget):
+    widget = make_widget()
+    assert widget.click_radius_deg() == pytest.approx(DEFAULT_CLICK_RADIUS_ARCSEC / 3600)
+    _deliver(widget, {"event": "click", "ra": BRIGHT[0], "dec": BRIGHT[1]})
+    widget.wait(60)
+    assert widget.error is None, widget.status.value
+    ra, dec, radius = (float(v) for v in widget.job.parameters["CIRCLE"].split())
+    assert (ra, dec) == pytest.approx(BRIGHT) and radius == pytest.approx(20 / 3600)
+    assert len(widget.table) >= 1 and len(_queued(widget, "add_table")) == 1
+
+    # ipyaladin's own click event identifies too, but only in click mode
+    widget.region_mode.value = "rect"
+    _deliver(widget, {"event_type": "click", "content": {"ra": 0.0, "dec": -30.0}})
+    assert widget.detect() is not None and widget.wait(60).job.parameters["CIRCLE"].startswith(
+        f"{BRIGHT[0]:.8f}".rstrip("0")), "the rect-mode click was ignored; the detect reused the region"
+    widget.region_mode.value = "click"
+    _deliver(widget, {"event_type": "click", "content": {"ra": 0.0, "dec": -30.0, "isDragging": False}})
+    widget.wait(60)
+    assert widget.job.parameters["CIRCLE"] == f"0 -30 {20 / 3600:.8f}".rstrip("0")
+
+
+def test_patch_size_sets_the_click_radius(make_widget):
+    widget = make_widget()
+    widget._cards["classic"] = {**widget._cards["classic"], "tiling": {"patch_size": 64}}
+    assert widget.click_radius_deg() == pytest.approx(32 * 0.6 / 3600)
+
+
+def test_frontend_hello_enables_selection_requests(make_widget):
+    widget = make_widget()
+    widget.region_mode.value = "circle"
+    assert _queued(widget, "cianna_otf_select") == [], "ipyaladin's module alone would throw on it"
+    _deliver(widget, {"event": "hello", "protocol": 1})
+    widget.region_mode.value = "polygon"
+    assert _queued(widget, "cianna_otf_select") == [{"event_name": "cianna_otf_select", "shape": "circle"},
+                        {"event_name": "cianna_otf_select", "shape": "polygon"}]
+
+
+def test_errors_land_in_the_status_line(make_widget, standalone, sky_fits, tmp_path):
+    bad = make_widget(client=Client(standalone.url, token="wrong"))
+    assert bad.status.value.startswith("Error listing the models") and bad.model_picker.options == ()
+    bad.detect()
+    bad.wait(30)
+    assert bad.status.value.startswith("Error") and bad.table is None and not bad.detect_button.disabled
+
+    widget = make_widget()
+    text = tmp_path / "notes.fits"
+    text.write_text("not a FITS file at all")
+    assert widget.show_image(text) is False
+    assert "not a readable FITS file" in widget.status.value and widget.image_path == sky_fits
+
+    _deliver(widget, {"event": "region", "shape": "polygon", "ra_dec": [[1, 2]]})
+    assert "at least 3 vertices" in widget.status.value and widget.region is None
+
+    widget.set_region("CIRCLE 180 60 0.01")  # far off the image: the job fails on the server
+    widget.detect()
+    widget.wait(60)
+    assert widget.phase.value == "ERROR" and widget.status.value.startswith("Error: job ")
+    assert widget.progress.bar_style == "danger"
+
+    widget.threshold.value = "lots"
+    assert widget.detect() is None and "Threshold 'lots' is not a number" in widget.status.value
+
+
+def test_hdulist_image_is_uploaded_as_one_hdu(make_widget, sky_fits):
+    with fits.open(sky_fits) as hdul:
+        data, header = hdul[0].data.copy(), hdul[0].header.copy()
+    multi = fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(data, header, name="SKY")])
+    widget = make_widget(image=multi)
+    assert widget.image_path is None and widget.pixel_scale_deg == pytest.approx(0.6 / 3600)
+    widget.set_region("CIRCLE 0 -30 0.01")
+    widget.detect()
+    widget.wait(60)
+    assert widget.error is None and len(widget.table) > 0, widget.status.value
+
+
+def test_save_buttons_write_valid_files(make_widget, tmp_path):
+    widget = make_widget()
+    widget.save_catalogue_button.click()
+    assert "nothing to save" in widget.status.value
+    widget.set_region("CIRCLE 0 -30 0.015")
+    widget.detect()
+    widget.wait(60)
+    widget.save_catalogue_button.click()
+    widget.save_regions_button.click()
+    widget.save_provenance_button.click()
+    saved = sorted((tmp_path / "notebook").iterdir())
+    assert [p.name.split("-")[-1] for p in saved] == ["catalogue.vot", "provenance.json", "regions.reg"]
+    assert all(p.name.startswith(f"sky-{widget.job.job_id}-") for p in saved)
+    assert len(parse_single_table(str(saved[0])).to_table()) == len(widget.table)
+    assert "activity" in json.loads(saved[1].read_text())
+    assert len(Regions.read(str(saved[2]), format="ds9")) == len(widget.table)
+    assert widget.status.value == f"Saved {saved[1]}"
+
+
+def test_save_dir_defaults_to_the_notebook_folder(monkeypatch, tmp_path):
+    notebook = tmp_path / "work" / "quickstart.ipynb"
+    notebook.parent.mkdir()
+    monkeypatch.setenv("JPY_SESSION_NAME", str(notebook))
+    assert widget_module.notebook_directory() == notebook.parent
+    monkeypatch.setenv("JPY_SESSION_NAME", "relative/api/path.ipynb")
+    assert widget_module.notebook_directory() == Path.cwd()
