@@ -31,6 +31,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cianna_otf_server._cli_simulate",
     "cianna_otf_server._cli_models",
     "cianna_otf_server._cli_serve",
+    "cianna_otf_server._cli_submit",
+    "cianna_otf_server._cli_jobs",
 )
 
 
