@@ -674,6 +674,10 @@ class Client:
         return f"{self.url}/async/{quote(job, safe='')}"
 
     # -- service ----------------------------------------------------------------------------
+    def metrics_text(self) -> str:
+        """The service's Prometheus metrics, as text (for dashboards and monitoring scripts)."""
+        return self._request("GET", f"{self.url}/metrics").text
+
     def info(self) -> dict[str, Any]:
         """The service description: version, endpoints and the user the token authenticates."""
         return self._request("GET", f"{self.url}/").json()
