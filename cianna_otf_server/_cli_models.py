@@ -36,12 +36,38 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                         help="print JSON instead of text")
+    parser.add_argument("--url", default=argparse.SUPPRESS, metavar="URL",
+                        help="list the models of the service at URL instead of this installation's")
+    parser.add_argument("--token", default=argparse.SUPPRESS, metavar="TOKEN",
+                        help="token for --url (else $CIANNA_OTF_TOKEN)")
     add_models_dir_option(parser)
     add_common_options(parser)
 
 
+def _print_service_models(args: argparse.Namespace) -> int:
+    """The model table (or JSON) of the service at ``--url``."""
+    from ._cli_jobs import make_client
+
+    args.token = getattr(args, "token", None)
+    cards = make_client(args).models()
+    if getattr(args, "json", False):
+        _print_json(cards)
+        return 0
+    rows = [("NAME", "VERSION", "FAMILY", "PRECISION")]
+    rows += [(str(c.get("name")), str(c.get("version", "-")), str(c.get("family", "-")),
+              str(c.get("default_precision", "-"))) for c in cards]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(value.ljust(width) for value, width in zip(row, widths)).rstrip())
+    return 0
+
+
 def run_list(args: argparse.Namespace) -> int:
-    """Print the model table (or JSON list) on stdout."""
+    """Print the model table (or JSON list) on stdout: this installation's, or a service's."""
+    if getattr(args, "url", None):
+        from ._cli_jobs import client_command
+
+        return client_command(_print_service_models)(args)
     entries = registry_from_args(args).list()
     if getattr(args, "json", False):
         _print_json([entry.to_dict() for entry in entries])

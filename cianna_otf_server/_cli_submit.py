@@ -14,6 +14,7 @@ catalogues of the other jobs have been written.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import glob
 import os
 import sys
@@ -239,7 +240,7 @@ class RichProgress:
         self.progress = Progress(
             SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[phase]}"), TimeElapsedColumn(),
-            console=Console(stderr=True),
+            console=Console(stderr=True), redirect_stdout=sys.stdout.isatty(),
         )
         self.tasks = [self.progress.add_task(label, total=None, phase="QUEUED") for label in labels]
 
@@ -262,6 +263,87 @@ class RichProgress:
         if job.phase == "COMPLETED":
             done = total
         self.progress.update(self.tasks[index], completed=done, total=total or None, phase=job.phase)
+
+
+class PlainUploadProgress:
+    """Uploads on a plain stderr: one line per image once the service has it (size and job)."""
+
+    def __init__(self) -> None:
+        self.sizes: dict[str, int] = {}
+
+    def __enter__(self) -> PlainUploadProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def callback(self, label: str):
+        def report(sent: int, total: int) -> None:
+            self.sizes[label] = total
+
+        return report
+
+    def finished(self, label: str, job: Job) -> None:
+        """Called once the service created the job (not on a refused upload: its error says enough)."""
+        if label in self.sizes:
+            info(f"uploaded {label} ({_size(self.sizes[label])}): job {job.job_id}")
+
+
+def _size(count: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if count < 1024 or unit == "GiB":
+            return f"{count} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
+        count /= 1024
+    return f"{count} bytes"  # pragma: no cover - the loop always returns
+
+
+class RichUploadProgress:
+    """A rich transfer bar per uploaded image on stderr (bytes sent, rate, time left)."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
+        self.progress = Progress(
+            TextColumn("upload {task.description}"), BarColumn(), DownloadColumn(binary_units=True),
+            TransferSpeedColumn(), TimeRemainingColumn(),
+            console=Console(stderr=True), redirect_stdout=sys.stdout.isatty(),
+        )
+
+    def __enter__(self) -> RichUploadProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def callback(self, label: str):
+        task = self.progress.add_task(label, total=None)
+
+        def report(sent: int, total: int) -> None:
+            self.progress.update(task, completed=sent, total=total)
+
+        return report
+
+    def finished(self, label: str, job: Job) -> None:
+        pass
+
+
+def make_upload_progress() -> PlainUploadProgress | RichUploadProgress:
+    """A rich transfer bar when rich is installed and stderr is a terminal, else plain lines."""
+    if sys.stderr.isatty():
+        try:
+            return RichUploadProgress()
+        except ImportError:
+            pass
+    return PlainUploadProgress()
 
 
 def make_progress(labels: list[str]) -> PlainProgress | RichProgress:
@@ -294,18 +376,23 @@ def run(args: argparse.Namespace) -> int:
 
     with make_client(args) as client:
         jobs: list[Job] = []
-        for image in images:
-            try:
-                job = client.submit(
-                    image, model=args.model, region=args.region, pixels=args.pixels, precision=args.precision,
-                    threshold=args.threshold, nms=args.nms, min_size=args.min_size, run_id=args.run_id,
-                    upload=False if args.remote or _is_url(image) else True, **extra,
-                )
-            except ValueError as exc:  # a malformed --region, found before any request
-                raise UserInputError(str(exc)) from None
-            jobs.append(job)
-            if not args.json:
-                print(job.url, file=urls_to, flush=True)
+        uploads = [not (args.remote or _is_url(image)) for image in images]
+        with make_upload_progress() if any(uploads) else contextlib.nullcontext() as uploading:
+            for image, upload in zip(images, uploads):
+                label = _image_stem(image)
+                try:
+                    job = client.submit(
+                        image, model=args.model, region=args.region, pixels=args.pixels, precision=args.precision,
+                        threshold=args.threshold, nms=args.nms, min_size=args.min_size, run_id=args.run_id,
+                        upload=upload, upload_progress=uploading.callback(label) if upload else None, **extra,
+                    )
+                except ValueError as exc:  # a malformed --region, found before any request
+                    raise UserInputError(str(exc)) from None
+                jobs.append(job)
+                if upload:
+                    uploading.finished(label, job)
+                if not args.json:
+                    print(job.url, file=urls_to, flush=True)
         if not wait:
             if args.json:
                 print_json([{**job_dict(job), "image": image} for job, image in zip(jobs, images)])

@@ -34,6 +34,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cianna_otf_server._cli_submit",
     "cianna_otf_server._cli_jobs",
     "cianna_otf_server._cli_dashboard",
+    "cianna_otf_server._cli_completion",
 )
 
 

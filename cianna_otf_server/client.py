@@ -570,6 +570,92 @@ class Job:
         return content.decode("utf-8")
 
 
+# -- streamed uploads ------------------------------------------------------------------------
+#: Bytes read and sent at a time when an upload reports its progress.
+UPLOAD_CHUNK = 1 << 20
+
+
+class _MultipartStream:
+    """A ``multipart/form-data`` body sent in chunks, reporting ``(sent, total)`` as it goes.
+
+    requests sends an iterable with a ``__len__`` as a plain (not chunked) body with that
+    Content-Length, so the server sees the same request as for ``files=``; the file is read
+    1 MiB at a time and never held whole in memory. Iterating again starts over (the file is
+    reopened or sought back), so a retried request resends the whole body.
+    """
+
+    def __init__(self, fields: list[tuple[str, str]], name: str, filename: str, content_type: str,
+                 source: bytes | Path | IO[bytes], progress: ProgressCallback) -> None:
+        self.boundary = f"cianna-otf-{os.urandom(12).hex()}"
+        self.content_type = f"multipart/form-data; boundary={self.boundary}"
+        self.source = source
+        self.progress = progress
+        if not isinstance(source, (bytes, bytearray, Path)) and not (
+                hasattr(source, "seekable") and source.seekable()):
+            source = self.source = source.read()  # a pipe or socket: its size is known only once read
+        if isinstance(source, (bytes, bytearray)):
+            self.size = len(source)
+        elif isinstance(source, Path):
+            self.size = source.stat().st_size
+        else:
+            self.start = source.tell()
+            self.size = source.seek(0, io.SEEK_END) - self.start
+            source.seek(self.start)
+        head = b"".join(
+            f'--{self.boundary}\r\nContent-Disposition: form-data; name="{_quote_field(key)}"\r\n\r\n'
+            .encode("utf-8") + str(value).encode("utf-8") + b"\r\n"
+            for key, value in fields
+        )
+        self.head = head + (
+            f'--{self.boundary}\r\nContent-Disposition: form-data; name="{_quote_field(name)}"; '
+            f'filename="{_quote_field(filename)}"\r\nContent-Type: {content_type}\r\n\r\n'
+        ).encode("utf-8")
+        self.tail = f"\r\n--{self.boundary}--\r\n".encode("ascii")
+        self.total = len(self.head) + self.size + len(self.tail)
+
+    def __len__(self) -> int:
+        return self.total
+
+    def _file_chunks(self) -> Iterable[bytes]:
+        if isinstance(self.source, (bytes, bytearray)):
+            view = memoryview(self.source)
+            for offset in range(0, self.size, UPLOAD_CHUNK):
+                yield bytes(view[offset:offset + UPLOAD_CHUNK])
+            return
+        if isinstance(self.source, Path):
+            handle: IO[bytes] = self.source.open("rb")
+            close = True
+        else:
+            handle, close = self.source, False
+            handle.seek(self.start)
+        try:
+            left = self.size
+            while left > 0:
+                chunk = handle.read(min(UPLOAD_CHUNK, left))
+                if not chunk:
+                    raise ClientError(f"the file {getattr(handle, 'name', '')} shrank while it was uploaded")
+                left -= len(chunk)
+                yield chunk
+        finally:
+            if close:
+                handle.close()
+
+    def __iter__(self):
+        sent = 0
+        self.progress(0, self.size)
+        yield self.head
+        for chunk in self._file_chunks():
+            yield chunk
+            sent += len(chunk)
+            self.progress(sent, self.size)
+        yield self.tail
+
+
+def _quote_field(text: str) -> str:
+    """A form-data name or filename inside double quotes (the WHATWG escapes: quote, CR, LF)."""
+    return text.replace('"', "%22").replace("\r", "%0D").replace("\n", "%0A")
+
+
 # -- the client ------------------------------------------------------------------------------
 _REGION_SHAPES = ("CIRCLE", "POLYGON", "RANGE", "POS")
 
@@ -696,7 +782,8 @@ class Client:
                region: str | None = None, pixels: str | Sequence[int] | None = None,
                precision: str | None = None, threshold: float | None = None, nms: float | None = None,
                min_size: float | None = None, run: bool = True, run_id: str | None = None,
-               upload: bool | None = None, **extra: Any) -> Job:
+               upload: bool | None = None, upload_progress: ProgressCallback | None = None,
+               **extra: Any) -> Job:
         """Create a detection job (UWS POST to ``/async``) and, by default, queue it.
 
         Parameters
@@ -724,6 +811,11 @@ class Client:
             False sends a path by reference even where the file is also visible here: on a shared
             file system the server reads a 4 GB image in place instead of receiving a copy. True
             insists on uploading (an error if the file is not local). None decides by existence.
+        upload_progress : callable, optional
+            ``upload_progress(sent_bytes, total_bytes)`` is called as an uploaded image goes
+            out (first with 0, last with ``sent == total``, the image's size in bytes); the body
+            is then streamed 1 MiB at a time instead of read whole into memory. Not called when
+            the image goes by reference.
         **extra
             Further job parameters (``hdu=1``, ``responseformat="csv"``, ``executionduration``);
             names are sent upper-case, None values are left out.
@@ -748,7 +840,7 @@ class Client:
             if upload:
                 if not local.is_file():
                     raise FileNotFoundError(f"cannot upload {text}: no such file here")
-                files["IMAGE"] = (local.name, local.read_bytes(), "application/fits")
+                files["IMAGE"] = (local.name, local if upload_progress else local.read_bytes(), "application/fits")
             else:
                 data.append(("IMAGE", text))
         values: dict[str, Any] = {"MODEL": model, "PRECISION": precision, "THRESHOLD": threshold,
@@ -763,8 +855,14 @@ class Client:
         data.extend((key, str(value)) for key, value in values.items() if value is not None)
         if run:
             data.append(("PHASE", "RUN"))
-        response = self._request("POST", f"{self.url}/async", data=data, files=files or None,
-                                 allow_redirects=False)
+        if files and upload_progress is not None:
+            filename, source, content_type = files["IMAGE"]
+            stream = _MultipartStream(data, "IMAGE", filename, content_type, source, upload_progress)
+            response = self._request("POST", f"{self.url}/async", data=stream,
+                                     headers={"Content-Type": stream.content_type}, allow_redirects=False)
+        else:
+            response = self._request("POST", f"{self.url}/async", data=data, files=files or None,
+                                     allow_redirects=False)
         location = response.headers.get("Location")
         if response.status_code != 303 or not location:
             raise ClientError(f"the service did not answer job creation with 303 See Other "

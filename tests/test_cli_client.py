@@ -270,3 +270,14 @@ def test_directory_submits_one_job_per_fits_file(cli, sky_fits, tmp_path):
     plain = cli("submit", str(folder / "*.fits"))  # a quoted glob, expanded by the command
     assert plain.returncode == 0, plain.stderr
     assert len([line for line in plain.stdout.splitlines() if "/async/" in line]) == 2
+
+
+def test_models_of_the_service(cli, server, tmp_path) -> None:
+    listed = cli("models", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert "classic" in {card["name"] for card in json.loads(listed.stdout)}
+    environment = _clean_env(tmp_path)
+    refused = subprocess.run([*CLI, "models", "--url", server, "--token", "wrong"], capture_output=True,
+                             text=True, cwd=tmp_path, env=environment, timeout=60)
+    assert refused.returncode == 2
+    one_error_line(refused)

@@ -312,3 +312,36 @@ async def test_jupyter_extension(jp_serverapp, http_server, jp_http_port, jp_bas
     assert seen and seen[-1][0] == seen[-1][1] > 0
     assert job.job_id in listed
     assert refused.status == 403
+
+
+def test_submit_reports_upload_progress(client, sky_fits, monkeypatch):
+    """upload_progress streams the multipart body: (sent, total) climbs to the file size, the job runs."""
+    import io
+    import os
+
+    import cianna_otf_server.client as client_module
+
+    monkeypatch.setattr(client_module, "UPLOAD_CHUNK", 4096)  # several chunks from a small test image
+    size = os.path.getsize(sky_fits)
+    seen: list[tuple[int, int]] = []
+    job = client.submit(sky_fits, model="classic", run_id="streamed",
+                        upload_progress=lambda sent, total: seen.append((sent, total)))
+    assert seen[0] == (0, size) and seen[-1] == (size, size)
+    assert len(seen) > 2 and all(total == size for _, total in seen)
+    assert [sent for sent, _ in seen] == sorted(sent for sent, _ in seen)
+    assert job.parameters["MODEL"] == "classic" and job.run_id == "streamed"
+    assert job.parameters["IMAGE"].endswith(f"/async/{job.job_id}/parameters/IMAGE")
+    assert job.wait(timeout=WAIT).phase == "COMPLETED"
+    reference = client.submit(sky_fits, model="classic").wait(timeout=WAIT)
+    assert len(job.table()) == len(reference.table()) > 0  # the server received the same image
+
+    # an open file and an in-memory file take the same path
+    with open(sky_fits, "rb") as handle:
+        seen.clear()
+        job = client.submit(handle, upload_progress=lambda sent, total: seen.append((sent, total)))
+        assert seen[-1] == (size, size)
+    seen.clear()
+    other = client.submit(io.BytesIO(b"SIMPLE"), run=False,
+                          upload_progress=lambda sent, total: seen.append((sent, total)))
+    assert seen[-1] == (6, 6) and other.phase == "PENDING"
+    assert job.wait(timeout=WAIT).phase == "COMPLETED"
