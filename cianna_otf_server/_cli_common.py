@@ -127,3 +127,33 @@ def write_atomically(target: str, suffix: str, writer: Callable[[str], None]) ->
 def info(message: str) -> None:
     """One line for the user on stderr (stdout may carry a catalogue)."""
     print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+
+
+def add_region_options(parser: argparse.ArgumentParser) -> None:
+    """``--region`` (SODA, ICRS degrees) or ``--pixels`` (FITS 1-based), and ``--precision``.
+
+    Shared by ``detect`` (local) and ``submit`` (service), which take the same region syntax.
+    """
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--region", metavar="SHAPE",
+                       help="region of interest in ICRS degrees, SODA syntax: 'CIRCLE ra dec r', "
+                       "'POLYGON ra1 dec1 ra2 dec2 ...' or 'RANGE ra1 ra2 dec1 dec2'")
+    where.add_argument("--pixels", metavar="BOUNDS",
+                       help="region of interest in pixels, 'x1 x2 y1 y2' (FITS 1-based, inclusive)")
+    parser.add_argument("--precision", choices=("fp32", "fp16", "bf16"),
+                        help="arithmetic precision of the network (default: the card's)")
+
+
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number no smaller than `minimum`, with a clear message."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {minimum} or more, not {value}")
+        return value
+
+    return parse

@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 
 from ._cli_common import (
+    add_region_options,
+    int_at_least,
     add_common_options,
     add_models_dir_option,
     info,
@@ -54,17 +56,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--format", "-f", choices=FORMATS,
                         help="catalogue format (default: from the OUT suffix .vot/.xml, .csv, "
                         ".fits, .reg; votable for stdout)")
-    where = parser.add_mutually_exclusive_group()
-    where.add_argument("--region", metavar="SHAPE",
-                       help="region of interest in ICRS degrees, SODA syntax: 'CIRCLE ra dec r', "
-                       "'POLYGON ra1 dec1 ra2 dec2 ...' or 'RANGE ra1 ra2 dec1 dec2'")
-    where.add_argument("--pixels", metavar="BOUNDS",
-                       help="region of interest in pixels, 'x1 x2 y1 y2' (FITS 1-based, inclusive)")
-    parser.add_argument("--precision", choices=("fp32", "fp16", "bf16"),
-                        help="arithmetic precision of the network (default: the card's)")
+    add_region_options(parser)
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                         help="where the network runs (default: cpu)")
-    parser.add_argument("--hdu", type=_non_negative_int, metavar="N",
+    parser.add_argument("--hdu", type=int_at_least(0), metavar="N",
                         help="FITS HDU index holding the image (default: the first with 2-D data)")
     parser.add_argument("--threshold", type=float, metavar="T",
                         help="detection threshold: objectness for a network (replaces the card's "
@@ -76,16 +71,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_models_dir_option(parser)
     add_common_options(parser)
     parser.set_defaults(handler=run)
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, not {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
-    return value
 
 
 def output_format(output: str, given: str | None) -> str:

@@ -28,7 +28,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from ._cli_common import PROG, add_common_options, write_atomically
+from ._cli_common import PROG, add_common_options, int_at_least, write_atomically
 from .errors import UserInputError
 
 if TYPE_CHECKING:  # the client imports requests and lxml: loaded only when a command runs
@@ -296,7 +296,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     jobs.add_argument("--phase", action="append", metavar="PHASE", default=None,
                       help="only jobs in this phase (repeatable or comma-separated: a union); "
                       "ARCHIVED jobs are listed only when asked for")
-    jobs.add_argument("--last", type=_positive_int, metavar="N", help="only the N most recently created jobs")
+    jobs.add_argument("--last", type=int_at_least(1), metavar="N", help="only the N most recently created jobs")
     jobs.add_argument("--after", metavar="ISO", help="only jobs created after this instant (ISO 8601, UTC)")
     add_json_option(jobs, "the list")
     _finish(jobs, run_jobs)
@@ -338,16 +338,6 @@ def _finish(parser: argparse.ArgumentParser, handler: Callable[[argparse.Namespa
     add_service_options(parser)
     add_common_options(parser)
     parser.set_defaults(handler=client_command(handler))
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, not {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, not {text!r}")
-    return value
 
 
 def run_status(args: argparse.Namespace) -> int:

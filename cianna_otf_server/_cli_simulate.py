@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from ._cli_common import add_common_options, info, require_output_dir
+from ._cli_common import add_common_options, info, int_at_least, require_output_dir
 from .errors import UserInputError
 
 NAME = "simulate"
@@ -24,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("output", metavar="OUT.fits", help="FITS image to write")
-    parser.add_argument("--size", type=_size, default=2048, metavar="N",
+    parser.add_argument("--size", type=int_at_least(MIN_SIZE), default=2048, metavar="N",
                         help="image width and height in pixels (default: 2048)")
     parser.add_argument("--seed", type=int, default=0, metavar="S",
                         help="random seed; the same seed gives the same sky (default: 0)")
@@ -33,16 +33,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     add_common_options(parser)
     parser.set_defaults(handler=run)
-
-
-def _size(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number of pixels, not {text!r}") from None
-    if value < MIN_SIZE:
-        raise argparse.ArgumentTypeError(f"must be at least {MIN_SIZE} pixels, not {value}")
-    return value
 
 
 def run(args: argparse.Namespace) -> int:

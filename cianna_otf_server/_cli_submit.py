@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._cli_common import add_common_options, info
+from ._cli_common import add_common_options, add_region_options, info
 from ._cli_jobs import (
     CATALOGUE_FORMATS,
     FORMAT_SUFFIX,
@@ -73,14 +73,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("images", nargs="+", metavar="IMAGE",
                         help="FITS file, directory of FITS files, glob pattern or http(s) URL")
     parser.add_argument("--model", "-m", metavar="NAME", help="model name (default: the service's default)")
-    where = parser.add_mutually_exclusive_group()
-    where.add_argument("--region", metavar="SHAPE",
-                       help="region of interest in ICRS degrees, SODA syntax: 'CIRCLE ra dec r', "
-                       "'POLYGON ra1 dec1 ra2 dec2 ...' or 'RANGE ra1 ra2 dec1 dec2'")
-    where.add_argument("--pixels", metavar="BOUNDS",
-                       help="region of interest in pixels, 'x1 x2 y1 y2' (FITS 1-based, inclusive)")
-    parser.add_argument("--precision", choices=("fp32", "fp16", "bf16"),
-                        help="arithmetic precision of the network (default: the card's)")
+    add_region_options(parser)
     parser.add_argument("--threshold", type=float, metavar="T", help="detection threshold (default: the card's)")
     parser.add_argument("--nms", type=float, metavar="N", help="box overlap threshold (default: the card's)")
     parser.add_argument("--min-size", type=float, metavar="S", dest="min_size",

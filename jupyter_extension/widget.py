@@ -1,6 +1,6 @@
 """The detection widget: an Aladin view with model picker, region tools, Detect, progress and results.
 
-``DetectionWidget`` is the Python side of the notebook front end (issue 5). It is a client of the
+``DetectionWidget`` is the Python side of the notebook front end. It is a client of the
 UWS job service like any other (it uses ``cianna_otf_server.client.Client``), so it behaves the
 same against the Jupyter server extension and against a standalone shared server.
 

@@ -62,7 +62,7 @@ def relation(document: ProvDocument, cls, *ends) -> list:
 
 def check_job_document(document: ProvDocument, *, job_url: str, owner: str, image_sha: str,
                        parameters: dict[str, str], hdu: str | None, region: str | None, card) -> None:
-    """Everything the brief asks of one job's PROV document."""
+    """Everything a job's PROV document must record, in ProvDM terms."""
     activity = one(document, ProvActivity)
     assert activity.get_startTime() is not None and activity.get_endTime() is not None
     assert activity.get_startTime() <= activity.get_endTime()
