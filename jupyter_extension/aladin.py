@@ -15,7 +15,9 @@ and each instance gets its own listener dict and call store.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import ipyaladin
@@ -51,6 +53,22 @@ function __ciannaOtfLocalUrl() {
     return null;
   }
 }
+// Each Aladin Lite view made through the library is kept on its div, so that code added after
+// ipyaladin's module (the detection widget's region drawing) can reach the view it renders.
+const __ciannaOtfViewKey = "__ciannaOtfAladin";
+function __ciannaOtfTrackViews(library) {
+  const create = library.aladin;
+  const aladin = function (div, options) {
+    const view = create(div, options);
+    if (div !== null && typeof div === "object") div[__ciannaOtfViewKey] = view;
+    return view;
+  };
+  return new Proxy(library, {
+    get(target, property) {
+      return property === "aladin" ? aladin : Reflect.get(target, property, target);
+    },
+  });
+}
 async function __ciannaOtfImportAladin() {
   const local = __ciannaOtfLocalUrl();
   if (local !== null) {
@@ -83,8 +101,32 @@ def offline_esm(source: str, local_path: str = LOCAL_ALADIN_LITE_PATH) -> str:
         "cdn": json.dumps(match["url"]),
     }
     # a multi-line string: anywidget would take a one-line string ending in ".js" for a file name
-    body = source[: match.start()] + f"var {match['name']} = await __ciannaOtfImportAladin();" + source[match.end():]
+    body = source[: match.start()] + f"var {match['name']} = __ciannaOtfTrackViews(await __ciannaOtfImportAladin());" + source[match.end():]
     return loader + "\n" + body
+
+
+DEFAULT_EXPORT = re.compile(r"export\s*\{\s*(?P<name>[A-Za-z_$][\w$]*)\s+as\s+default\s*\}\s*;?")
+"""The (minified) default export of ipyaladin's module, e.g. ``export{$ as default};``."""
+
+FRONTEND_DIR = Path(__file__).resolve().parent / "frontend"
+"""Browser code added to ipyaladin's module by views that need more than ipyaladin does."""
+
+
+def extend_esm(esm: str, extension: str) -> str:
+    """`esm` (an ipyaladin module) followed by `extension`, which wraps its default export.
+
+    ipyaladin's ``export{X as default}`` becomes ``const __ciannaOtfIpyaladin = X;``, and
+    `extension` must end with its own ``export default``, built from that constant: the new
+    widget can run code around ipyaladin's ``render`` (it finds the Aladin Lite view that the
+    loader keeps on its div) without editing ipyaladin's minified code. Raises ValueError if the
+    export is not found exactly once, like `offline_esm` for the import.
+    """
+    matches = list(DEFAULT_EXPORT.finditer(esm))
+    if len(matches) != 1:
+        raise ValueError(f"expected one default export in ipyaladin's module, found {len(matches)}")
+    (match,) = matches
+    renamed = esm[: match.start()] + f"const __ciannaOtfIpyaladin = {match['name']};" + esm[match.end():]
+    return renamed + "\n" + extension
 
 
 def _ipyaladin_source() -> str:

@@ -56,7 +56,7 @@ import ipywidgets as widgets
 
 from cianna_otf_server.client import URL_ENV, Client, Job
 
-from .aladin import SERVICE_PATH, OfflineAladin
+from .aladin import FRONTEND_DIR, SERVICE_PATH, OfflineAladin, extend_esm
 
 if TYPE_CHECKING:
     from astropy.io.fits import HDUList
@@ -64,7 +64,8 @@ if TYPE_CHECKING:
     from regions import Regions
 
 __all__ = ["DEFAULT_CLICK_RADIUS_ARCSEC", "DetectionAladin", "DetectionWidget", "PROTOCOL_VERSION",
-           "RegionMessageError", "default_client", "region_from_message", "running_jupyter_server"]
+           "RegionMessageError", "default_client", "region_from_message", "running_jupyter_server",
+           "stcs_from_soda"]
 
 PROTOCOL_VERSION = 1
 SELECT_EVENT = "cianna_otf_select"
@@ -73,6 +74,9 @@ DEFAULT_CLICK_RADIUS_ARCSEC = 20.0
 #: Rows shown in the result list (the full table is always in ``widget.table``).
 MAX_LISTED_ROWS = 500
 REGION_MODES = (("Rectangle", "rect"), ("Circle", "circle"), ("Polygon", "polygon"), ("Click a source", "click"))
+REGION_OVERLAY = "Region of interest"
+REGION_COLOUR = "#2f80ed"
+RESULT_COLOUR = "#ff3b30"
 PRECISIONS = (("model default", None), ("fp32", "fp32"), ("fp16", "fp16"), ("bf16", "bf16"))
 
 
@@ -191,8 +195,11 @@ class DetectionAladin(OfflineAladin):
 
     ipyaladin's message handler reads ``message["event_type"]`` unconditionally, so a message
     of ours would raise KeyError inside the comm callback (a traceback in the notebook); here
-    ours are routed before it, and ipyaladin still gets all of its own.
+    ours are routed before it, and ipyaladin still gets all of its own. Its browser module is
+    ``OfflineAladin``'s plus ``frontend/detection_view.js``, the region drawing.
     """
+
+    _esm = extend_esm(OfflineAladin._esm, (FRONTEND_DIR / "detection_view.js").read_text(encoding="utf-8"))  # type: ignore[misc]
 
     def __init__(self, on_event: Callable[[dict[str, Any]], None] | None = None, **init_options: object) -> None:
         self.on_event = on_event
@@ -204,6 +211,17 @@ class DetectionAladin(OfflineAladin):
                 self.on_event(message)
             return
         super()._handle_custom_message(widget, message, buffers)
+
+
+def stcs_from_soda(region: str) -> str | None:
+    """The STC-S of a SODA ``CIRCLE``/``POLYGON`` (ICRS degrees), for drawing it; None for others.
+
+    Aladin Lite draws STC-S; SODA's shapes are STC-S without the frame, which is ICRS.
+    """
+    words = region.split()
+    if len(words) > 1 and words[0].upper() in ("CIRCLE", "POLYGON"):
+        return " ".join([words[0].upper(), "ICRS", *words[1:]])
+    return None
 
 
 # -- the widget ------------------------------------------------------------------------------
@@ -254,6 +272,7 @@ class DetectionWidget(widgets.VBox):
         self._busy = threading.Lock()
         self._cards: dict[str, dict[str, Any]] = {}
         self._following: Job | None = None  # the job being waited for (self.job: the last finished one)
+        self._result_overlay: str | None = None
 
         self.view = DetectionAladin(on_event=self.handle_message, height=height)
         self.view.set_listener("click", self._on_native_click)
@@ -268,6 +287,10 @@ class DetectionWidget(widgets.VBox):
         self.expert.selected_index = None
         self.region_mode = widgets.Dropdown(description="Region", options=REGION_MODES, value="rect")
         self.region_label = widgets.Label("Region: whole image")
+        self.draw_button = widgets.Button(
+            description="Draw", icon="pencil",
+            tooltip="Draw the region on the image: drag a rectangle or circle; a polygon: click its "
+                    "vertices and close it on the first one")
         self.clear_region_button = widgets.Button(description="Whole image", tooltip="Forget the drawn region")
         self.detect_button = widgets.Button(description="Detect", button_style="primary", icon="search")
         self.phase = widgets.Label("")
@@ -281,6 +304,7 @@ class DetectionWidget(widgets.VBox):
 
         self.detect_button.on_click(self.detect)
         self.clear_region_button.on_click(lambda _: self.set_region(None))
+        self.draw_button.on_click(lambda _: self._request_selection())
         self.save_catalogue_button.on_click(lambda _: self._guarded(self.save_catalogue))
         self.save_regions_button.on_click(lambda _: self._guarded(self.save_regions))
         self.save_provenance_button.on_click(lambda _: self._guarded(self.save_provenance))
@@ -288,7 +312,7 @@ class DetectionWidget(widgets.VBox):
         self.sources.observe(self._on_row_selected, names="value")
 
         controls = widgets.VBox([
-            self.model_picker, self.expert, self.region_mode,
+            self.model_picker, self.expert, widgets.HBox([self.region_mode, self.draw_button]),
             widgets.HBox([self.region_label, self.clear_region_button]),
             self.detect_button, widgets.HBox([self.phase, self.progress]), self.status,
         ], layout={"width": "340px"})
@@ -296,7 +320,10 @@ class DetectionWidget(widgets.VBox):
             self.sources_header, self.sources,
             widgets.HBox([self.save_catalogue_button, self.save_regions_button, self.save_provenance_button]),
         ])
-        super().__init__([widgets.HBox([self.view, controls]), results])
+        # the view takes the room the controls leave (without a flex size it collapses to nothing)
+        self.view.layout = widgets.Layout(flex="1 1 0%", min_width="320px", height=f"{height}px")
+        controls.layout.flex = "0 0 340px"
+        super().__init__([widgets.HBox([self.view, controls], layout={"width": "100%"}), results])
 
         try:
             self.client: Client | None = client if client is not None else default_client()
@@ -368,6 +395,9 @@ class DetectionWidget(widgets.VBox):
                 self.image_path, self._image_bytes = path, None
             self.pixel_scale_deg = _pixel_scale_deg(single.header)
             self.view.add_fits(single)
+            frame = _image_frame(single.header, self.pixel_scale_deg)
+            if frame is not None:  # Aladin Lite centres a FITS image but keeps its all-sky zoom
+                self.view.target, self.view.fov = frame
         except Exception as exc:
             self._fail(exc, "showing the image")
             return False
@@ -380,6 +410,15 @@ class DetectionWidget(widgets.VBox):
         """Use `region` (SODA text, ICRS degrees; None for the whole image) for the next jobs."""
         self.region = region
         self.region_label.value = f"Region: {region}" if region else "Region: whole image"
+        self._remove_overlay(REGION_OVERLAY)
+        stcs = stcs_from_soda(region) if region else None
+        if stcs is not None:
+            self.view.add_graphic_overlay_from_stcs(stcs, name=REGION_OVERLAY, color=REGION_COLOUR, line_width=2)
+
+    def _remove_overlay(self, name: str | None) -> None:
+        """Drop the overlay `name` from the view if it is there (the view keeps one region and one result)."""
+        if name is not None and name in self.view._overlay_manager:
+            self.view.remove_overlay(name)
 
     def click_radius_deg(self) -> float:
         """Radius of the click-to-identify circle: half a network patch of the chosen model, in
@@ -481,7 +520,9 @@ class DetectionWidget(widgets.VBox):
             self.phase.value = job.phase
             table, regions = job.table(), job.regions()
             self.job, self.table, self.regions = job, table, regions
-            self.view.add_table(table, name=f"CIANNA {job.job_id}", color="#ff3b30", shape="circle")
+            self._remove_overlay(self._result_overlay)
+            self._result_overlay = f"CIANNA {job.job_id}"
+            self.view.add_table(table, name=self._result_overlay, color=RESULT_COLOUR, shape="circle")
             self._show_table(table)
             for button in (self.save_catalogue_button, self.save_regions_button, self.save_provenance_button):
                 button.disabled = False
@@ -617,3 +658,22 @@ def _pixel_scale_deg(header: Any) -> float | None:
         return float(sum(abs(s) for s in scales) / len(scales))
     except Exception:
         return None
+
+
+def _image_frame(header: Any, pixel_scale_deg: float | None) -> tuple[Any, float] | None:
+    """Centre (an ICRS SkyCoord) and a field of view (degrees) that shows the whole image, or None.
+
+    A SkyCoord, not text: ipyaladin resolves a text target as an object name, through Sesame.
+    """
+    if not pixel_scale_deg:
+        return None
+    try:
+        from astropy.wcs import WCS
+
+        wcs = WCS(header).celestial
+        ny, nx = int(header["NAXIS2"]), int(header["NAXIS1"])
+        centre = wcs.pixel_to_world((nx - 1) / 2, (ny - 1) / 2).icrs
+        return centre, 1.15 * max(nx, ny) * pixel_scale_deg
+    except Exception:
+        return None
+

@@ -46,7 +46,7 @@ def test_esm_imports_the_local_copy_with_the_cdn_as_fallback():
     esm = OfflineAladin._esm
     assert isinstance(esm, str) and "\n" in esm, "multi-line, or anywidget takes it for a file name"
     assert CDN_IMPORT.search(esm) is None, "the static CDN import is gone"
-    assert f"var {CDN_IMPORT.search(ORIGINAL)['name']} = await __ciannaOtfImportAladin();" in esm
+    assert f"var {CDN_IMPORT.search(ORIGINAL)['name']} = __ciannaOtfTrackViews(await __ciannaOtfImportAladin());" in esm
     assert json.dumps(LOCAL_ALADIN_LITE_PATH) in esm and LOCAL_ALADIN_LITE_PATH == "cianna-otf/static/aladin-lite/aladin.js"
     assert LOCAL_ALADIN_LITE_PATH.startswith(SERVICE_PATH), "the service's path, as extension.py mounts it"
     assert "jupyter-config-data" in esm and "baseUrl" in esm, "the base URL comes from the page"

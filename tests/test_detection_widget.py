@@ -31,6 +31,7 @@ from cianna_otf_jupyter.widget import (  # noqa: E402
     default_client,
     region_from_message,
     running_jupyter_server,
+    stcs_from_soda,
 )
 from cianna_otf_server.client import Client  # noqa: E402
 
@@ -204,6 +205,45 @@ def test_frontend_hello_enables_selection_requests(make_widget):
     widget.region_mode.value = "polygon"
     assert _queued(widget, "cianna_otf_select") == [{"event_name": "cianna_otf_select", "shape": "circle"},
                         {"event_name": "cianna_otf_select", "shape": "polygon"}]
+
+
+def test_draw_button_rearms_the_drawing_tool(make_widget):
+    widget = make_widget()
+    _deliver(widget, {"event": "hello", "protocol": 1})
+    widget.draw_button.click()
+    assert _queued(widget, "cianna_otf_select") == [{"event_name": "cianna_otf_select", "shape": "rect"}] * 2
+
+
+def test_the_region_of_interest_is_drawn_and_replaced_on_the_view(make_widget):
+    assert stcs_from_soda("CIRCLE 0 -30 0.015") == "CIRCLE ICRS 0 -30 0.015"
+    assert stcs_from_soda("polygon 1 2 3 4 5 6") == "POLYGON ICRS 1 2 3 4 5 6"
+    assert stcs_from_soda("RANGE 0 1 2 3") is None
+
+    widget = make_widget()
+    _deliver(widget, {"event": "region", "shape": "circle", "ra": 0.0, "dec": -30.0, "radius": 0.015})
+    _deliver(widget, {"event": "region", "shape": "polygon", "ra_dec": [[0.01, -30], [0, -29.99], [359.99, -30]]})
+    drawn = _queued(widget, "add_overlay")
+    assert [d["regions_infos"][0]["infos"]["stcs"] for d in drawn] == [
+        "CIRCLE ICRS 0 -30 0.015", "POLYGON ICRS 0.01 -30 0 -29.99 359.99 -30"]
+    assert _queued(widget, "remove_overlay") == [{"event_name": "remove_overlay", "overlay_names": ["Region of interest"]}]
+    widget.set_region(None)
+    assert len(_queued(widget, "remove_overlay")) == 2 and len(_queued(widget, "add_overlay")) == 2
+
+
+def test_the_view_is_framed_on_the_image(make_widget):
+    widget = make_widget()  # 256 px of 0.6" around (0, -30)
+    assert widget.view.fov.deg == pytest.approx(1.15 * 256 * 0.6 / 3600, rel=1e-3)
+    assert widget.view.target.separation(widget.view.target.__class__(0, -30, unit="deg")).arcsec < 1
+
+
+def test_a_new_result_replaces_the_previous_overlay(make_widget):
+    widget = make_widget()
+    widget.set_region("CIRCLE 0 -30 0.01")
+    first = widget.detect() and widget.wait(60).job
+    second = widget.detect() and widget.wait(60).job
+    assert widget.error is None, widget.status.value
+    assert [q["options"]["name"] for q in _queued(widget, "add_table")] == [f"CIANNA {first.job_id}", f"CIANNA {second.job_id}"]
+    assert {"event_name": "remove_overlay", "overlay_names": [f"CIANNA {first.job_id}"]} in _queued(widget, "remove_overlay")
 
 
 def test_errors_land_in_the_status_line(make_widget, standalone, sky_fits, tmp_path):
