@@ -165,6 +165,9 @@ class OfflineAladin(ipyaladin.Aladin):
         # self._call_store): instance attributes shadow ipyaladin's class-level ones
         self.listener_callback: dict[str, Callable[[Any], Any]] = {}
         self._call_store = _DrainingCallStore()
+        # Aladin Lite reports every start-up (with the page URL) to a CDS logging service
+        # unless told not to; an offline-first view does not phone home
+        init_options.setdefault("log", False)
         super().__init__(**init_options)
 
     def set_listener(self, listener_type: str, callback: Callable[[Any], Any]) -> None:

@@ -551,7 +551,8 @@ class DetectionWidget(widgets.VBox):
         columns = [c for c in self._LISTED if c in table.colnames]
         self.sources_header.value = (f"<b>{len(table)} sources</b> (first {MAX_LISTED_ROWS} listed)"
                                      if len(table) > MAX_LISTED_ROWS else f"<b>{len(table)} sources</b>")
-        self.sources_header.value += "<br><code>" + html.escape("  ".join(f"{c:>11}" for c in columns)) + "</code>"
+        self.sources_header.value += ('<br><code style="white-space: pre">'
+                                      + html.escape("  ".join(f"{c:>11}" for c in columns)) + "</code>")
 
         def cell(value: Any) -> str:
             return f"{value:11.6g}" if isinstance(value, float) or hasattr(value, "dtype") and value.dtype.kind == "f" else f"{value!s:>11}"
