@@ -1,12 +1,15 @@
-# Two commands for a fresh machine: `make demo` (run the product) and `make test`.
+# Two commands for a fresh machine: `make demo` (JupyterLab with the quickstart notebook) and `make test`.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # CPU build of PyTorch; override with TORCH_SPEC="torch" (or a CUDA build) on a GPU host.
 TORCH_SPEC ?= torch==2.13.0
 DEMO_DIR ?= demo-output
+# JupyterLab for `make demo`: loopback only by default; DEMO_ARGS="--ip=0.0.0.0" to share it
+DEMO_ARGS ?= --ip=127.0.0.1
+ROOT_FLAG := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 
-.PHONY: install demo test test-all clean
+.PHONY: install browser demo demo-cli test test-all clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,10 +26,24 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m cianna_otf_jupyter.fetch_aladin || echo "warning: Aladin Lite not fetched (needs npm); the notebook view will use the CDN"
 	touch $@
 
-install: $(VENV)/.installed
+# Debian's Chromium for the end-to-end notebook test (Playwright drives it; it downloads no
+# browser of its own). Installed with apt-get where it is missing; without root, sudo is tried.
+/usr/bin/chromium:
+	@SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	$$SUDO apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1 || \
+	{ $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q --no-install-recommends chromium >/dev/null; } || \
+	echo "warning: Chromium not installed (apt-get failed); the browser test will be skipped"
 
-# Simulate a radio sky, detect its sources with the built-in model, write the catalogue.
+browser: /usr/bin/chromium
+
+install: $(VENV)/.installed browser
+
+# JupyterLab with the extension (the service runs inside it) and the quickstart notebook open.
 demo: install
+	$(BIN)/jupyter lab --ServerApp.root_dir=notebooks --LabApp.default_url=/lab/tree/quickstart.ipynb $(DEMO_ARGS) $(ROOT_FLAG)
+
+# The headless equivalent: simulate a radio sky, detect its sources, write the catalogue.
+demo-cli: install
 	mkdir -p $(DEMO_DIR)
 	$(BIN)/cianna-otf simulate $(DEMO_DIR)/sky.fits --size 2048 --seed 1 --truth $(DEMO_DIR)/truth.vot --overwrite
 	$(BIN)/cianna-otf detect $(DEMO_DIR)/sky.fits --model classic -o $(DEMO_DIR)/sources.vot

@@ -1,0 +1,202 @@
+"""End to end in a real browser: JupyterLab with the extension, the quickstart notebook, a drawn region.
+
+JupyterLab runs as a child process with the server extension, and headless Debian Chromium,
+driven by Playwright, opens ``notebooks/quickstart.ipynb``, runs all its cells, and then does
+what a user does: draws a rectangle on the Aladin view with the mouse and presses Detect. The
+test checks what the user would see: the FITS image rendered (not a blank view), the region
+sent back as sky coordinates, the detected sources drawn inside that region only, and the same
+number of sources listed in the table. Nothing is fetched from the network (Aladin Lite comes
+from the extension's static route).
+
+Screenshots are kept under ``test-artifacts/browser/`` (``$CIANNA_OTF_ARTIFACTS`` to change it).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from browser import chromium_page, chromium_path, jupyter_lab
+
+pytest.importorskip("playwright.sync_api", reason="playwright not installed (make install)")
+pytest.importorskip("jupyterlab", reason="jupyterlab not installed (make install)")
+pytest.importorskip("PIL", reason="Pillow not installed")
+from PIL import Image  # noqa: E402
+
+from cianna_otf_jupyter.static_files import ALADIN_LITE_FILE  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+QUICKSTART = REPO / "notebooks" / "quickstart.ipynb"
+ARTIFACTS = Path(os.environ.get("CIANNA_OTF_ARTIFACTS", REPO / "test-artifacts")) / "browser"
+STATUS_DONE = re.compile(r"(\d+) sources \(.*job (\w+)\)")
+RESULT_RGB = (0xFF, 0x3B, 0x30)  # widget.RESULT_COLOUR
+REGION_RGB = (0x2F, 0x80, 0xED)  # widget.REGION_COLOUR
+
+
+def _colour_mask(image: Image.Image, rgb: tuple[int, int, int], tolerance: int = 60):
+    import numpy as np
+
+    pixels = np.asarray(image.convert("RGB"), dtype=np.int32)
+    return (np.abs(pixels - np.array(rgb)).max(axis=-1) <= tolerance)
+
+
+def _view_texture(view) -> tuple[float, int]:
+    """Standard deviation and number of grey levels in the middle half of the view's screenshot."""
+    import numpy as np
+
+    shot = Image.open(io.BytesIO(view.screenshot()))
+    width, height = shot.size
+    middle = np.asarray(shot.convert("L"), dtype=float)[height // 4: 3 * height // 4, width // 4: 3 * width // 4]
+    return float(middle.std()), len(np.unique(middle))
+
+
+def _wait_for_image(view, timeout: float) -> None:
+    """Until the view shows an image (noise and sources), not the flat background of an empty sky."""
+    deadline = time.monotonic() + timeout
+    while True:
+        std, levels = _view_texture(view)
+        if std > 20 and levels > 64:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the view shows no image (grey-level std {std:.1f}, {levels} levels)")
+        time.sleep(0.5)
+
+
+def _wait_for_kernel_idle(page, timeout: float) -> None:
+    """Every cell run and the kernel idle: no "[*]" prompt left, the status bar says Idle."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        prompts = page.locator(".jp-InputArea-prompt").all_inner_texts()
+        if prompts and not any("*" in prompt for prompt in prompts) and all(re.search(r"\d", p) for p in prompts
+                                                                             if p.strip()):
+            if page.locator("text=/Python 3 \\(ipykernel\\) \\| Idle/").count():
+                return
+        time.sleep(0.5)
+    raise TimeoutError(f"the notebook did not finish in {timeout} s; prompts: {prompts}")
+
+
+def _needs(present: bool, what: str) -> None:
+    """Skip without `what`, except where CI requires the browser test (CIANNA_OTF_REQUIRE_BROWSER)."""
+    if not present:
+        message = f"{what} missing (make install sets it up)"
+        if os.environ.get("CIANNA_OTF_REQUIRE_BROWSER"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def test_quickstart_in_jupyterlab_draw_a_region_and_detect(tmp_path):
+    _needs(chromium_path() is not None, "Chromium (Debian package chromium)")
+    _needs(ALADIN_LITE_FILE.is_file(), "Aladin Lite (python -m cianna_otf_jupyter.fetch_aladin)")
+    import numpy as np
+
+    started = time.monotonic()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    root = tmp_path / "notebooks"
+    root.mkdir()
+    shutil.copy(QUICKSTART, root / QUICKSTART.name)
+    requests_seen: list[tuple[str, str]] = []
+    console_errors: list[str] = []
+
+    with jupyter_lab(root, tmp_path / "jupyter") as lab, chromium_page(chromium_path(), tmp_path / "profile") as page:
+        page.on("requestfinished", lambda r: requests_seen.append((r.url, "ok")))
+        page.on("requestfailed", lambda r: requests_seen.append((r.url, "failed")))
+        page.on("pageerror", lambda error: console_errors.append(str(error)))
+        page.goto(lab.lab_url(QUICKSTART.name))
+        page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+        page.wait_for_selector("text=/Python 3 \\(ipykernel\\) \\| Idle/", timeout=60_000)
+
+        # Run > Run All Cells, as a user would
+        page.locator("#jp-MainMenu").get_by_text("Run", exact=True).click()
+        page.locator(".lm-Menu-item:has-text('Run All Cells')").first.click()
+        page.wait_for_selector("[data-cianna-otf-protocol='1']", state="attached", timeout=120_000)
+        _wait_for_kernel_idle(page, timeout=180)
+
+        widget = page.locator(".jp-OutputArea-output:has([data-cianna-otf-protocol])")
+        widget.scroll_into_view_if_needed()
+        view = page.locator(".aladin-widget").first
+        text = widget.inner_text()
+        assert "COMPLETED" in text and re.search(r"^\d+ sources$", text, re.M), \
+            f"the notebook's own detection did not complete: {text[:1500]}"
+        before = STATUS_DONE.search(text)  # the status line may say "Saved ..." by now
+
+        # the FITS image is on screen: the middle of the view is an image, not a flat background
+        box = view.bounding_box()
+        _wait_for_image(view, timeout=60)
+        view.screenshot(path=str(ARTIFACTS / "quickstart-view-image.png"))
+
+        # a real mouse drag after pressing Draw: a rectangle over the middle of the view
+        page.get_by_role("button", name="Draw").click()
+        x0, y0, x1, y1 = 0.3, 0.25, 0.7, 0.75
+        page.mouse.move(box["x"] + x0 * box["width"], box["y"] + y0 * box["height"])
+        page.mouse.down()
+        page.mouse.move(box["x"] + x1 * box["width"], box["y"] + y1 * box["height"], steps=15)
+        page.mouse.up()
+        label = page.locator("text=/^Region: POLYGON/")
+        label.wait_for(timeout=15_000)
+        corners = np.array([float(v) for v in label.inner_text().split()[2:]]).reshape(4, 2)
+        ra = (corners[:, 0] + 180) % 360 - 180
+        assert np.ptp(ra) > 0 and np.ptp(corners[:, 1]) > 0, corners
+        assert np.all(np.abs(corners[:, 1] + 30) < 0.2), "the region lies on the image (Dec -30)"
+
+        page.get_by_role("button", name="Detect").click()
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            after = STATUS_DONE.search(widget.inner_text())
+            if after and (before is None or after.group(2) != before.group(2)):
+                break
+            assert "Error" not in widget.inner_text(), widget.inner_text()[-500:]
+            time.sleep(0.3)
+        else:
+            raise TimeoutError(f"the detection did not finish: {widget.inner_text()[-500:]}")
+        n_sources = int(after.group(1))
+        assert n_sources > 0
+
+        # the table lists the same sources
+        rows = widget.locator(".widget-select select option")
+        assert rows.count() == n_sources
+
+        # the overlay: result circles inside the drawn rectangle, and none outside it
+        time.sleep(1.5)
+        overlay_png = view.screenshot(path=str(ARTIFACTS / "quickstart-view-overlay.png"))
+        shot = Image.open(io.BytesIO(overlay_png))
+        scale = shot.size[0] / box["width"]
+        red = _colour_mask(shot, RESULT_RGB)
+        blue = _colour_mask(shot, REGION_RGB)
+        margin = 12 * scale
+        inside = np.zeros_like(red)
+        left, top = int(x0 * shot.size[0] - margin), int(y0 * shot.size[1] - margin)
+        right, bottom = int(x1 * shot.size[0] + margin), int(y1 * shot.size[1] + margin)
+        inside[max(top, 0):bottom, max(left, 0):right] = True
+        assert red[inside].sum() >= 8 * n_sources, "the detected sources are drawn on the view"
+        assert red[~inside].sum() <= 0.02 * red.sum(), "no source drawn outside the region"
+        assert blue.sum() > 2 * (x1 - x0) * shot.size[0], "the region's outline is drawn"
+
+        widget.screenshot(path=str(ARTIFACTS / "quickstart-widget.png"))
+        widget.locator(".widget-select").screenshot(path=str(ARTIFACTS / "quickstart-table.png"))
+        page.screenshot(path=str(ARTIFACTS / "quickstart-page.png"), full_page=True)
+
+    external = [url for url, _ in requests_seen if not url.startswith((lab.url, "data:", "blob:"))]
+    aladin = [(url, outcome) for url, outcome in requests_seen if "/cianna-otf/static/aladin-lite/aladin.js" in url]
+    assert aladin and all(outcome == "ok" for _, outcome in aladin), "Aladin Lite came from the extension"
+    assert not any("esm.sh" in url for url in external), "nothing from the CDN"
+    # Aladin Lite's background sky (DSS, a HiPS from CDS) is the only thing that wants the
+    # network; offline it is missing and the image shows on a blank sky, nothing else fails
+    survey_hosts = {"alasky.cds.unistra.fr", "alaskybis.cds.unistra.fr", "alasky.u-strasbg.fr",
+                    "alaskybis.unistra.fr", "alasky.unistra.fr", "aladin.cds.unistra.fr"}
+    assert {urlsplit(url).hostname for url in external} <= survey_hosts, external
+    assert not any("Logger" in url for url in external), "Aladin Lite's start-up report is off"
+    other_errors = [e for e in console_errors if not re.search(r"HiPS|alasky|P/DSS2|Failed to fetch", e)]
+    assert not other_errors, other_errors
+    (ARTIFACTS / "quickstart-run.json").write_text(json.dumps({
+        "seconds": round(time.monotonic() - started, 1), "sources": n_sources,
+        "region_corners_deg": corners.round(6).tolist(),
+        "external_requests": sorted(set(external)), "page_errors": console_errors,
+    }, indent=2))
