@@ -297,7 +297,11 @@ class DetectionWidget(widgets.VBox):
         self.progress = widgets.IntProgress(value=0, min=0, max=1, description="", layout={"width": "200px"})
         self.status = widgets.Label("")
         self.sources = widgets.Select(options=[], rows=10, layout={"width": "100%"})
+        self.sources.add_class("cianna-otf-sources")
+        # the rows are fixed-width text: a monospace font keeps the columns under their header
         self.sources_header = widgets.HTML("")
+        self._style = widgets.HTML("<style>.cianna-otf-sources select {font-family: "
+                                   "var(--jp-code-font-family, monospace); white-space: pre;}</style>")
         self.save_catalogue_button = widgets.Button(description="Save catalogue", disabled=True)
         self.save_regions_button = widgets.Button(description="Save regions", disabled=True)
         self.save_provenance_button = widgets.Button(description="Save provenance", disabled=True)
@@ -317,7 +321,7 @@ class DetectionWidget(widgets.VBox):
             self.detect_button, widgets.HBox([self.phase, self.progress]), self.status,
         ], layout={"width": "340px"})
         results = widgets.VBox([
-            self.sources_header, self.sources,
+            self._style, self.sources_header, self.sources,
             widgets.HBox([self.save_catalogue_button, self.save_regions_button, self.save_provenance_button]),
         ])
         # the view takes the room the controls leave (without a flex size it collapses to nothing)

@@ -180,7 +180,12 @@ def test_quickstart_in_jupyterlab_draw_a_region_and_detect(tmp_path):
         assert blue.sum() > 2 * (x1 - x0) * shot.size[0], "the region's outline is drawn"
 
         widget.screenshot(path=str(ARTIFACTS / "quickstart-widget.png"))
-        widget.locator(".widget-select").screenshot(path=str(ARTIFACTS / "quickstart-table.png"))
+        header = widget.locator(".widget-html", has_text="sources").last.bounding_box()
+        listing = widget.locator(".widget-select").bounding_box()
+        page.screenshot(path=str(ARTIFACTS / "quickstart-table.png"), clip={
+            "x": min(header["x"], listing["x"]), "y": header["y"],
+            "width": max(header["x"] + header["width"], listing["x"] + listing["width"]) - min(header["x"], listing["x"]),
+            "height": listing["y"] + listing["height"] - header["y"]})
         page.screenshot(path=str(ARTIFACTS / "quickstart-page.png"), full_page=True)
 
     external = [url for url, _ in requests_seen if not url.startswith((lab.url, "data:", "blob:"))]
