@@ -1,0 +1,83 @@
+"""``python -m cianna_otf_server.training``: train, resume, or export the demo YOLO-CIANNA model.
+
+Examples::
+
+    python -m cianna_otf_server.training --out runs/demo --seed 1 --minutes 8 --device cuda
+    python -m cianna_otf_server.training --out runs/demo --minutes 6 --device cuda --resume runs/demo/checkpoint.pt
+    python -m cianna_otf_server.training --out runs/demo --resume runs/demo/checkpoint.pt --export-only
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from ._config import TrainConfig
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m cianna_otf_server.training",
+                                     description="Train the demo YOLO-CIANNA model on simulated skies.")
+    parser.add_argument("--out", type=Path, required=True, help="folder for the checkpoint, log and model")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the weights and of the training skies (a resumed run keeps its checkpoint's)")
+    parser.add_argument("--minutes", type=float, default=5.0, help="training time of this run")
+    parser.add_argument("--schedule-minutes", type=float, default=None,
+                        help="training time over all runs that the learning-rate schedule spans (default: --minutes; "
+                             "a resumed run keeps its checkpoint's)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    parser.add_argument("--resume", type=Path, default=None, help="checkpoint to continue from")
+    parser.add_argument("--workers", type=int, default=None, help="data worker processes (default: CPUs - 2)")
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--lr", type=float, default=None, help="peak learning rate (AdamW)")
+    parser.add_argument("--max-steps", type=int, default=None, help="stop this run after so many steps")
+    parser.add_argument("--validate-every", type=float, default=60.0, help="seconds between validations")
+    parser.add_argument("--no-export", action="store_true", help="only train and checkpoint")
+    parser.add_argument("--export-only", action="store_true", help="with --resume: tune and export, no training")
+    parser.add_argument("--model-dir", type=Path, default=None, help="where the model goes (default: OUT/model)")
+    parser.add_argument("--tuning-images", type=int, default=3, help="held-out 2048x2048 images for the thresholds")
+    parser.add_argument("--min-precision", type=float, default=0.95, help="precision the thresholds must reach")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from ._train import RunOptions, finish, load_checkpoint, train
+    from ._model import build_network, demo_spec
+
+    command = "python -m cianna_otf_server.training " + shlex.join(sys.argv[1:] if argv is None else argv)
+    options = RunOptions(
+        out=args.out, device=args.device, minutes=args.minutes, resume=args.resume,
+        workers=args.workers if args.workers is not None else max(1, (os.cpu_count() or 2) - 2),
+        max_steps=args.max_steps, validate_every_s=args.validate_every, export=not args.no_export,
+        model_dir=args.model_dir, tuning_images=args.tuning_images, min_precision=args.min_precision,
+        command=command,
+    )
+    if args.export_only:
+        if args.resume is None:
+            raise SystemExit("--export-only needs --resume CHECKPOINT")
+        state = load_checkpoint(args.resume)
+        config = TrainConfig.from_dict(state["config"])
+        average = build_network(demo_spec(config.architecture, config.patch_size, seed=config.seed), args.device)
+        average.load_state_dict(state["average"])
+        finish(config, average, options, step=state["step"], patches=state["patches"],
+               train_seconds=state["train_seconds"], history=state["history"], commands=state["commands"],
+               device=args.device)
+        return 0
+    config = TrainConfig(seed=args.seed)
+    changes = {}
+    if args.batch_size:
+        changes["batch_size"] = args.batch_size
+    if args.lr:
+        changes["lr"] = args.lr
+    changes["schedule_minutes"] = args.schedule_minutes or args.minutes
+    config = replace(config, **changes)
+    train(config, options)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
