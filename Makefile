@@ -46,9 +46,10 @@ demo: install
 demo-cli: install
 	mkdir -p $(DEMO_DIR)
 	$(BIN)/cianna-otf simulate $(DEMO_DIR)/sky.fits --size 2048 --seed 1 --truth $(DEMO_DIR)/truth.vot --overwrite
-	$(BIN)/cianna-otf detect $(DEMO_DIR)/sky.fits --model classic -o $(DEMO_DIR)/sources.vot
-	$(BIN)/cianna-otf detect $(DEMO_DIR)/sky.fits --model classic -o $(DEMO_DIR)/sources.reg --format ds9
-	@echo "Catalogue: $(DEMO_DIR)/sources.vot  regions: $(DEMO_DIR)/sources.reg  truth: $(DEMO_DIR)/truth.vot"
+	$(BIN)/cianna-otf detect $(DEMO_DIR)/sky.fits -o $(DEMO_DIR)/sources.vot
+	$(BIN)/cianna-otf detect $(DEMO_DIR)/sky.fits -o $(DEMO_DIR)/sources.reg --format ds9
+	$(BIN)/cianna-otf detect $(DEMO_DIR)/sky.fits --model classic -o $(DEMO_DIR)/sources-classic.vot
+	@echo "Catalogue (yolo-demo): $(DEMO_DIR)/sources.vot  regions: $(DEMO_DIR)/sources.reg  classic: $(DEMO_DIR)/sources-classic.vot  truth: $(DEMO_DIR)/truth.vot"
 
 # The fast suite plus the golden vectors (CI runs exactly this).
 test: install

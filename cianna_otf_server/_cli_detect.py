@@ -19,6 +19,7 @@ from ._cli_common import (
     write_atomically,
 )
 from .errors import ImageError, UserInputError
+from .models import DEFAULT_MODEL
 
 NAME = "detect"
 FORMATS: tuple[str, ...] = ("votable", "csv", "fits", "ds9")
@@ -42,6 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Run a model on a FITS image (or a region of it) and write the catalogue "
         "of detected sources. Detection settings default to the model card's.",
         epilog="examples:\n"
+        "  cianna-otf detect sky.fits -o sources.vot\n"
         "  cianna-otf detect sky.fits --model classic -o sources.vot\n"
         "  cianna-otf detect sky.fits --model yolo-sdc1-ref -o - --format csv "
         "--region 'CIRCLE 0.0 -30.0 0.1'\n"
@@ -49,8 +51,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("image", metavar="IMAGE.fits", help="the FITS image to search")
-    parser.add_argument("--model", "-m", required=True, metavar="NAME",
-                        help="model name (see 'cianna-otf models')")
+    parser.add_argument("--model", "-m", default=DEFAULT_MODEL, metavar="NAME",
+                        help=f"model name (see 'cianna-otf models'; default: {DEFAULT_MODEL})")
     parser.add_argument("-o", "--output", required=True, metavar="OUT",
                         help="catalogue file to write; '-' writes to stdout")
     parser.add_argument("--format", "-f", choices=FORMATS,

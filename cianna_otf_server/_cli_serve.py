@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ._cli_common import add_common_options, add_models_dir_option, info
 from .errors import UserInputError
+from .models import DEFAULT_MODEL
 
 NAME = "serve"
 TOKEN_ENV = "CIANNA_OTF_TOKEN"
@@ -40,6 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-http-images", action="store_true", help="refuse IMAGE given as an http(s) URL")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: auto)")
     parser.add_argument("--workers", type=int, default=1, help="jobs run at once (default: 1)")
+    parser.add_argument("--default-model", default=DEFAULT_MODEL, metavar="NAME",
+                        help=f"model of the jobs that name none (default: {DEFAULT_MODEL})")
     parser.add_argument("--max-upload-mb", type=float, default=1024.0, help="largest upload in MB (default: 1024)")
     parser.add_argument("--max-wait", type=float, default=300.0,
                         help="cap of blocking WAIT in seconds (default: 300; pyvo gives up at 600)")
@@ -104,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
         allow_http_images=not args.no_http_images,
         device=_device(args.device),
         workers=args.workers,
+        default_model=args.default_model,
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
         max_wait_seconds=args.max_wait,
         executor=args.executor,

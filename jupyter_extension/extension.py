@@ -10,6 +10,7 @@ from jupyter_server.extension.application import ExtensionApp
 from jupyter_server.utils import url_path_join
 from traitlets import Bool, Float, Int, List, Type, Unicode, default
 
+from cianna_otf_server.models import DEFAULT_MODEL
 from cianna_otf_server.server import ServiceContext, ServiceSettings, make_handlers
 
 from .handlers import JupyterServiceHandler
@@ -31,7 +32,7 @@ class CiannaOTF(ExtensionApp):
     allow_http_images = Bool(True, help="Allow IMAGE as an http(s) URL fetched by the server.").tag(config=True)
     device = Unicode("auto", help="'auto' (first GPU if any, else CPU), 'cpu', 'cuda', 'cuda:1', ...").tag(config=True)
     workers = Int(1, help="Jobs run at once by the local worker pool.").tag(config=True)
-    default_model = Unicode("classic", help="Model used when a job names none.").tag(config=True)
+    default_model = Unicode(DEFAULT_MODEL, help="Model used when a job names none.").tag(config=True)
     max_upload_bytes = Int(1024**3, help="Largest accepted upload (bytes); larger gets 413.").tag(config=True)
     max_image_pixels = Int(32768 * 32768, help="Largest image (pixels) a job may process.").tag(config=True)
     max_queued_per_owner = Int(100, help="Queued or running jobs per user before 503.").tag(config=True)

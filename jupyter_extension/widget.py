@@ -236,7 +236,7 @@ class DetectionWidget(widgets.VBox):
     image : path or HDUList, optional
         The image to show at once (`show_image`).
     model : str, optional
-        The model to preselect (else the first available one).
+        The model to preselect (else the service's default model).
     save_dir : path, optional
         Where the Save buttons write; the notebook's folder by default.
     height : int
@@ -367,9 +367,10 @@ class DetectionWidget(widgets.VBox):
         self.model_picker.options = options
         if select in self._cards:
             self.model_picker.value = select
-        elif options:
+        elif options:  # the service's default model, else the first one that can run
             available = [n for n, c in self._cards.items() if c.get("status", "available") == "available"]
-            self.model_picker.value = available[0] if available else options[0][1]
+            default = [n for n in available if self._cards[n].get("default")]
+            self.model_picker.value = (default or available or [options[0][1]])[0]
 
     # -- image --------------------------------------------------------------------------------
     def show_image(self, image: str | os.PathLike | HDUList) -> bool:

@@ -137,6 +137,17 @@ def test_usage_errors_exit_2(tmp_path):
         one_error_line(result)
 
 
+def test_detect_defaults_to_the_trained_demo_network(tmp_path):
+    assert cli("simulate", "sky.fits", "--size", "256", "--seed", "5", cwd=tmp_path).returncode == 0
+    result = cli("detect", "sky.fits", "-o", "sources.vot", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "model yolo-demo" in result.stderr
+    from astropy.io.votable import parse
+
+    resource = parse(str(tmp_path / "sources.vot")).resources[0]
+    assert {info.name: info.value for info in resource.infos}.get("model") == "yolo-demo"
+
+
 def test_main_returns_codes_in_process(capsys):
     assert main(["--version"]) == 0
     assert main(["models", "show", "no-such-model"]) == 2

@@ -18,6 +18,7 @@ from textual.widgets import DataTable, Static  # noqa: E402
 
 from cianna_otf_server.client import Client  # noqa: E402
 from cianna_otf_server.dashboard import Dashboard, parse_filter, parse_metrics  # noqa: E402
+from cianna_otf_server.models import DEFAULT_MODEL  # noqa: E402
 
 
 async def _until(pilot, condition, timeout: float = 15.0) -> None:
@@ -59,14 +60,14 @@ def test_jobs_details_filter_models_and_metrics(standalone, client, sky_fits):
             await _until(pilot, lambda: len(_rows(app)) == 2)
             rows = _rows(app)
             assert rows[done.job_id][1] == "COMPLETED"
-            assert rows[done.job_id][2] == "classic"
+            assert rows[done.job_id][2] == DEFAULT_MODEL
             assert rows[done.job_id][3] == "alice"
             assert rows[done.job_id][5] == "1/1"
             assert rows[pending.job_id][1] == "PENDING"
 
             await _select(pilot, app, done.job_id)
             detail = _text(app, "#detail")
-            assert done.job_id in detail and "MODEL = classic" in detail and "finished" in detail
+            assert done.job_id in detail and f"MODEL = {DEFAULT_MODEL}" in detail and "finished" in detail
             assert "results:" in detail and "/result" in detail
             await _select(pilot, app, pending.job_id)
             assert "PENDING" in _text(app, "#detail")

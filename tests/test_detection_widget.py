@@ -34,6 +34,7 @@ from cianna_otf_jupyter.widget import (  # noqa: E402
     stcs_from_soda,
 )
 from cianna_otf_server.client import Client  # noqa: E402
+from cianna_otf_server.models import DEFAULT_MODEL  # noqa: E402
 
 # the simulated sky of conftest.sky_fits: 256 px of 0.6" around (0, -30); a bright source here
 BRIGHT = (359.98442468, -29.99506085)
@@ -61,6 +62,7 @@ def make_widget(client, sky_fits, tmp_path):
         kwargs.setdefault("client", client)
         kwargs.setdefault("image", sky_fits)
         kwargs.setdefault("save_dir", tmp_path / "notebook")
+        kwargs.setdefault("model", "classic")  # fast, and what the assertions below expect
         return DetectionWidget(**kwargs)
 
     return make
@@ -128,8 +130,9 @@ def test_default_client_finds_the_jupyter_server_of_the_kernel(monkeypatch):
 
 # -- the widget against the real service -----------------------------------------------------
 def test_widget_layout_models_and_image(make_widget, sky_fits):
-    widget = make_widget(image=None)
-    assert widget.model_picker.value == "classic" and "classic" in widget.model_picker.options[0]
+    widget = make_widget(image=None, model=None)
+    assert widget.model_picker.value == DEFAULT_MODEL, "the service's default model is preselected"
+    assert {"classic", DEFAULT_MODEL} <= {value for _label, value in widget.model_picker.options}
     assert widget.expert.selected_index is None, "expert settings start folded away"
     assert widget.show_image(sky_fits) and widget.image_path == sky_fits
     # queued until the front end loads; then sent once, as a single-HDU FITS file

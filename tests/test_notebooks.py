@@ -33,6 +33,7 @@ pytest.importorskip("ipykernel")
 pytest.importorskip("ipyaladin", reason="the detection view needs ipyaladin")
 
 from cianna_otf_jupyter.widget import DEFAULT_CLICK_RADIUS_ARCSEC  # noqa: E402
+from cianna_otf_server.models import DEFAULT_MODEL  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
@@ -165,36 +166,42 @@ QUICKSTART_REPORT = {
 # the view is displayed with the image, the service found, the models listed, and no error shown
 VIEW_SHOWN_CLEANLY = """
 assert w.error is None and not w.status.value.startswith("Error"), w.status.value
-assert w.client is not None and w.model_picker.value == MODEL and w.image_path == image_path
+from cianna_otf_server.models import DEFAULT_MODEL
+assert w.client is not None and w.model_picker.value == (MODEL or DEFAULT_MODEL) and w.image_path == image_path
 """
 
 
-def check_quickstart(result: dict, nb) -> None:
+def check_quickstart(result: dict, nb, model: str = "classic") -> None:
     assert result["error"] == "None" and result["phase"] == "COMPLETED", result["status"]
     assert result["rows"] > 0 and result["regions"] == result["rows"]
-    assert result["parameters"]["MODEL"] == "classic"
+    assert result["parameters"]["MODEL"] == model
     assert result["image_sha_matches"], "provenance names another image than the one uploaded"
     catalogue = read_votable(Path(result["catalogue"]))
     assert len(catalogue) == result["rows"] and {"ra", "dec", "flux"} <= set(catalogue.colnames)
-    assert Path(result["regions_file"]).read_text().count("ellipse(") == result["rows"]
+    shapes = Path(result["regions_file"]).read_text()
+    assert shapes.count("ellipse(") + shapes.count("box(") == result["rows"]
     assert "activity" in json.loads(Path(result["provenance_file"]).read_text())
     assert f"{result['rows']} sources" in cell_text(nb, "detect")
 
 
 def test_quickstart_runs_top_to_bottom_without_interaction(standalone, tmp_path):
-    """Nothing drawn: the notebook searches a circle at the image centre and scores it against the truth."""
+    """Nothing drawn: the notebook searches a circle at the image centre and scores it against the truth.
+
+    With the notebook's own model choice (the service's default, the trained ``yolo-demo``), as a
+    user who only presses Run All gets it.
+    """
     nb = load("quickstart.ipynb")
-    override_parameters(nb, **QUICKSTART_FAST)
+    override_parameters(nb, IMAGE_SIZE=QUICKSTART_FAST["IMAGE_SIZE"], SEED=QUICKSTART_FAST["SEED"])
     inject(nb, tagged(nb, "widget") + 1, VIEW_SHOWN_CLEANLY)
     report_cell(nb, QUICKSTART_REPORT)
     result = execute(nb, tmp_path / "work", standalone_env(standalone, tmp_path))
-    check_quickstart(result, nb)
+    check_quickstart(result, nb, model=DEFAULT_MODEL)
     shape, ra, dec, radius = result["region"].split()
     assert shape == "CIRCLE" and float(ra) == pytest.approx(0.0, abs=1e-6) and float(dec) == pytest.approx(-30.0)
     assert float(radius) == pytest.approx(0.4 * 768 * 0.6 / 3600, rel=1e-4)
     assert result["parameters"]["CIRCLE"] == f"{ra} {dec} {radius}"
     assert result["searched"].startswith("CIRCLE ")
-    # the classic finder on the simulated sky: nearly complete above 5 sigma, and clean
+    # the default network on the simulated sky: nearly complete above 5 sigma, and clean
     assert result["n_true"] > 50
     assert result["above"]["recall"] > 0.85 and result["overall"]["precision"] > 0.9, result
     assert {"quickstart-sky.fits", "quickstart-truth.vot"} <= {p.name for p in (tmp_path / "work").iterdir()}

@@ -146,6 +146,9 @@ def test_model_cards_and_unknown_model(standalone):
     assert session.get(f"{standalone.url}/models/classic").json()["name"] == "classic"
     response = session.get(f"{standalone.url}/models/no-such-model")
     assert response.status_code == 404 and "no-such-model" in response.text
+    listed = {card["name"]: card for card in session.get(f"{standalone.url}/models").json()["models"]}
+    assert [name for name, card in listed.items() if card["default"]] == ["yolo-demo"], "one default, flagged"
+    assert listed["yolo-demo"]["family"] == "yolo-cianna"
 
 
 def test_phase_run_at_creation_is_queued_before_the_redirect(standalone, sky_fits):

@@ -13,6 +13,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from ..errors import UnknownModelError
+from ..models import DEFAULT_MODEL
 from ..uws import InvalidRequestError, Job, JobParameter
 
 PRECISIONS = ("fp32", "fp16", "bf16")
@@ -121,7 +122,7 @@ class DetectionParameterPolicy:
     """
 
     def __init__(self, registry, data_roots: list[Path] | None = None, allow_http: bool = True,
-                 default_model: str = "classic") -> None:
+                 default_model: str = DEFAULT_MODEL) -> None:
         self.registry = registry
         self.data_roots = [Path(p).resolve() for p in (data_roots or [])]
         self.allow_http = allow_http

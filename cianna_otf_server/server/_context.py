@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..jobs import DetectionParameterPolicy, DetectionRunner, LocalPoolExecutor, RunnerLimits
-from ..models import ModelRegistry
+from ..models import DEFAULT_MODEL, ModelRegistry
 from ..uws import JobEvents, JobFiles, JobService, JobStore, ServiceLimits
 from ._metrics import ServiceMetrics
 
@@ -33,7 +33,7 @@ class ServiceSettings:
     allow_http_images: bool = True
     device: str = "cpu"
     workers: int = 1
-    default_model: str = "classic"
+    default_model: str = DEFAULT_MODEL
     max_upload_bytes: int = 1024**3
     max_image_pixels: int = 32768 * 32768
     max_queued_per_owner: int = 100

@@ -256,6 +256,8 @@ class ModelsHandler(ServiceHandlerMixin):
         if name is None:
             entries = registry.list() if hasattr(registry, "list") else []
             cards = [_entry_dict(entry) for entry in entries]
+            for card in cards:  # clients preselect it (the notebook widget's model picker)
+                card["default"] = card.get("name") == self.context.settings.default_model
             if self._wants_xml():
                 self.send_xml(_models_xml(cards))
             else:
