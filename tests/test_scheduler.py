@@ -176,6 +176,23 @@ def test_out_of_memory_halves_the_batch_and_loses_nothing(make_harness, caplog) 
     assert any("out of memory" in r.getMessage() for r in caplog.records)
 
 
+class _UnboundDevice(DeviceRunner):
+    """A runner whose device cannot be bound to the worker thread, nor run anything."""
+
+    def bind_thread(self) -> None:
+        raise RuntimeError("device cuda:7 is not present (simulated)")
+
+    def launch(self, network, card, pixels):
+        raise RuntimeError("device cuda:7 is not present (simulated)")
+
+
+def test_a_device_that_cannot_be_bound_fails_the_jobs_instead_of_hanging(make_harness, caplog) -> None:
+    h = make_harness(batch_size={"cpu": 4}, max_wait=0.01, device_runner_factory=_UnboundDevice)
+    job = h.wait(h.submit("small.fits"), timeout=30)
+    assert job.phase == Phase.ERROR and "not present" in str(job.error)
+    assert any("could not bind the device" in r.getMessage() for r in caplog.records)
+
+
 def test_new_weights_are_picked_up_and_running_jobs_keep_theirs(make_harness) -> None:
     h = make_harness(batch_size={"cpu": 8}, max_wait=0.01)
     big = h.submit("big.fits")

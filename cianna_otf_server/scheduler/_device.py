@@ -96,7 +96,9 @@ class DeviceRunner:
         """Make this runner's GPU the calling thread's current device (streams, graphs and
         allocations default to it), once, at the start of its worker thread."""
         if self.is_cuda:
-            torch.cuda.set_device(self.torch_device)
+            # "cuda" with no index means the current GPU; set_device wants an index
+            index = self.torch_device.index
+            torch.cuda.set_device(torch.cuda.current_device() if index is None else index)
 
     @staticmethod
     def optimise(network: Any, device: str) -> Any:

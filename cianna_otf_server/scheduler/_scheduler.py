@@ -323,7 +323,11 @@ class BatchingScheduler:
         clock = self.metrics.device_time(device.device)
         bind = getattr(device, "bind_thread", None)
         if bind is not None:
-            bind()
+            try:
+                bind()
+            except Exception:  # noqa: BLE001 - serve anyway: each batch then fails its jobs with
+                # the device's error, instead of a dead worker leaving them EXECUTING for ever
+                log.exception("device worker %s: could not bind the device", device.device)
         while True:
             with clock("waiting for patches"):
                 picked = self._next_batch(device, block=pending is None)
