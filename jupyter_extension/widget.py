@@ -35,6 +35,8 @@ names it does not know)::
 
     {"event_name": "cianna_otf_select", "shape": "rect" | "circle" | "polygon" | "click"}
         Start Aladin Lite's selection tool for that shape (``click``: stop drawing, clicks identify).
+    {"event_name": "cianna_otf_goto", "ra": ra, "dec": dec}
+        Centre the view on a position (a source chosen in the list).
 
 Everything else the widget shows on the view goes through ipyaladin's public calls
 (``add_fits`` for the image, ``add_table`` for the detected sources).
@@ -69,6 +71,7 @@ __all__ = ["DEFAULT_CLICK_RADIUS_ARCSEC", "DetectionAladin", "DetectionWidget", 
 
 PROTOCOL_VERSION = 1
 SELECT_EVENT = "cianna_otf_select"
+GOTO_EVENT = "cianna_otf_goto"
 #: Radius of the click-to-identify circle where neither the model card nor the image say better.
 DEFAULT_CLICK_RADIUS_ARCSEC = 20.0
 #: Rows shown in the result list (the full table is always in ``widget.table``).
@@ -573,7 +576,13 @@ class DetectionWidget(widgets.VBox):
         try:
             from astropy.coordinates import SkyCoord
 
-            self.view.target = SkyCoord(float(self.table["ra"][index]), float(self.table["dec"][index]), unit="deg")
+            ra, dec = float(self.table["ra"][index]), float(self.table["dec"][index])
+            if self._frontend_protocol is not None:
+                # ipyaladin's target trait can miss a change (its echo guard stays set after a
+                # view event that moved nothing); our front end moves the view itself
+                self.view._send_or_queue({"event_name": GOTO_EVENT, "ra": ra, "dec": dec})
+            else:
+                self.view.target = SkyCoord(ra, dec, unit="deg")
         except Exception as exc:
             self._fail(exc, "centring on the source")
 

@@ -248,6 +248,13 @@ def test_a_new_result_replaces_the_previous_overlay(make_widget):
     assert [q["options"]["name"] for q in _queued(widget, "add_table")] == [f"CIANNA {first.job_id}", f"CIANNA {second.job_id}"]
     assert {"event_name": "remove_overlay", "overlay_names": [f"CIANNA {first.job_id}"]} in _queued(widget, "remove_overlay")
 
+    # with the front end present, choosing a row asks it to centre the view on that source
+    _deliver(widget, {"event": "hello", "protocol": 1})
+    widget.sources.value = len(widget.table) - 1
+    assert _queued(widget, "cianna_otf_goto") == [{"event_name": "cianna_otf_goto",
+                                                   "ra": float(widget.table["ra"][-1]),
+                                                   "dec": float(widget.table["dec"][-1])}]
+
 
 def test_errors_land_in_the_status_line(make_widget, standalone, sky_fits, tmp_path):
     bad = make_widget(client=Client(standalone.url, token="wrong"))

@@ -83,6 +83,51 @@ def _wait_for_kernel_idle(page, timeout: float) -> None:
     raise TimeoutError(f"the notebook did not finish in {timeout} s; prompts: {prompts}")
 
 
+def _run_quickstart(page, lab) -> tuple:
+    """Open the quickstart in JupyterLab, Run All Cells as a user would, wait for the view's image.
+
+    Returns the widget's output element and the Aladin view.
+    """
+    page.goto(lab.lab_url(QUICKSTART.name))
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+    page.wait_for_selector("text=/Python 3 \\(ipykernel\\) \\| Idle/", timeout=60_000)
+    page.locator("#jp-MainMenu").get_by_text("Run", exact=True).click()
+    page.locator(".lm-Menu-item:has-text('Run All Cells')").first.click()
+    page.wait_for_selector("[data-cianna-otf-protocol='1']", state="attached", timeout=120_000)
+    _wait_for_kernel_idle(page, timeout=180)
+    widget = page.locator(".jp-OutputArea-output:has([data-cianna-otf-protocol])")
+    widget.scroll_into_view_if_needed()
+    view = page.locator(".aladin-widget").first
+    _wait_for_image(view, timeout=60)
+    return widget, view
+
+
+def _armed(page, shape: str) -> None:
+    """Wait until the view's drawing tool is `shape` (the kernel's answer to a menu or Draw)."""
+    page.wait_for_selector(f"[data-cianna-otf-armed='{shape}']", state="attached", timeout=15_000)
+
+
+def _drag(page, box: dict, start: tuple[float, float], end: tuple[float, float]) -> None:
+    """A real mouse drag between two points given as fractions of the view's box."""
+    page.mouse.move(box["x"] + start[0] * box["width"], box["y"] + start[1] * box["height"])
+    page.mouse.down()
+    page.mouse.move(box["x"] + end[0] * box["width"], box["y"] + end[1] * box["height"], steps=15)
+    page.mouse.up()
+
+
+def _wait_for_result(widget, previous_job: str | None, timeout: float = 120) -> re.Match:
+    """The status line of a finished detection other than `previous_job`'s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = widget.inner_text()
+        done = STATUS_DONE.search(text)
+        if done and done.group(2) != previous_job:
+            return done
+        assert "Error" not in text, text[-500:]
+        time.sleep(0.3)
+    raise TimeoutError(f"the detection did not finish: {widget.inner_text()[-500:]}")
+
+
 def _needs(present: bool, what: str) -> None:
     """Skip without `what`, except where CI requires the browser test (CIANNA_OTF_REQUIRE_BROWSER)."""
     if not present:
@@ -109,36 +154,22 @@ def test_quickstart_in_jupyterlab_draw_a_region_and_detect(tmp_path):
         page.on("requestfinished", lambda r: requests_seen.append((r.url, "ok")))
         page.on("requestfailed", lambda r: requests_seen.append((r.url, "failed")))
         page.on("pageerror", lambda error: console_errors.append(str(error)))
-        page.goto(lab.lab_url(QUICKSTART.name))
-        page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
-        page.wait_for_selector("text=/Python 3 \\(ipykernel\\) \\| Idle/", timeout=60_000)
-
-        # Run > Run All Cells, as a user would
-        page.locator("#jp-MainMenu").get_by_text("Run", exact=True).click()
-        page.locator(".lm-Menu-item:has-text('Run All Cells')").first.click()
-        page.wait_for_selector("[data-cianna-otf-protocol='1']", state="attached", timeout=120_000)
-        _wait_for_kernel_idle(page, timeout=180)
-
-        widget = page.locator(".jp-OutputArea-output:has([data-cianna-otf-protocol])")
-        widget.scroll_into_view_if_needed()
-        view = page.locator(".aladin-widget").first
+        widget, view = _run_quickstart(page, lab)
         text = widget.inner_text()
         assert "COMPLETED" in text and re.search(r"^\d+ sources$", text, re.M), \
             f"the notebook's own detection did not complete: {text[:1500]}"
         before = STATUS_DONE.search(text)  # the status line may say "Saved ..." by now
 
-        # the FITS image is on screen: the middle of the view is an image, not a flat background
+        # the FITS image is on screen (_run_quickstart waited for the middle of the view to be an
+        # image, not a flat background)
         box = view.bounding_box()
-        _wait_for_image(view, timeout=60)
         view.screenshot(path=str(ARTIFACTS / "quickstart-view-image.png"))
 
         # a real mouse drag after pressing Draw: a rectangle over the middle of the view
         page.get_by_role("button", name="Draw").click()
+        _armed(page, "rect")
         x0, y0, x1, y1 = 0.3, 0.25, 0.7, 0.75
-        page.mouse.move(box["x"] + x0 * box["width"], box["y"] + y0 * box["height"])
-        page.mouse.down()
-        page.mouse.move(box["x"] + x1 * box["width"], box["y"] + y1 * box["height"], steps=15)
-        page.mouse.up()
+        _drag(page, box, (x0, y0), (x1, y1))
         label = page.locator("text=/^Region: POLYGON/")
         label.wait_for(timeout=15_000)
         corners = np.array([float(v) for v in label.inner_text().split()[2:]]).reshape(4, 2)
@@ -147,15 +178,7 @@ def test_quickstart_in_jupyterlab_draw_a_region_and_detect(tmp_path):
         assert np.all(np.abs(corners[:, 1] + 30) < 0.2), "the region lies on the image (Dec -30)"
 
         page.get_by_role("button", name="Detect").click()
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            after = STATUS_DONE.search(widget.inner_text())
-            if after and (before is None or after.group(2) != before.group(2)):
-                break
-            assert "Error" not in widget.inner_text(), widget.inner_text()[-500:]
-            time.sleep(0.3)
-        else:
-            raise TimeoutError(f"the detection did not finish: {widget.inner_text()[-500:]}")
+        after = _wait_for_result(widget, before.group(2) if before else None)
         n_sources = int(after.group(1))
         assert n_sources > 0
 
@@ -205,3 +228,64 @@ def test_quickstart_in_jupyterlab_draw_a_region_and_detect(tmp_path):
         "region_corners_deg": corners.round(6).tolist(),
         "external_requests": sorted(set(external)), "page_errors": console_errors,
     }, indent=2))
+
+
+@pytest.mark.slow
+def test_circle_drawing_row_centring_and_click_to_identify_in_the_browser(tmp_path):
+    """The other ways in: a circle dragged from its centre, a table row centring the view on its
+    source, and "Click a source" identifying what lies under a click."""
+    _needs(chromium_path() is not None, "Chromium (Debian package chromium)")
+    _needs(ALADIN_LITE_FILE.is_file(), "Aladin Lite (python -m cianna_otf_jupyter.fetch_aladin)")
+    import numpy as np
+
+    root = tmp_path / "notebooks"
+    root.mkdir()
+    shutil.copy(QUICKSTART, root / QUICKSTART.name)
+    with jupyter_lab(root, tmp_path / "jupyter") as lab, chromium_page(chromium_path(), tmp_path / "profile") as page:
+        widget, view = _run_quickstart(page, lab)
+        box = view.bounding_box()
+        previous = STATUS_DONE.search(widget.inner_text())
+        region_menu = widget.locator(".widget-dropdown:has-text('Region') select")
+
+        # a rectangle first, to learn the view's scale (degrees of Dec per screen pixel) ...
+        page.get_by_role("button", name="Draw").click()
+        _armed(page, "rect")
+        _drag(page, box, (0.4, 0.3), (0.6, 0.7))
+        page.locator("text=/^Region: POLYGON/").wait_for(timeout=15_000)
+        corners = np.array([float(v) for v in widget.locator("text=/^Region: POLYGON/").inner_text().split()[2:]])
+        dec_per_px = np.ptp(corners.reshape(4, 2)[:, 1]) / (0.4 * box["height"])
+
+        # ... then a circle, dragged from its centre: its radius is the drag's length on the sky
+        # (started off the sources: a press on a drawn source opens Aladin Lite's source table)
+        region_menu.select_option(label="Circle")
+        _armed(page, "circle")
+        _drag(page, box, (0.55, 0.6), (0.55 + 150 / box["width"], 0.6))
+        label = widget.locator("text=/^Region: CIRCLE/")
+        label.wait_for(timeout=15_000)
+        ra, dec, radius = (float(v) for v in label.inner_text().split()[2:])
+        assert radius == pytest.approx(150 * dec_per_px, rel=0.05), "radius = 150 screen pixels"
+        assert abs(dec + 30) < 0.2
+        page.get_by_role("button", name="Detect").click()
+        circle_result = _wait_for_result(widget, previous.group(2) if previous else None)
+        assert int(circle_result.group(1)) >= 1, "sources in the circle"
+
+        # choosing a row centres the view on that source
+        listing = widget.locator(".widget-select select")
+        first_row = listing.evaluate("select => select.options[0].text")
+        ra_row, dec_row = (float(v) for v in first_row.split()[1:3])
+        listing.select_option(index=0)
+        time.sleep(1.0)  # the kernel moves the view; the click below checks where it went
+
+        # "Click a source" and a click at the view's centre, where that source now is
+        region_menu.select_option(label="Click a source")
+        page.wait_for_selector("[data-cianna-otf-armed]", state="detached", timeout=15_000)
+        box = view.bounding_box()  # the page may have scrolled since
+        page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        clicked = _wait_for_result(widget, circle_result.group(2))
+        label = widget.locator("text=/^Region: CIRCLE/")
+        ra_click, dec_click, radius_click = (float(v) for v in label.inner_text().split()[2:])
+        separation = np.hypot(((ra_click - ra_row + 180) % 360 - 180) * np.cos(np.radians(dec_row)),
+                              dec_click - dec_row) * 3600
+        assert separation < 3 * dec_per_px * 3600 + 1, f"the click landed {separation:.1f} arcsec from the source"
+        assert int(clicked.group(1)) >= 1, "the clicked source is found"
+        view.screenshot(path=str(ARTIFACTS / "click-to-identify.png"))

@@ -4,12 +4,16 @@
 // export to `__ciannaOtfIpyaladin`; the loader in front of it keeps every Aladin Lite instance it
 // creates on its div (`__ciannaOtfViewKey`). The messages are protocol 1 of widget.py:
 //   front end -> kernel: {event: "hello"}, {event: "region", shape, ...}
-//   kernel -> front end: {event_name: "cianna_otf_select", shape: "rect"|"circle"|"polygon"|"click"}
+//   kernel -> front end: {event_name: "cianna_otf_select", shape: "rect"|"circle"|"polygon"|"click"},
+//                        {event_name: "cianna_otf_goto", ra, dec}
 // ipyaladin's own message handler throws on event names it does not know, so it is given a view
 // of the model that never shows it ours; everything else of ipyaladin runs untouched.
 
 const __ciannaOtfProtocol = 1;
 const __ciannaOtfSelectEvent = "cianna_otf_select";
+const __ciannaOtfGotoEvent = "cianna_otf_goto";
+/** Our kernel -> front end events: ipyaladin's handler must never see them. */
+const __ciannaOtfEvents = new Set([__ciannaOtfSelectEvent, __ciannaOtfGotoEvent]);
 /** Our shape names -> Aladin Lite's selection modes. "click" arms nothing (clicks identify). */
 const __ciannaOtfSelectModes = { rect: "rect", circle: "circle", polygon: "poly" };
 /** A drag shorter than this (view pixels) is a slip of the mouse, not a region. */
@@ -20,7 +24,7 @@ function __ciannaOtfWithoutOurMessages(model) {
   const on = (name, callback, context) => {
     if (name !== "msg:custom") return model.on(name, callback, context);
     const filtered = function (message, buffers) {
-      if (message && message.event_name === __ciannaOtfSelectEvent) return;
+      if (message && __ciannaOtfEvents.has(message.event_name)) return;
       return callback.call(this, message, buffers);
     };
     return model.on(name, filtered, context);
@@ -97,17 +101,28 @@ function __ciannaOtfDetectionView(base) {
         console.warn("cianna-otf: no Aladin Lite view found; region drawing is off");
         return cleanup;
       }
+      // the armed tool is also shown on the element (data-cianna-otf-armed), for styling and tests
       const arm = (shape) => {
         const mode = __ciannaOtfSelectModes[shape];
-        if (mode === undefined) return; // "click": ipyaladin's click events identify sources
+        if (mode === undefined) {
+          delete el.dataset.ciannaOtfArmed; // "click": ipyaladin's click events identify sources
+          return;
+        }
         aladin.select(mode, (selection) => {
           const message = __ciannaOtfRegionMessage(aladin, selection);
-          if (message === null) arm(shape); // a slip: keep the tool armed
-          else model.send(message);
+          if (message === null) {
+            arm(shape); // a slip: keep the tool armed
+          } else {
+            delete el.dataset.ciannaOtfArmed;
+            model.send(message);
+          }
         });
+        el.dataset.ciannaOtfArmed = shape;
       };
       const onMessage = (message) => {
-        if (message && message.event_name === __ciannaOtfSelectEvent) arm(message.shape);
+        if (!message) return;
+        if (message.event_name === __ciannaOtfSelectEvent) arm(message.shape);
+        if (message.event_name === __ciannaOtfGotoEvent) aladin.gotoRaDec(message.ra, message.dec);
       };
       model.on("msg:custom", onMessage);
       el.dataset.ciannaOtfProtocol = String(__ciannaOtfProtocol);
