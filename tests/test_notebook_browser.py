@@ -232,8 +232,9 @@ def test_quickstart_in_jupyterlab_draw_a_region_and_detect(tmp_path):
 
 @pytest.mark.slow
 def test_circle_drawing_row_centring_and_click_to_identify_in_the_browser(tmp_path):
-    """The other ways in: a circle dragged from its centre, a table row centring the view on its
-    source, and "Click a source" identifying what lies under a click."""
+    """The other ways in: a circle dragged from its centre, a polygon clicked vertex by vertex, a
+    table row centring the view on its source, and "Click a source" identifying what lies under
+    a click."""
     _needs(chromium_path() is not None, "Chromium (Debian package chromium)")
     _needs(ALADIN_LITE_FILE.is_file(), "Aladin Lite (python -m cianna_otf_jupyter.fetch_aladin)")
     import numpy as np
@@ -265,6 +266,25 @@ def test_circle_drawing_row_centring_and_click_to_identify_in_the_browser(tmp_pa
         ra, dec, radius = (float(v) for v in label.inner_text().split()[2:])
         assert radius == pytest.approx(150 * dec_per_px, rel=0.05), "radius = 150 screen pixels"
         assert abs(dec + 30) < 0.2
+        # a polygon: click its vertices, then the first one again (Aladin Lite's "finish" button)
+        region_menu.select_option(label="Polygon")
+        _armed(page, "polygon")
+        vertices = [(0.3, 0.3), (0.45, 0.25), (0.5, 0.45), (0.35, 0.5)]
+        for x, y in vertices:
+            page.mouse.click(box["x"] + x * box["width"], box["y"] + y * box["height"])
+            time.sleep(0.2)
+        page.mouse.click(box["x"] + vertices[0][0] * box["width"], box["y"] + vertices[0][1] * box["height"])
+        polygon = widget.locator("text=/^Region: POLYGON/")
+        polygon.wait_for(timeout=15_000)
+        points = np.array([float(v) for v in polygon.inner_text().split()[2:]]).reshape(-1, 2)
+        assert len(points) == len(vertices), points
+        assert np.ptp(points[:, 1]) == pytest.approx(0.25 * box["height"] * dec_per_px, rel=0.05)
+
+        # back to the circle for the detection
+        region_menu.select_option(label="Circle")
+        _armed(page, "circle")
+        _drag(page, box, (0.55, 0.6), (0.55 + 150 / box["width"], 0.6))
+        widget.locator("text=/^Region: CIRCLE/").wait_for(timeout=15_000)
         page.get_by_role("button", name="Detect").click()
         circle_result = _wait_for_result(widget, previous.group(2) if previous else None)
         assert int(circle_result.group(1)) >= 1, "sources in the circle"
