@@ -9,7 +9,9 @@ ipyaladin 0.8.1 has two habits that the notebook front end cannot live with:
 
 ``OfflineAladin`` fixes both without forking ipyaladin: its module is ipyaladin's own, with the
 one import rewritten to load the copy served by our server extension (see ``static_files.py``),
-and each instance gets its own listener dict and call store.
+and each instance gets its own listener dict and call store. Its background sky is an empty
+HiPS served by the extension (``BLANK_SKY``) rather than DSS from CDS, and Aladin Lite's
+start-up report is off, so an offline view asks nothing of the network.
 """
 
 from __future__ import annotations
@@ -23,13 +25,18 @@ from typing import Any
 import ipyaladin
 from ipyaladin.utils.call_store import CallStore
 
-from .static_files import ALADIN_LITE_ROUTE, CDN_IMPORT, ipyaladin_esm_path
+from .static_files import ALADIN_LITE_ROUTE, BLANK_SKY_ROUTE, CDN_IMPORT, ipyaladin_esm_path
 
 SERVICE_PATH = "cianna-otf/"
 """The service root below the Jupyter base URL (as in ``extension.py``)."""
 
 LOCAL_ALADIN_LITE_PATH = SERVICE_PATH + ALADIN_LITE_ROUTE
 """Aladin Lite's path below the page's Jupyter base URL."""
+
+BLANK_SKY = "cianna-otf:blank-sky"
+"""The ``survey`` of an offline view: an empty all-sky HiPS served by the extension
+(``static/blank-sky``), so that Aladin Lite fetches no background from CDS. Pass
+``survey="P/DSS2/color"`` (or any HiPS) for a real background where the network allows."""
 
 _LOADER = """\
 // CIANNA On-The-Fly: load Aladin Lite from this Jupyter server, the CDN only as a fallback.
@@ -39,7 +46,9 @@ _LOADER = """\
 const __ciannaOtfLocalPath = %(local)s;
 const __ciannaOtfVersion = %(version)s;
 const __ciannaOtfCdnUrl = %(cdn)s;
-function __ciannaOtfLocalUrl() {
+const __ciannaOtfBlankSky = %(blank_marker)s;
+const __ciannaOtfBlankSkyPath = %(blank_path)s;
+function __ciannaOtfLocalUrl(path = __ciannaOtfLocalPath, query = "?v=" + encodeURIComponent(__ciannaOtfVersion)) {
   let base = null;
   try {
     const config = globalThis.document?.getElementById("jupyter-config-data");
@@ -48,7 +57,7 @@ function __ciannaOtfLocalUrl() {
     if (typeof base !== "string" || base === "") return null;
     if (!base.endsWith("/")) base += "/";
     const page = new URL(base, globalThis.location.href);
-    return new URL(__ciannaOtfLocalPath + "?v=" + encodeURIComponent(__ciannaOtfVersion), page).href;
+    return new URL(path + query, page).href;
   } catch (error) {
     return null;
   }
@@ -56,10 +65,19 @@ function __ciannaOtfLocalUrl() {
 // Each Aladin Lite view made through the library is kept on its div, so that code added after
 // ipyaladin's module (the detection widget's region drawing) can reach the view it renders.
 const __ciannaOtfViewKey = "__ciannaOtfAladin";
+// The blank sky (an empty HiPS served by the extension) stands for the background survey, so a
+// view asks nothing of the network; where the page is not a Jupyter page, Aladin's default.
+function __ciannaOtfSurvey(survey) {
+  if (survey !== __ciannaOtfBlankSky) return survey;
+  return __ciannaOtfLocalUrl(__ciannaOtfBlankSkyPath, "") ?? "P/DSS2/color";
+}
 function __ciannaOtfTrackViews(library) {
   const create = library.aladin;
   const aladin = function (div, options) {
+    if (options && options.survey !== undefined) options = { ...options, survey: __ciannaOtfSurvey(options.survey) };
     const view = create(div, options);
+    const setImageSurvey = view.setImageSurvey.bind(view);
+    view.setImageSurvey = (survey, ...rest) => setImageSurvey(__ciannaOtfSurvey(survey), ...rest);
     if (div !== null && typeof div === "object") div[__ciannaOtfViewKey] = view;
     return view;
   };
@@ -99,6 +117,8 @@ def offline_esm(source: str, local_path: str = LOCAL_ALADIN_LITE_PATH) -> str:
         "local": json.dumps(local_path),
         "version": json.dumps(match["version"]),
         "cdn": json.dumps(match["url"]),
+        "blank_marker": json.dumps(BLANK_SKY),
+        "blank_path": json.dumps(SERVICE_PATH + BLANK_SKY_ROUTE),
     }
     # a multi-line string: anywidget would take a one-line string ending in ".js" for a file name
     body = source[: match.start()] + f"var {match['name']} = __ciannaOtfTrackViews(await __ciannaOtfImportAladin());" + source[match.end():]
@@ -168,6 +188,7 @@ class OfflineAladin(ipyaladin.Aladin):
         # Aladin Lite reports every start-up (with the page URL) to a CDS logging service
         # unless told not to; an offline-first view does not phone home
         init_options.setdefault("log", False)
+        init_options.setdefault("survey", BLANK_SKY)
         super().__init__(**init_options)
 
     def set_listener(self, listener_type: str, callback: Callable[[Any], Any]) -> None:

@@ -33,6 +33,9 @@ STATIC_ROUTE = "static/"
 ALADIN_LITE_ROUTE = STATIC_ROUTE + "aladin-lite/aladin.js"
 """Aladin Lite's path relative to the service root; the browser prefixes the page's base URL."""
 
+BLANK_SKY_ROUTE = STATIC_ROUTE + "blank-sky"
+"""An empty all-sky HiPS (12 black order-0 tiles), the offline view's background survey."""
+
 DEFAULT_ALADIN_LITE_VERSION = "3.9.2-beta"
 """What ipyaladin 0.8.1 imports; used only when ipyaladin is not installed to ask."""
 

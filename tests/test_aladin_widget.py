@@ -22,12 +22,13 @@ pytest.importorskip("anywidget", reason="anywidget not installed")
 
 import ipyaladin  # noqa: E402
 
-from cianna_otf_jupyter.aladin import LOCAL_ALADIN_LITE_PATH, OfflineAladin, offline_esm  # noqa: E402
+from cianna_otf_jupyter.aladin import BLANK_SKY, LOCAL_ALADIN_LITE_PATH, OfflineAladin, offline_esm  # noqa: E402
 from cianna_otf_jupyter.extension import SERVICE_PATH  # noqa: E402
 from cianna_otf_jupyter.static_files import (  # noqa: E402
     ALADIN_LITE_FILE,
     ALADIN_LITE_STAMP,
     CDN_IMPORT,
+    STATIC_DIR,
     ipyaladin_esm_path,
     pinned_aladin_lite_version,
 )
@@ -120,6 +121,17 @@ def test_loader_runs_local_first(tmp_path, local_present, page_config, expected)
 # --- per-view state --------------------------------------------------------------------------
 
 
+def test_offline_view_defaults_to_the_blank_sky_and_no_start_up_report():
+    view = OfflineAladin()
+    assert view._init_options["survey"] == BLANK_SKY and view.survey == BLANK_SKY
+    assert view._init_options["log"] is False
+    assert OfflineAladin(survey="P/DSS2/color")._init_options["survey"] == "P/DSS2/color", "still a choice"
+    # the loader turns the marker into the extension's HiPS, which holds a whole (black) sky
+    assert json.dumps(BLANK_SKY) in OfflineAladin._esm and "setImageSurvey" in OfflineAladin._esm
+    tiles = sorted((STATIC_DIR / "blank-sky" / "Norder0" / "Dir0").glob("Npix*.png"))
+    assert len(tiles) == 12 and (STATIC_DIR / "blank-sky" / "Moc.fits").is_file()
+
+
 def test_listeners_belong_to_one_view():
     first, second = OfflineAladin(), OfflineAladin()
     heard: list[tuple[str, dict]] = []
@@ -198,6 +210,10 @@ async def test_static_route_serves_the_library_without_authentication(jp_servera
         assert library.headers["Content-Type"].split(";")[0] in ("application/javascript", "text/javascript")
         assert library.content == ALADIN_LITE_FILE.read_bytes()
         assert requests.get(f"{root}cianna-otf/static/aladin-lite/missing.js").status_code == 404
+        properties = requests.get(f"{root}cianna-otf/static/blank-sky/properties")
+        assert properties.status_code == 200 and "hips_order = 0" in properties.text
+        tile = requests.get(f"{root}cianna-otf/static/blank-sky/Norder0/Dir0/Npix11.png")
+        assert tile.status_code == 200 and tile.content.startswith(b"\x89PNG")
         assert requests.get(f"{root}cianna-otf/static/../../etc/passwd").status_code in (403, 404)
         assert requests.get(f"{root}cianna-otf/static/%2E%2E/%2E%2E/etc/passwd").status_code in (403, 404)
         service = requests.get(f"{root}cianna-otf/models")
