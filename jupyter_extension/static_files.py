@@ -20,7 +20,8 @@ from typing import Any
 from jupyter_server.base.handlers import FileFindHandler
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-"""The folder served under ``{service}/static/`` (its files are fetched, not committed)."""
+"""The folder served under ``{service}/static/``: Aladin Lite (fetched at install, not committed)
+and the blank-sky HiPS (committed)."""
 
 ALADIN_LITE_DIR = STATIC_DIR / "aladin-lite"
 ALADIN_LITE_FILE = ALADIN_LITE_DIR / "aladin.js"
