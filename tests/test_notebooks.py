@@ -44,8 +44,8 @@ CELL_TIMEOUT = 120  # seconds for one cell; the notebooks take a few seconds in 
 BEAM_ARCSEC = 1.5  # the simulated skies' restoring beam
 
 QUICKSTART_FAST = {"IMAGE_SIZE": 768, "SEED": 1, "MODEL": "classic"}
-PYVO_FAST = {"IMAGE_SIZE": 256, "SEED": 2, "MODEL": "classic"}
-SURVEY_FAST = {"MOSAIC_SIZE": 1024, "GRID": 2, "OVERLAP": 64, "SEED": 3, "MODEL": "classic"}
+PYVO_FAST = {"IMAGE_SIZE": 256, "SEED": 2, "MODEL": "yolo-demo"}
+SURVEY_FAST = {"MOSAIC_SIZE": 1024, "GRID": 2, "OVERLAP": 64, "SEED": 3, "MODEL": "yolo-demo"}
 
 
 # -- running notebooks -----------------------------------------------------------------------
@@ -352,9 +352,10 @@ def test_survey_notebook_merges_the_fields_without_duplicates(standalone, tmp_pa
     # x, y are pixels of the whole image: the detections lie where the truth says
     truth = read_votable(Path(result["truth"]))
     report = quality_report(merged, truth, radius_pix=2.0)
-    assert report["above"]["recall"] > 0.9 and report["overall"]["precision"] > 0.95, report["overall"]
+    # (the default network, yolo-demo: its aim is precision >= 0.9 with the faint sources it adds)
+    assert report["above"]["recall"] > 0.9 and report["overall"]["precision"] > 0.9, report["overall"]
     # removing the duplicates is what makes the stacked catalogue clean
-    assert result["precision"] > 0.95 and result["precision"] > result["precision_stacked"] + 0.03
+    assert result["precision"] > 0.9 and result["precision"] > result["precision_stacked"] + 0.03
     assert result["recall_above"] > 0.9
 
 
