@@ -221,3 +221,20 @@ def test_the_shipped_demo_model_detects_simulated_sources():
     assert report["median_position_error_arcsec"] < 0.3  # a fifth of the beam
     assert report["median_abs_relative_flux_error_above"] < 0.2
     assert np.all(np.asarray(table["bmaj"]) >= 0) and np.all(np.abs(np.asarray(table["pa"])) <= 90)
+
+
+@pytest.mark.parametrize(("arguments", "message"), [
+    (["--resume", "no-such-checkpoint.pt"], "no checkpoint at"),
+    (["--batch-size", "0"], "--batch-size must be positive"),
+    (["--minutes", "-1"], "--minutes must be positive"),
+    (["--device", "gpu9"], "--device 'gpu9'"),
+    (["--export-only"], "--export-only needs --resume"),
+])
+def test_training_command_refuses_bad_arguments_at_once(tmp_path, capsys, arguments, message):
+    from cianna_otf_server.training.__main__ import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--out", str(tmp_path / "run"), *arguments])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists(), "nothing written before refusing"

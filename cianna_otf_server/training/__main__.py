@@ -16,6 +16,8 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import torch
+
 from ._config import TrainConfig
 
 
@@ -43,8 +45,30 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse at once what would otherwise fail minutes later, or silently mean something else."""
+    for name in ("minutes", "schedule_minutes", "batch_size", "lr", "max_steps", "validate_every", "workers"):
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            parser.error(f"--{name.replace('_', '-')} must be positive, not {value}")
+    if args.tuning_images < 0:
+        parser.error(f"--tuning-images must be 0 or more, not {args.tuning_images}")
+    if args.resume is not None and not args.resume.is_file():
+        parser.error(f"--resume: no checkpoint at {args.resume}")
+    if args.export_only and args.resume is None:
+        parser.error("--export-only needs --resume CHECKPOINT")
+    try:
+        device = torch.device(args.device)
+    except RuntimeError as exc:
+        parser.error(f"--device {args.device!r}: {exc}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: this PyTorch sees no CUDA GPU")
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    _check(parser, args)
     from ._train import RunOptions, finish, load_checkpoint, train
     from ._model import build_network, demo_spec
 
@@ -57,8 +81,6 @@ def main(argv: list[str] | None = None) -> int:
         command=command,
     )
     if args.export_only:
-        if args.resume is None:
-            raise SystemExit("--export-only needs --resume CHECKPOINT")
         state = load_checkpoint(args.resume)
         config = TrainConfig.from_dict(state["config"])
         average = build_network(demo_spec(config.architecture, config.patch_size, seed=config.seed), args.device)
@@ -69,9 +91,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     config = TrainConfig(seed=args.seed)
     changes = {}
-    if args.batch_size:
+    if args.batch_size is not None:
         changes["batch_size"] = args.batch_size
-    if args.lr:
+    if args.lr is not None:
         changes["lr"] = args.lr
     changes["schedule_minutes"] = args.schedule_minutes or args.minutes
     config = replace(config, **changes)
