@@ -58,6 +58,7 @@ import ipywidgets as widgets
 
 from cianna_otf_server.client import URL_ENV, Client, Job
 
+from ._view_image import view_image
 from .aladin import FRONTEND_DIR, SERVICE_PATH, OfflineAladin, extend_esm
 
 if TYPE_CHECKING:
@@ -388,24 +389,18 @@ class DetectionWidget(widgets.VBox):
         from astropy.io import fits
 
         try:
-            if isinstance(image, fits.HDUList):
-                single = _single_image_hdu(image)
-                buffer = io.BytesIO()
-                single.writeto(buffer)
-                self.image_path, self._image_bytes = None, buffer.getvalue()
+            source = image if isinstance(image, fits.HDUList) else Path(image).expanduser()
+            shown = view_image(source)
+            if isinstance(source, Path):
+                self.image_path, self._image_bytes = source, None
             else:
-                path = Path(image).expanduser()
-                try:
-                    with fits.open(path) as hdul:
-                        single = _single_image_hdu(hdul)
-                except OSError as exc:
-                    raise ValueError(f"{path} is not a readable FITS file ({exc})") from None
-                self.image_path, self._image_bytes = path, None
-            self.pixel_scale_deg = _pixel_scale_deg(single.header)
-            self.view.add_fits(single)
-            frame = _image_frame(single.header, self.pixel_scale_deg)
-            if frame is not None:  # Aladin Lite centres a FITS image but keeps its all-sky zoom
-                self.view.target, self.view.fov = frame
+                buffer = io.BytesIO()
+                shown.hdu.writeto(buffer)
+                self.image_path, self._image_bytes = None, buffer.getvalue()
+            self.pixel_scale_deg = shown.pixel_scale_deg
+            self.view.add_fits(shown.hdu)
+            if shown.centre is not None:
+                self.view.target, self.view.fov = shown.centre, shown.fov_deg
         except Exception as exc:
             self._fail(exc, "showing the image")
             return False
@@ -633,62 +628,4 @@ class DetectionWidget(widgets.VBox):
         if self.job is None:
             raise RuntimeError("nothing to save: run a detection first")
         return self.job
-
-
-# -- FITS helpers ----------------------------------------------------------------------------
-def _single_image_hdu(hdul: HDUList) -> Any:
-    """A PrimaryHDU with the first 2-D image of `hdul` (degenerate axes dropped) and its celestial WCS."""
-    import numpy as np
-    from astropy.io import fits
-    from astropy.wcs import WCS
-
-    for hdu in hdul:
-        data = getattr(hdu, "data", None) if isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)) else None
-        if data is None or data.ndim < 2:
-            continue
-        if data.ndim > 2:
-            if any(n != 1 for n in data.shape[:-2]):
-                continue  # a real cube: not an image the detector takes
-            data = data.reshape(data.shape[-2:])
-            header = WCS(hdu.header).celestial.to_header()
-            for key in ("BUNIT", "BMAJ", "BMIN", "BPA"):
-                if key in hdu.header:
-                    header[key] = hdu.header[key]
-        else:
-            header = hdu.header.copy()
-        return fits.PrimaryHDU(np.asarray(data), header)
-    raise ValueError("no 2-D image in this FITS file")
-
-
-def _pixel_scale_deg(header: Any) -> float | None:
-    """Mean pixel size in degrees from the celestial WCS, None without one."""
-    try:
-        from astropy.wcs import WCS
-        from astropy.wcs.utils import proj_plane_pixel_scales
-
-        wcs = WCS(header).celestial
-        if not wcs.has_celestial:
-            return None
-        scales = proj_plane_pixel_scales(wcs)
-        return float(sum(abs(s) for s in scales) / len(scales))
-    except Exception:
-        return None
-
-
-def _image_frame(header: Any, pixel_scale_deg: float | None) -> tuple[Any, float] | None:
-    """Centre (an ICRS SkyCoord) and a field of view (degrees) that shows the whole image, or None.
-
-    A SkyCoord, not text: ipyaladin resolves a text target as an object name, through Sesame.
-    """
-    if not pixel_scale_deg:
-        return None
-    try:
-        from astropy.wcs import WCS
-
-        wcs = WCS(header).celestial
-        ny, nx = int(header["NAXIS2"]), int(header["NAXIS1"])
-        centre = wcs.pixel_to_world((nx - 1) / 2, (ny - 1) / 2).icrs
-        return centre, 1.15 * max(nx, ny) * pixel_scale_deg
-    except Exception:
-        return None
 

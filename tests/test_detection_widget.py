@@ -13,6 +13,7 @@ import io
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip("ipyaladin", reason="ipyaladin not installed (pip install ipyaladin==0.8.1)")
@@ -292,6 +293,30 @@ def test_hdulist_image_is_uploaded_as_one_hdu(make_widget, sky_fits):
     widget.detect()
     widget.wait(60)
     assert widget.error is None and len(widget.table) > 0, widget.status.value
+
+
+def test_the_view_gets_the_image_a_job_searches(sky_fits, tmp_path):
+    """A radio cube with one channel and one Stokes plane is shown as its 2-D image; a real cube,
+    like a job, is refused with the file's name."""
+    from cianna_otf_jupyter._view_image import view_image
+    from cianna_otf_server.errors import ImageError
+
+    with fits.open(sky_fits) as hdul:
+        data, header = hdul[0].data.copy(), hdul[0].header.copy()
+    header.update(NAXIS=4, NAXIS3=1, NAXIS4=1, CTYPE3="FREQ", CRVAL3=1.4e9, CDELT3=1e6, CRPIX3=1.0,
+                  CTYPE4="STOKES", CRVAL4=1.0, CDELT4=1.0, CRPIX4=1.0)
+    cube = tmp_path / "cube.fits"
+    fits.PrimaryHDU(data[None, None], header).writeto(cube)
+    shown = view_image(cube)
+    assert shown.hdu.data.shape == data.shape and shown.hdu.header["NAXIS"] == 2
+    assert shown.hdu.header["CTYPE1"].startswith("RA") and "CTYPE3" not in shown.hdu.header
+    assert shown.pixel_scale_deg == pytest.approx(0.6 / 3600) and shown.fov_deg == pytest.approx(1.15 * 256 * 0.6 / 3600)
+
+    header.update(NAXIS3=2)
+    real_cube = tmp_path / "real-cube.fits"
+    fits.PrimaryHDU(np.stack([data, data])[None], header).writeto(real_cube)
+    with pytest.raises(ImageError, match="real-cube.fits"):
+        view_image(real_cube)
 
 
 def test_save_buttons_write_valid_files(make_widget, tmp_path):
