@@ -7,8 +7,8 @@ import asyncio
 import os
 from pathlib import Path
 
-from ._cli_common import add_common_options, add_models_dir_option, info
-from .errors import UserInputError
+from ._cli_common import add_common_options, add_models_dir_option, info, registry_from_args
+from .errors import UnknownModelError, UserInputError
 from .models import DEFAULT_MODEL
 
 NAME = "serve"
@@ -90,10 +90,12 @@ def run(args: argparse.Namespace) -> int:
     for root in args.data_root:
         if not Path(root).is_dir():
             raise UserInputError(f"data root {root} is not a directory")
+    registry = registry_from_args(args)  # checks the --models-dir folders
     models_dirs = [Path(d).expanduser() for d in getattr(args, "models_dir", None) or []]
-    for directory in models_dirs:
-        if not directory.is_dir():
-            raise UserInputError(f"models directory {directory} does not exist")
+    try:  # a default that does not exist would fail every job that names no model
+        registry.get(args.default_model)
+    except UnknownModelError as exc:
+        raise UserInputError(f"--default-model: {exc}") from None
     token = args.token or os.environ.get(TOKEN_ENV) or None
     try:
         tokens, generated = default_tokens(token, args.tokens_file)

@@ -137,6 +137,13 @@ def test_usage_errors_exit_2(tmp_path):
         one_error_line(result)
 
 
+def test_serve_refuses_an_unknown_default_model(tmp_path):
+    result = cli("serve", "--default-model", "no-such-model", "--data-dir", str(tmp_path / "data"), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "--default-model: unknown model 'no-such-model'" in one_error_line(result)
+    assert not (tmp_path / "data").exists(), "refused before anything was created"
+
+
 def test_detect_defaults_to_the_trained_demo_network(tmp_path):
     assert cli("simulate", "sky.fits", "--size", "256", "--seed", "5", cwd=tmp_path).returncode == 0
     result = cli("detect", "sky.fits", "-o", "sources.vot", cwd=tmp_path)

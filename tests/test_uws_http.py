@@ -348,3 +348,13 @@ def test_hrefs_include_a_non_trivial_root_path(service_settings_root, standalone
     assert jobs[0].get(f"{{{XLINK}}}href") == f"/svc/uws/async/{job_id(url)}"
     response = session.delete(url, allow_redirects=False)
     assert response.headers["Location"] == "/svc/uws/async"
+
+
+def test_an_unavailable_default_model_is_reported_at_start(service_settings, caplog):
+    from dataclasses import replace
+
+    from cianna_otf_server.server import ServiceContext
+
+    ServiceContext(replace(service_settings, default_model="no-such-model")).store.close()
+    assert any("default model is not available" in r.getMessage() and "no-such-model" in r.getMessage()
+               for r in caplog.records)

@@ -14,6 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable
 
+from ..errors import UnknownModelError
 from ..jobs import DetectionParameterPolicy, DetectionRunner, LocalPoolExecutor, RunnerLimits
 from ..models import DEFAULT_MODEL, ModelRegistry
 from ..uws import JobEvents, JobFiles, JobService, JobStore, ServiceLimits
@@ -77,6 +78,10 @@ class ServiceContext:
         self.settings = settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.registry = ModelRegistry(settings.models_dirs)
+        try:  # say so at start, not in every job that names no model
+            self.registry.get(settings.default_model)
+        except UnknownModelError as exc:
+            log.warning("the default model is not available (%s): jobs must name a MODEL", exc)
         self.store = JobStore(settings.data_dir / "jobs.sqlite")
         self.files = JobFiles(settings.data_dir)
         self.events = JobEvents()
