@@ -61,9 +61,12 @@ def test_noise_with_sources_is_still_the_stated_noise(sky):
 
 def test_truth_columns_units_and_meta(sky):
     _, truth = sky
-    for name in ("id", "ra", "dec", "x", "y", "flux", "peak", "bmaj", "bmin", "pa", "snr", "extended"):
+    for name in ("id", "ra", "dec", "x", "y", "flux", "peak", "bmaj", "bmin", "pa", "snr", "extended",
+                 "local_noise", "morphology", "lobe1_x", "lobe1_y", "lobe2_x", "lobe2_y"):
         assert name in truth.colnames
         assert truth[name].meta.get("ucd")
+    assert set(truth["morphology"]) == {"point", "gaussian"}  # doubles are off by default
+    assert np.isnan(truth["lobe1_x"]).all() and np.all(truth["local_noise"] == truth.meta["noise"])
     assert str(truth["flux"].unit) == "Jy" and str(truth["ra"].unit) == "deg"
     assert 100 <= len(truth) * (2048 / SIZE) ** 2 <= 2000  # few hundred to ~1000 per 2048^2
     assert truth["extended"].any() and (~truth["extended"]).any()
