@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from cianna_otf_server.errors import ImageError
+from cianna_otf_server.errors import ImageError, UserInputError
 from cianna_otf_server.pipeline import open_image
+from cianna_otf_server.pipeline._beam import Beam
 
 
 def _header(naxis: int = 2) -> fits.Header:
@@ -33,7 +34,9 @@ def test_memmap_and_metadata(tmp_path):
     assert image.is_memory_mapped
     assert image.shape == (48, 64) and image.size == (64, 48)
     assert image.wcs is not None and image.wcs.naxis == 2
-    assert image.beam == pytest.approx((3.0 / 3600, 2.0 / 3600, 30.0))
+    beam = image.beam
+    assert (beam.bmaj, beam.bmin, beam.bpa) == pytest.approx((3.0 / 3600, 2.0 / 3600, 30.0))
+    assert beam.origin == "BMAJ/BMIN/BPA keywords" and not beam.estimated
     assert image.pixel_scale_arcsec == pytest.approx(1.0)
     assert image.beam_area_pix == pytest.approx(np.pi * 3 * 2 / (4 * np.log(2)))
     assert image.path == str(path) and image.hdu == 0
@@ -96,3 +99,147 @@ def test_missing_file_and_no_image(tmp_path):
     fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns([fits.Column("a", "E", array=[1.0])])]).writeto(path)
     with pytest.raises(ImageError, match="no HDU holds a 2-D image"):
         open_image(path)
+
+
+# --- units, beams and what the reader could not know -------------------------------------------
+
+
+def _write(tmp_path, data, header, name="image.fits", extra=()):
+    path = tmp_path / name
+    fits.HDUList([fits.PrimaryHDU(data, header=header), *extra]).writeto(path)
+    return path
+
+
+def _without_beam(header: fits.Header) -> fits.Header:
+    for key in ("BMAJ", "BMIN", "BPA"):
+        del header[key]
+    return header
+
+
+def _simulated_without_beam(bunit="JY/BEAM"):
+    from cianna_otf_server.simulate import simulate_sky
+
+    hdul, _ = simulate_sky(384, seed=3, pixel_scale=1.0, beam_bmaj=3.0, beam_bmin=3.0, noise=2e-6)
+    header = _without_beam(hdul[0].header)
+    header["BUNIT"] = bunit
+    return hdul[0].data, header
+
+
+def test_header_beam_unit_and_plane(tmp_path):
+    path = _write(tmp_path, np.zeros((1, 1, 40, 50), np.float32), _header(4))
+    image = open_image(path)
+    assert image.brightness.known and image.brightness.per == "beam" and image.unit == "JY/BEAM"
+    assert image.to_jy_per_beam == 1.0
+    assert image.beam.origin == "BMAJ/BMIN/BPA keywords"
+    assert image.flux_beam_area_pix == pytest.approx(image.beam_area_pix)
+    # measured at the image centre, 8 pixels from the reference pixel: north turns by ~0.001 deg
+    assert image.beam_pixels == pytest.approx((3.0, 2.0, 30.0), abs=1e-2)
+    assert image.plane == (0, 0) and image.warnings == []
+
+
+def test_unit_override(tmp_path):
+    path = _write(tmp_path, np.zeros((32, 32), np.float32), _header())
+    image = open_image(path, unit="mJy/beam")
+    assert image.unit == "mJy/beam" and image.brightness.to_jy == 1e-3 and image.to_jy_per_beam == 1e-3
+    per_pixel = open_image(path, unit="Jy/pixel")
+    area = np.pi * 3 * 2 / (4 * np.log(2))
+    assert per_pixel.brightness.per == "pixel"
+    assert per_pixel.to_jy_per_beam == pytest.approx(area)  # Jy/pixel times pixels per beam
+
+
+@pytest.mark.parametrize(("unit", "message"), [("K", "brightness temperature"), ("furlongs", "not a unit"),
+                                               ("Jy", "per beam")])
+def test_unusable_unit_override_is_an_error(tmp_path, unit, message):
+    path = _write(tmp_path, np.zeros((32, 32), np.float32), _header())
+    with pytest.raises(UserInputError, match=message):
+        open_image(path, unit=unit)
+
+
+def test_unknown_header_unit_gives_a_warning(tmp_path):
+    header = _header()
+    header["BUNIT"] = "K"
+    image = open_image(_write(tmp_path, np.zeros((32, 32), np.float32), header))
+    assert not image.brightness.known and image.to_jy_per_beam is None
+    assert len(image.warnings) == 1 and "brightness temperature" in image.warnings[0]
+    del header["BUNIT"]
+    missing = open_image(_write(tmp_path, np.zeros((32, 32), np.float32), header, "nobunit.fits"))
+    assert missing.unit == "" and "no BUNIT keyword" in missing.warnings[0]
+
+
+def test_beam_override_text_and_object(tmp_path):
+    path = _write(tmp_path, np.zeros((32, 32), np.float32), _header())
+    image = open_image(path, beam="6 5 30")
+    assert image.beam.origin == "BEAM parameter" and image.beam.bmaj * 3600 == pytest.approx(6.0)
+    assert image.flux_beam_area_pix == pytest.approx(np.pi * 30 / (4 * np.log(2)))
+    given = Beam(4 / 3600, 4 / 3600, 0.0, "BEAM parameter")
+    assert open_image(path, beam=given).beam is given
+    with pytest.raises(UserInputError, match="BEAM"):
+        open_image(path, beam="6 5")
+
+
+def test_no_beam_anywhere_estimates_one_and_says_so(tmp_path):
+    data, header = _simulated_without_beam()
+    image = open_image(_write(tmp_path, data, header))
+    assert image.beam is not None and image.beam.estimated
+    assert image.beam.bmaj * 3600 == pytest.approx(3.0, rel=0.15)
+    assert image.beam_area_pix == pytest.approx(np.pi * 9 / (4 * np.log(2)), rel=0.3)
+    assert image.flux_beam_area_pix is None  # never scale fluxes by a guess
+    assert image.to_jy_per_beam == 1.0  # the unit is still known
+    assert len(image.warnings) == 1
+    text = image.warnings[0]
+    assert "integrated fluxes and sizes are not given because the restoring beam is unknown" in text
+    assert "estimated from the image" in text and "detection uses" in text
+    assert image.is_memory_mapped
+
+
+def test_per_pixel_unit_with_an_estimated_beam_cannot_give_jy_per_beam(tmp_path):
+    data, header = _simulated_without_beam("JY/PIXEL")
+    image = open_image(_write(tmp_path, data, header))
+    assert image.brightness.per == "pixel" and image.beam.estimated and image.to_jy_per_beam is None
+
+
+def test_no_beam_without_estimate_or_wcs(tmp_path):
+    data, header = _simulated_without_beam()
+    skipped = open_image(_write(tmp_path, data, header), estimate=False)
+    assert skipped.beam is None and "restoring beam is unknown" in skipped.warnings[0]
+    bare = open_image(_write(tmp_path, data, fits.Header({"BUNIT": "JY/BEAM"}), "bare.fits"))
+    assert bare.wcs is None and bare.beam is None
+    assert "without a celestial WCS" in bare.warnings[0]
+
+
+def test_casa_beam_table_in_a_four_d_image(tmp_path):
+    header = _without_beam(_header(4))
+    header["CASAMBM"] = True
+    table = fits.BinTableHDU.from_columns([
+        fits.Column("BMAJ", "1E", unit="arcsec", array=[7.0, 4.0]),
+        fits.Column("BMIN", "1E", unit="arcsec", array=[6.0, 3.0]),
+        fits.Column("BPA", "1E", unit="deg", array=[0.0, 45.0]),
+        fits.Column("CHAN", "1J", array=[1, 0]),
+        fits.Column("POL", "1J", array=[0, 0]),
+    ], name="BEAMS")
+    path = _write(tmp_path, np.zeros((1, 1, 40, 50), np.float32), header, extra=[table])
+    image = open_image(path)
+    assert image.plane == (0, 0)
+    assert image.beam.origin == "CASA beam table (BEAMS)"
+    assert (image.beam.bmaj * 3600, image.beam.bmin * 3600, image.beam.bpa) == pytest.approx((4.0, 3.0, 45.0), rel=1e-6)
+    assert image.warnings == [] and image.is_memory_mapped
+
+
+def test_classic_fluxes_follow_the_unit_and_refuse_an_estimated_beam(tmp_path):
+    from cianna_otf_server.models._card import card_from_dict
+    from cianna_otf_server.pipeline import detect
+
+    card = card_from_dict({"model": {"name": "classic", "version": "1.0", "family": "classic"},
+                           "classic": {"threshold_sigma": 8.0}})
+    data, header = _simulated_without_beam()
+    header["BMAJ"], header["BMIN"], header["BPA"] = 3 / 3600, 3 / 3600, 0.0
+    in_jy = detect(open_image(_write(tmp_path, data, header, "jy.fits")), card)
+    in_mjy = detect(open_image(_write(tmp_path, data * 1000, header, "mjy.fits"), unit="mJy/beam"), card)
+    assert len(in_jy) > 5 and len(in_mjy) == len(in_jy)
+    np.testing.assert_allclose(in_mjy["flux"], in_jy["flux"], rtol=1e-4)
+    np.testing.assert_allclose(in_mjy["peak"], in_jy["peak"], rtol=1e-4)
+    unscaled = detect(open_image(_write(tmp_path, data, _without_beam(header), "nobeam.fits")), card)
+    assert len(unscaled) == len(in_jy)
+    # the estimated beam is not used for fluxes: they stay pixel sums, one beam area (in pixels) larger
+    np.testing.assert_allclose(np.asarray(unscaled["flux"]) / np.asarray(in_jy["flux"]),
+                               np.pi * 9 / (4 * np.log(2)), rtol=1e-4)
