@@ -19,6 +19,7 @@ from torch import nn
 from ..errors import ModelFileError, UserInputError
 from ._ascii import read_ascii, write_ascii
 from ._binary import read_binary, write_binary
+from ._input_size import input_size_problem, resolve_input_size, spec_at_input_size
 from ._layers import CiannaConv, CiannaDense, CiannaGroupNorm, CiannaPool, decode_yolo
 from ._spec import ConvLayer, DenseLayer, NetworkSpec, NormLayer, PoolLayer, YoloHead, compute_shapes
 
@@ -68,27 +69,48 @@ class CiannaNetwork(nn.Module):
     norm_activation : {"cuda", "cpu"}
         "cuda" (default) applies group-norm activations as CUDA CIANNA does, which is how models
         are trained; "cpu" skips them, reproducing CPU CIANNA builds.
+
+    Attributes
+    ----------
+    in_dims : (W, H, D, C)
+        The input the network runs on (see `with_input_size`).
+    stored_in_dims : (W, H, D, C)
+        The input size saved in the model file (the training size); equal to ``in_dims`` unless
+        the network runs at another size.
     """
 
-    def __init__(self, spec: NetworkSpec, input_bias: float = 0.1, norm_activation: NormActivation = "cuda") -> None:
+    def __init__(
+        self,
+        spec: NetworkSpec,
+        input_bias: float = 0.1,
+        norm_activation: NormActivation = "cuda",
+        *,
+        _share: "CiannaNetwork | None" = None,
+    ) -> None:
         super().__init__()
         if norm_activation not in ("cuda", "cpu"):
             raise ValueError("norm_activation must be 'cuda' or 'cpu'")
         self.in_dims: tuple[int, int, int, int] = tuple(int(v) for v in spec.in_dims)
+        self.stored_in_dims: tuple[int, int, int, int] = (
+            _share.stored_in_dims if _share is not None else self.in_dims
+        )
         self.input_bias = float(input_bias)
         self.norm_activation = norm_activation
         self.source = spec.source
         self.spatial_dims = 3 if self.in_dims[2] > 1 or any(
             isinstance(layer, ConvLayer) and layer.f_size[2] > 1 for layer in spec.layers
         ) else 2
+        if _share is not None and _share.spatial_dims != self.spatial_dims:
+            raise ValueError("a network cannot change between 2-D and 3-D with its input size")
         self._spec_template = spec
         self.shapes = compute_shapes(spec)
-        self.layers = nn.ModuleList(self._build(spec))
-        self.precision = "fp32"
-        self.dtype = torch.float32
-        self.memory_format = torch.contiguous_format
+        self.layers = nn.ModuleList(self._build(spec, _share))
+        self.precision = "fp32" if _share is None else _share.precision
+        self.dtype = torch.float32 if _share is None else _share.dtype
+        self.memory_format = torch.contiguous_format if _share is None else _share.memory_format
 
-    def _build(self, spec: NetworkSpec) -> list[nn.Module]:
+    def _build(self, spec: NetworkSpec, share: "CiannaNetwork | None" = None) -> list[nn.Module]:
+        """PyTorch modules for the layers; with `share`, its conv and norm modules are reused as they are."""
         modules: list[nn.Module] = []
         width, height, depth, channels = self.in_dims
         previous: object = None
@@ -96,7 +118,9 @@ class CiannaNetwork(nn.Module):
             try:
                 if isinstance(previous, DenseLayer) and not isinstance(layer, DenseLayer):
                     raise ValueError("only dense layers may follow a dense layer")
-                if isinstance(layer, ConvLayer):
+                if share is not None and isinstance(layer, (ConvLayer, NormLayer)):
+                    modules.append(share.layers[index])  # same parameters, kernels and caches
+                elif isinstance(layer, ConvLayer):
                     modules.append(CiannaConv(layer, channels, self.spatial_dims, layer.bias_value))
                 elif isinstance(layer, PoolLayer):
                     modules.append(CiannaPool(layer, self.spatial_dims, (width, height, depth)))
@@ -135,6 +159,54 @@ class CiannaNetwork(nn.Module):
         """(W, H, D) of the last layer's output map (the YOLO grid for a YOLO network)."""
         last = self.shapes[-1]
         return (last.width, last.height, last.depth)
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(W, H) of the input the network runs on."""
+        return (self.in_dims[0], self.in_dims[1])
+
+    def input_size_problem(self, size: tuple[int, ...]) -> str | None:
+        """Why the network cannot run on ``size`` = (W, H) or (W, H, D) inputs; None when it can.
+
+        See `input_size_problem` (module level): a fully convolutional network runs at any size
+        its strides tile exactly, keeping a YOLO head's grid cell; a dense layer fixes the size.
+        """
+        return input_size_problem(self, size)
+
+    def check_input_size(self, size: tuple[int, ...]) -> tuple[int, int, int]:
+        """The output grid (W, H, D) the network gives for ``size`` inputs, or `ModelFileError` why not.
+
+        ``size`` is (W, H) or (W, H, D) pixels. For a YOLO head this is the grid of cells, e.g.
+        (32, 32, 1) for the SDC1 network (16 px cells) at 512 x 512.
+        """
+        problem = self.input_size_problem(size)
+        if problem is not None:
+            raise ModelFileError(f"{self._name()}: {problem}.")
+        wanted = resolve_input_size(self.in_dims, size)
+        last = compute_shapes(spec_at_input_size(self._spec_template, wanted))[-1]
+        return (last.width, last.height, last.depth)
+
+    def with_input_size(self, size: tuple[int, ...]) -> "CiannaNetwork":
+        """This network running on ``size`` = (W, H) or (W, H, D) inputs, as CIANNA runs a network
+        initialised with another input size than the one saved in its file.
+
+        Returns ``self`` when the size is already the network's. Otherwise a new network that
+        shares this one's parameters (no copy: training one changes the other) and device,
+        precision and memory format; its ``in_dims``, shapes, output grid, global pools and YOLO
+        decoding follow the new size, and `save_network` writes the new input size. Raises
+        `ModelFileError` naming the layer when the size does not fit (see `check_input_size`).
+        """
+        self.check_input_size(size)
+        wanted = resolve_input_size(self.in_dims, size)
+        if wanted == tuple(self.in_dims[:3]):
+            return self
+        spec = spec_at_input_size(self._spec_template, wanted)
+        resized = CiannaNetwork(spec, input_bias=self.input_bias, norm_activation=self.norm_activation, _share=self)
+        resized.train(self.training)
+        return resized
+
+    def _name(self) -> str:
+        return str(self.source) if self.source else "network"
 
     def set_precision(self, precision: str) -> "CiannaNetwork":
         """Run in fp32, fp16 or bf16 (parameters are cast; norm statistics stay in fp32)."""
@@ -235,6 +307,7 @@ def load_network(
     precision: str = "fp32",
     input_bias: float = 0.1,
     norm_activation: NormActivation = "cuda",
+    input_size: tuple[int, ...] | None = None,
 ) -> CiannaNetwork:
     """Load a CIANNA model file and return a ready-to-run network in inference mode.
 
@@ -245,9 +318,21 @@ def load_network(
     precision : "fp32", "fp16" or "bf16".
     input_bias : CIANNA's ``init(bias=...)``; only used when the first layer is dense.
     norm_activation : "cuda" (default, the trained behaviour) or "cpu" (CPU CIANNA builds).
+    input_size : (W, H) or (W, H, D), optional
+        Run the network on inputs of this size instead of the one stored in the file, like
+        CIANNA's ``init(in_dim=...)`` with a file saved at another size (a fully convolutional
+        network only; see `CiannaNetwork.with_input_size`). Raises `ModelFileError` naming the
+        layer when the size does not fit. ``net.stored_in_dims`` keeps the file's size.
     """
     spec = read_model_file(path)
+    stored = tuple(int(v) for v in spec.in_dims)
+    if input_size is not None:
+        problem = input_size_problem(spec, input_size)
+        if problem is not None:
+            raise ModelFileError(f"{path}: {problem}.")
+        spec = spec_at_input_size(spec, input_size)
     net = CiannaNetwork(spec, input_bias=input_bias, norm_activation=norm_activation)
+    net.stored_in_dims = stored  # type: ignore[assignment]
     net.eval()
     net.to(torch.device(device))
     net.set_precision(precision)

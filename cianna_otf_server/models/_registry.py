@@ -369,10 +369,15 @@ def _layout_differences(card: ModelCard, spec: object) -> list[str]:
     width, height, _depth, channels = in_dims
     if card.channels != channels:
         problems.append(f"[input] channels is {card.channels}, the network takes {channels}")
+    if card.input_size is not None and tuple(card.input_size) != (width, height):
+        problems.append(f"[weights] input_size is {list(card.input_size)}, the file stores [{width}, {height}]")
     if card.tiling is not None and tuple(card.tiling.patch_size) != (width, height):
-        problems.append(
-            f"[tiling] patch_size is {list(card.tiling.patch_size)}, the network input is [{width}, {height}]"
-        )
+        # a fully convolutional network runs at other sizes, as CIANNA runs it; a dense head cannot
+        from ..cianna import input_size_problem
+
+        problem = input_size_problem(spec, tuple(card.tiling.patch_size))
+        if problem:
+            problems.append(f"[tiling] patch_size is {list(card.tiling.patch_size)}: {problem}")
     layers = list(getattr(spec, "layers", []) or [])
     head = getattr(layers[-1], "yolo", None) if layers else None
     if card.yolo is None:
