@@ -8,7 +8,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Callable, NoReturn
+from typing import Callable, Iterable, NoReturn
 
 from .errors import UserInputError
 
@@ -142,6 +142,25 @@ def add_region_options(parser: argparse.ArgumentParser) -> None:
                        help="region of interest in pixels, 'x1 x2 y1 y2' (FITS 1-based, inclusive)")
     parser.add_argument("--precision", choices=("fp32", "fp16", "bf16"),
                         help="arithmetic precision of the network (default: the card's)")
+
+
+def add_header_options(parser: argparse.ArgumentParser) -> None:
+    """``--unit`` and ``--beam``: what the image header says wrongly or not at all.
+
+    Shared by ``detect`` and ``submit`` (the job parameters UNIT and BEAM).
+    """
+    parser.add_argument("--unit", metavar="UNIT",
+                        help="brightness unit of the image, replacing its BUNIT (e.g. Jy/beam, mJy/beam, "
+                        "Jy/pixel); without a known unit fluxes are left empty")
+    parser.add_argument("--beam", metavar="'BMAJ BMIN PA'",
+                        help="restoring beam replacing the header's: FWHM axes in arcsec and position angle "
+                        "in degrees, e.g. '6 5 30'; without a beam fluxes and sizes are left empty")
+
+
+def warn_lines(warnings: Iterable[str]) -> None:
+    """Each warning of a result (an image outside a model's domain, an unknown unit...) on stderr."""
+    for warning in warnings:
+        info(f"warning: {warning}")
 
 
 def int_at_least(minimum: int) -> Callable[[str], int]:

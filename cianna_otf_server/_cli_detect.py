@@ -8,14 +8,16 @@ import time
 from pathlib import Path
 
 from ._cli_common import (
-    add_region_options,
-    int_at_least,
     add_common_options,
+    add_header_options,
     add_models_dir_option,
+    add_region_options,
     info,
+    int_at_least,
     registry_from_args,
     require_input_file,
     require_output_dir,
+    warn_lines,
     write_atomically,
 )
 from .errors import ImageError, UserInputError
@@ -47,7 +49,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "  cianna-otf detect sky.fits --model classic -o sources.vot\n"
         "  cianna-otf detect sky.fits --model yolo-sdc1-ref -o - --format csv "
         "--region 'CIRCLE 0.0 -30.0 0.1'\n"
-        "  cianna-otf detect sky.fits --model classic -o sources.reg --pixels '1 1024 1 1024'",
+        "  cianna-otf detect sky.fits --model classic -o sources.reg --pixels '1 1024 1 1024'\n"
+        "  cianna-otf detect aips.fits --unit mJy/beam --beam '45 45 0' -o sources.vot",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("image", metavar="IMAGE.fits", help="the FITS image to search")
@@ -59,6 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="catalogue format (default: from the OUT suffix .vot/.xml, .csv, "
                         ".fits, .reg; votable for stdout)")
     add_region_options(parser)
+    add_header_options(parser)
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                         help="where the network runs (default: cpu)")
     parser.add_argument("--hdu", type=int_at_least(0), metavar="N",
@@ -127,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
         str(image), card,
         region=args.region, pixels=args.pixels, precision=args.precision, device=args.device,
         threshold=args.threshold, nms=args.nms, min_size=args.min_size, hdu=args.hdu,
+        unit=args.unit, beam=args.beam,
     )
     elapsed = time.perf_counter() - start
     write_atomically(args.output, FORMAT_SUFFIX[fmt],
@@ -135,6 +140,7 @@ def run(args: argparse.Namespace) -> int:
     where = "stdout" if args.output == "-" else args.output
     info(f"{count} source{'s' if count != 1 else ''} in {elapsed:.1f} s "
          f"(model {card.name} {card.version}) -> {where} [{fmt}]")
+    warn_lines(table.meta.get("warnings", ()))
     return 0
 
 

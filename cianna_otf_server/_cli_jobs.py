@@ -155,6 +155,7 @@ def job_dict(job: Job) -> dict[str, Any]:
         "parameters": dict(job.parameters),
         "results": {result_id: job.result_url(result_id) for result_id in job.results},
         "error": job.error_message,
+        "warnings": list(job.warnings),
     }
 
 

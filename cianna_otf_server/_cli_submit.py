@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._cli_common import add_common_options, add_region_options, info
+from ._cli_common import add_common_options, add_header_options, add_region_options, info, warn_lines
 from ._cli_jobs import (
     CATALOGUE_FORMATS,
     FORMAT_SUFFIX,
@@ -74,6 +74,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="FITS file, directory of FITS files, glob pattern or http(s) URL")
     parser.add_argument("--model", "-m", metavar="NAME", help="model name (default: the service's default)")
     add_region_options(parser)
+    add_header_options(parser)
     parser.add_argument("--threshold", type=float, metavar="T", help="detection threshold (default: the card's)")
     parser.add_argument("--nms", type=float, metavar="N", help="box overlap threshold (default: the card's)")
     parser.add_argument("--min-size", type=float, metavar="S", dest="min_size",
@@ -366,6 +367,10 @@ def run(args: argparse.Namespace) -> int:
         extra["responseformat"] = fmt
     if args.hdu is not None:
         extra["hdu"] = args.hdu
+    if args.unit is not None:
+        extra["unit"] = args.unit
+    if args.beam is not None:
+        extra["beam"] = args.beam
 
     with make_client(args) as client:
         jobs: list[Job] = []
@@ -405,6 +410,8 @@ def run(args: argparse.Namespace) -> int:
                     raise WaitTimeoutError(f"gave up waiting after {args.timeout:g} s; still running: "
                                            f"{', '.join(still)}") from None
                 progress.finished(index, job)
+                if job.warnings and not args.json:
+                    warn_lines(f"job {job.job_id}: {w}" for w in job.warnings)
                 if job.phase == "COMPLETED":
                     if targets:
                         content, _ = download(job, fmt)

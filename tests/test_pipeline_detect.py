@@ -93,7 +93,7 @@ def test_pixels_region_and_min_size(sky_file, network):
 
 def test_card_network_mismatch(sky_file, network):
     with pytest.raises(ModelCardError, match="patch_size"):
-        detect(sky_file, _yolo_card(patch_size=256, shift=240), network=network)
+        detect(sky_file, _yolo_card(patch_size=136, shift=120), network=network)
 
 
 def test_user_errors(sky_file, network):

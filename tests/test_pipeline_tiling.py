@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from cianna_otf_server.models._card import NormalisationSpec, TilingSpec
-from cianna_otf_server.pipeline import PixelBox, cut_patch, iter_batches, normalise, normalised_zero, plan_tiles
+from cianna_otf_server.pipeline import PixelBox, cut_patch, iter_batches, normalise, normalised_blank, plan_tiles
 
 SPEC = NormalisationSpec("tanh", 0.4e-6, 0.4e-4, 3.0)
 
@@ -26,7 +26,7 @@ def test_normalise_functions(function):
     assert out.dtype == np.float32
     np.testing.assert_allclose(out[:5], expected, rtol=1e-6, atol=1e-7)
     assert out[5] == 0.0
-    assert normalised_zero(spec) == 0.0
+    assert normalised_blank(spec) == 0.0
 
 
 def test_normalise_matches_sdc1_recipe():

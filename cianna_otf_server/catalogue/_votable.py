@@ -24,13 +24,16 @@ _COOSYS_ID = "icrs"
 def flat_meta(meta: dict[str, Any]) -> list[tuple[str, str]]:
     """Table metadata as (name, text) pairs; ``parameters`` becomes ``param_<name>`` entries.
 
-    Lists and other structures are written as JSON so they can be read back unambiguously.
+    Each of ``warnings`` becomes its own ``warning`` entry (one INFO that clients can show as it
+    is); lists and other structures are written as JSON so they can be read back unambiguously.
     """
     pairs: list[tuple[str, str]] = []
     for key, value in meta.items():
         if key == "parameters" and isinstance(value, dict):
             for name, item in value.items():
                 pairs.append((f"param_{name}", _text(item)))
+        elif key == "warnings" and isinstance(value, (list, tuple)):
+            pairs.extend(("warning", _text(item)) for item in value)
         else:
             pairs.append((str(key), _text(value)))
     return pairs

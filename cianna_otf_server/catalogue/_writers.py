@@ -139,6 +139,9 @@ def _fits_bytes(table: Table) -> bytes:
         if column.meta.get("ucd"):
             header[f"TUCD{index}"] = column.meta["ucd"]
     for key, value in flat_meta(dict(table.meta)):
+        if key == "warning":  # several, and long: COMMENT cards keep every one whole
+            header.add_comment(f"warning: {value}")
+            continue
         keyword = _FITS_KEYS.get(key)
         if keyword is None:
             keyword = f"HIERARCH {key.upper()}"
@@ -200,6 +203,8 @@ def _ds9_text(table: Table, shape: str = "auto", color: str = "green") -> str:
                 )
         items.append(region)
     header = f"# Region file: {len(items)} sources from cianna-otf, model {_text(table.meta.get('model', ''))}\n"
+    # ';' separates commands in DS9 files, even after '#': warnings keep to commas
+    header += "".join(f"# warning: {_text(w).replace(';', ',')}\n" for w in table.meta.get("warnings", ()) or ())
     if not items:
         return header + "global color=" + color + "\nicrs\n"
     return header + Regions(items).serialize(format="ds9")
@@ -207,7 +212,10 @@ def _ds9_text(table: Table, shape: str = "auto", color: str = "green") -> str:
 
 def _float(row: Any, name: str) -> float:
     try:
-        value = float(row[name])
+        item = row[name]
+        if np.ma.is_masked(item):  # a column left empty for this image (unknown unit or beam)
+            return math.nan
+        value = float(item)
     except (KeyError, TypeError, ValueError):
         return math.nan
     return value if np.isfinite(value) else math.nan

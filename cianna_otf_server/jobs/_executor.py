@@ -66,8 +66,8 @@ class LocalPoolExecutor:
         try:
             if cancelled.is_set() or not callbacks.job_started(job.job_id):
                 return
-            results = self.runner.run(job, cancelled, lambda done, total: callbacks.job_progress(job.job_id, done, total))
-            callbacks.job_completed(job.job_id, results)
+            outcome = self.runner.run(job, cancelled, lambda done, total: callbacks.job_progress(job.job_id, done, total))
+            callbacks.job_completed(job.job_id, outcome.results, outcome.warnings)
         except JobCancelled:
             log.info("job %s stopped", job.job_id)
             stopped = getattr(callbacks, "job_stopped", None)

@@ -29,7 +29,10 @@ RESPONSE_FORMATS = {
     "text/x-ds9": "ds9",
 }
 REGION_KEYS = ("CIRCLE", "POLYGON", "POS", "PIXELS")
-KNOWN = {"MODEL", "PRECISION", "IMAGE", "HDU", "THRESHOLD", "NMS", "MIN_SIZE", "RESPONSEFORMAT", *REGION_KEYS}
+#: Overrides of what the image header says (or fails to say): its brightness unit and restoring beam.
+HEADER_OVERRIDES = ("UNIT", "BEAM")
+KNOWN = {"MODEL", "PRECISION", "IMAGE", "HDU", "THRESHOLD", "NMS", "MIN_SIZE", "RESPONSEFORMAT", *REGION_KEYS,
+         *HEADER_OVERRIDES, "BUNIT"}
 
 
 @dataclass
@@ -46,6 +49,8 @@ class DetectionRequest:
     nms: float | None = None
     min_size: float | None = None
     response_format: str = "votable"
+    unit: str | None = None  # brightness unit replacing the header's BUNIT, e.g. "mJy/beam"
+    beam: str | None = None  # restoring beam replacing the header's: "bmaj bmin pa" (arcsec, arcsec, deg)
     extra: dict[str, str] = field(default_factory=dict)
 
 
@@ -132,6 +137,7 @@ class DetectionParameterPolicy:
         out: dict[str, JobParameter] = {}
         for parameter in parameters:
             key = parameter.name.upper()
+            key = "UNIT" if key == "BUNIT" else key  # the FITS keyword's name, as users write it
             value = parameter.value.strip()
             if key not in KNOWN:
                 known = ", ".join(sorted(KNOWN | {"RUNID", "EXECUTIONDURATION", "DESTRUCTION", "PHASE"}))
@@ -150,10 +156,7 @@ class DetectionParameterPolicy:
             elif key == "IMAGE" and not parameter.by_reference:
                 value = self.check_image_reference(value)
             elif key == "HDU":
-                if not value:
-                    raise InvalidRequestError("HDU must be an index or an extension name")
-                if value.lstrip("-").isdigit() and int(value) < 0:
-                    raise InvalidRequestError("HDU index must not be negative")
+                check_hdu(value)
             elif key in ("THRESHOLD", "NMS"):
                 _number(key, value, 0.0, 1e6 if key == "THRESHOLD" else 1.0)
             elif key == "MIN_SIZE":
@@ -164,6 +167,10 @@ class DetectionParameterPolicy:
                         f"RESPONSEFORMAT must be one of votable, csv, fits, ds9 (or their MIME types), not {value!r}")
             elif key in REGION_KEYS:
                 check_region_syntax(key, value)
+            elif key == "UNIT":
+                check_unit(value)
+            elif key == "BEAM":
+                check_beam(value)
             out[key] = JobParameter(key, value, parameter.by_reference, parameter.is_post)
         regions = [k for k in REGION_KEYS if k in out]
         if len(regions) > 1:
@@ -210,6 +217,36 @@ class DetectionParameterPolicy:
         raise InvalidRequestError(f"IMAGE {path_text!r} is not inside a configured data directory")
 
 
+def check_hdu(value: str) -> int | str:
+    """Refuse an empty or negative HDU; return it as an index (digits) or an extension name."""
+    value = value.strip()
+    if not value:
+        raise InvalidRequestError("HDU must be an index or an extension name")
+    if value.lstrip("-").isdigit() and int(value) < 0:
+        raise InvalidRequestError("HDU index must not be negative")
+    return int(value) if value.isdigit() else value
+
+
+def check_unit(value: str) -> None:
+    """Refuse a UNIT override that is not a flux density per beam or per pixel (400, with the reason)."""
+    from ..pipeline._units import parse_brightness_unit
+
+    unit = parse_brightness_unit(value, label="UNIT")
+    if not unit.known:
+        raise InvalidRequestError(f"{unit.problem}; UNIT takes e.g. Jy/beam, mJy/beam, uJy/beam or Jy/pixel")
+
+
+def check_beam(value: str) -> None:
+    """Refuse a BEAM override that is not 'bmaj bmin pa' (arcsec, arcsec, degrees)."""
+    from ..errors import UserInputError
+    from ..pipeline._beam import parse_beam
+
+    try:
+        parse_beam(value)
+    except UserInputError as exc:
+        raise InvalidRequestError(str(exc)) from None
+
+
 def request_from_job(job: Job) -> DetectionRequest:
     """The typed request for a stored job (parameters were validated at creation)."""
     params = job.parameter_dict()
@@ -234,4 +271,6 @@ def request_from_job(job: Job) -> DetectionRequest:
         nms=float(params["NMS"]) if "NMS" in params else None,
         min_size=float(params["MIN_SIZE"]) if "MIN_SIZE" in params else None,
         response_format=RESPONSE_FORMATS[params.get("RESPONSEFORMAT", "votable").lower()],
+        unit=params.get("UNIT"),
+        beam=params.get("BEAM"),
     )

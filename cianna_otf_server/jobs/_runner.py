@@ -41,6 +41,14 @@ class RunnerLimits:
 
 
 @dataclass
+class JobOutcome:
+    """What a finished job publishes: its result files, and what makes them doubtful or incomplete."""
+
+    results: list[JobResult]
+    warnings: list[str]
+
+
+@dataclass
 class PreparedJob:
     """A job ready to detect: its model, its opened image and region, where its files go."""
 
@@ -102,7 +110,7 @@ class DetectionRunner:
         self.job_url = job_url or (lambda job_id: job_id)
         self.networks = networks
 
-    def run(self, job: Job, cancelled: threading.Event, progress: Progress) -> list[JobResult]:
+    def run(self, job: Job, cancelled: threading.Event, progress: Progress) -> JobOutcome:
         """Run a whole job in this thread (the simple worker pool's way)."""
         prepared = self.prepare(job, cancelled)
         try:
@@ -134,7 +142,7 @@ class DetectionRunner:
         work = self.files.work_dir(job.job_id)
         image_path = self._image_path(job, request, work, cancelled)
         image_sha = _sha256(image_path)
-        image = open_image(image_path, hdu=request.hdu)
+        image = open_image(image_path, hdu=request.hdu, unit=request.unit, beam=request.beam)
         try:
             pixels = int(image.data.shape[0]) * int(image.data.shape[1])
             if pixels > self.limits.max_image_pixels:
@@ -153,8 +161,12 @@ class DetectionRunner:
                            precision=precision, device=self.device, started=job.start_time or started_at,
                            work=work, time=time.time())
 
-    def finish(self, prepared: "PreparedJob", table) -> list[JobResult]:
-        """Write the catalogue in its formats and the provenance, then publish them together."""
+    def finish(self, prepared: "PreparedJob", table) -> JobOutcome:
+        """Write the catalogue in its formats and the provenance, then publish them together.
+
+        The catalogue's warnings (unknown unit, no beam, an image outside the model's domain)
+        travel with the outcome to the job's jobInfo.
+        """
         from ..provenance import ProvenanceRecord, write_provenance
 
         job, request, card, work = prepared.job, prepared.request, prepared.card, prepared.work
@@ -193,7 +205,7 @@ class DetectionRunner:
             target = self.files.publish(job.job_id, work / result.file_name)
             result.size = target.stat().st_size
         log.info("job %s: %d sources with %s in %.2f s", job.job_id, len(table), card.name, time.time() - prepared.time)
-        return results
+        return JobOutcome(results, [str(w) for w in table.meta.get("warnings", ()) or ()])
 
     def _image_path(self, job: Job, request: DetectionRequest, work: Path, cancelled: threading.Event) -> Path:
         if request.image.startswith("upload:"):
@@ -207,6 +219,10 @@ class DetectionRunner:
         if not path.is_file():
             raise ImageError(f"the image {path.name} no longer exists in the data directory")
         return path
+
+    def download(self, url: str, target: Path, cancelled: threading.Event | None = None) -> Path:
+        """Fetch an http(s) image to `target` within the download limits; `ImageError` if it fails."""
+        return self._download(url, target, cancelled or threading.Event())
 
     def _download(self, url: str, target: Path, cancelled: threading.Event) -> Path:
         limit = self.limits.max_download_bytes

@@ -55,6 +55,41 @@ class NormalisationSpec:
     clip_min: float = 0.4e-6
     clip_max: float = 0.4e-4
     scale: float = 3.0
+    blank: float | None = None  # value of NaN/blank pixels and of pixels beyond the image, input units (None: clip_min)
+
+    @property
+    def blank_value(self) -> float:
+        """What a blank pixel (NaN, or beyond the image) is replaced with before normalisation."""
+        return float(self.clip_min if self.blank is None else self.blank)
+
+
+INPUT_CONVENTIONS: tuple[str, ...] = ("absolute", "snr")
+ANGLE_FRAMES: tuple[str, ...] = ("sky", "pixel")
+
+
+@dataclass(frozen=True)
+class DomainSpec:
+    """The images a network was trained on, so the pipeline can bring any image into that domain.
+
+    ``input``: ``"absolute"`` (the normalisation reads brightness in Jy/beam, as the published
+    SDC1 networks) or ``"snr"`` (it reads signal-to-noise: image minus background over the
+    local rms, the portable convention). ``beam_pixels``: the restoring-beam FWHM (geometric
+    mean of the axes) in pixels the network was trained around; an image whose beam spans a
+    number of pixels outside ``beam_pixels_range`` is resampled so that it spans
+    ``beam_pixels``. ``noise_range``: for absolute models, the rms (Jy/beam) of the training
+    images; an image more than 10x outside is flagged. ``angles``: the frame of the position
+    angles the head predicts (``"pixel"``: from +y towards -x, converted to the sky through the
+    image's WCS; ``"sky"``: east of north, as on a north-up image). ``declared`` is False for
+    cards without a ``[domain]`` table, which keep the behaviour of earlier releases: no
+    resampling and no domain check.
+    """
+
+    input: str = "absolute"
+    beam_pixels: float | None = None
+    beam_pixels_range: tuple[float, float] | None = None
+    noise_range: tuple[float, float] | None = None
+    angles: str = "sky"
+    declared: bool = False
 
 
 @dataclass(frozen=True)
@@ -90,6 +125,17 @@ class YoloSpec:
     it above the limit and its own objectness is below the objectness limit.
     ``min_box_size`` widens smaller boxes to this size (pixels); ``edge_penalty`` lowers the
     objectness of the outermost grid cells, where the network sees only part of a source.
+    ``extended_filter`` turns on the SDC1 recipe's last filter (`pipeline._extended`): a box is
+    dropped when the median normalised input in the box widened by ``extended_filter_margin``
+    pixels exceeds a tier's median limit while its objectness is below the tier's limit
+    (``extended_filter_tiers`` pairs ``(median_limit, objectness_limit)``; empty: the recipe's).
+    ``min_peak_snr`` (models with a noise map: signal-to-noise input or a noise check) drops
+    detections whose peak inside the box is below this many local sigmas: a network that must
+    find 3-sigma sources also proposes 3-sigma noise peaks, and only the measured peak tells them
+    apart from the sources worth reporting (0 keeps all). ``measure`` makes the network a
+    detector only: position, peak, integrated flux and apparent shape are measured from the image
+    around each detection (`pipeline._measure`), since an image unlike the training skies is a
+    better judge of its own fluxes than the network's regression heads.
     """
 
     nb_box: int
@@ -106,6 +152,11 @@ class YoloSpec:
     nms_tiers: tuple[tuple[float, float], ...] = ()
     min_box_size: float = 0.0
     edge_penalty: float = 0.0
+    extended_filter: bool = False
+    extended_filter_tiers: tuple[tuple[float, float], ...] = ()
+    extended_filter_margin: float = 5.0
+    min_peak_snr: float = 0.0
+    measure: bool = False
 
 
 @dataclass(frozen=True)
@@ -137,12 +188,14 @@ class ModelCard:
     weights_file: Path | None = None  # absolute, resolved against the card's folder
     sha256: str | None = None
     input_bias: float = 0.1
+    input_size: tuple[int, int] | None = None  # (W, H) stored in the weights file, when it differs from the patch
     channels: int = 1
     tiling: TilingSpec | None = None
     normalisation: NormalisationSpec = field(default_factory=NormalisationSpec)
     yolo: YoloSpec | None = None
     parameters: tuple[ParameterSpec, ...] = ()
     classic: ClassicSpec | None = None
+    domain: DomainSpec = field(default_factory=DomainSpec)
     card_path: Path | None = None
     training: dict[str, Any] = field(default_factory=dict)
 
@@ -188,6 +241,7 @@ def card_from_dict(raw: dict[str, Any], path: Path | None = None) -> ModelCard:
     weights_file: Path | None = None
     sha256: str | None = None
     input_bias = 0.1
+    input_size: tuple[int, int] | None = None
     weights = reader.table("weights", required=family == "yolo-cianna")
     if weights.present:
         file_name = weights.string("file", required=True)
@@ -197,6 +251,8 @@ def card_from_dict(raw: dict[str, Any], path: Path | None = None) -> ModelCard:
         if sha256 is not None and (len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256.lower())):
             raise ModelCardError(f"{where}: [weights] sha256 must be 64 hexadecimal digits")
         input_bias = weights.number("input_bias", default=0.1)
+        if "input_size" in weights.raw:
+            input_size = weights.pair("input_size")
 
     tiling = None
     tiling_table = reader.table("tiling", required=family == "yolo-cianna")
@@ -215,6 +271,7 @@ def card_from_dict(raw: dict[str, Any], path: Path | None = None) -> ModelCard:
         clip_min=norm_table.number("clip_min", default=0.4e-6),
         clip_max=norm_table.number("clip_max", default=0.4e-4),
         scale=norm_table.number("scale", default=3.0),
+        blank=norm_table.number("blank", default=None) if "blank" in norm_table.raw else None,
     )
     if normalisation.function not in NORMALISATIONS:
         raise ModelCardError(f"{where}: [normalisation] function must be one of {NORMALISATIONS}")
@@ -240,7 +297,14 @@ def card_from_dict(raw: dict[str, Any], path: Path | None = None) -> ModelCard:
             nms_tiers=yolo_table.pairs("nms_tiers"),
             min_box_size=yolo_table.number("min_box_size", default=0.0),
             edge_penalty=yolo_table.number("edge_penalty", default=0.0),
+            extended_filter=yolo_table.flag("extended_filter", default=False),
+            extended_filter_tiers=yolo_table.pairs("extended_filter_tiers"),
+            extended_filter_margin=yolo_table.number("extended_filter_margin", default=5.0),
+            min_peak_snr=yolo_table.number("min_peak_snr", default=0.0),
+            measure=yolo_table.flag("measure", default=False),
         )
+
+    domain = _domain(reader.table("domain"), family)
 
     parameters = []
     for index, entry in enumerate(raw.get("parameters", []) or []):
@@ -291,15 +355,43 @@ def card_from_dict(raw: dict[str, Any], path: Path | None = None) -> ModelCard:
         weights_file=weights_file,
         sha256=sha256.lower() if sha256 else None,
         input_bias=input_bias,
+        input_size=input_size,
         channels=int(reader.table("input").number("channels", default=1)),
         tiling=tiling,
         normalisation=normalisation,
         yolo=yolo,
         parameters=tuple(parameters),
         classic=classic,
+        domain=domain,
         card_path=path.resolve() if path else None,
         training=dict(raw.get("training", {}) or {}),
     )
+
+
+def _domain(table: "_Reader", family: str) -> DomainSpec:
+    """The ``[domain]`` table (see `DomainSpec`); absent: an undeclared absolute domain."""
+    if not table.present:
+        return DomainSpec()
+    where = table.where
+    convention = table.string("input", default="absolute")
+    if convention not in INPUT_CONVENTIONS:
+        raise ModelCardError(f"{where}: 'input' must be one of {INPUT_CONVENTIONS}, not {convention!r}")
+    angles = table.string("angles", default="sky")
+    if angles not in ANGLE_FRAMES:
+        raise ModelCardError(f"{where}: 'angles' must be one of {ANGLE_FRAMES}, not {angles!r}")
+    beam = table.number("beam_pixels", default=None) if "beam_pixels" in table.raw else None
+    if beam is not None and not beam > 0:
+        raise ModelCardError(f"{where}: 'beam_pixels' must be positive")
+    beam_range = table.range("beam_pixels_range")
+    if beam_range is not None and beam is not None and not beam_range[0] <= beam <= beam_range[1]:
+        raise ModelCardError(f"{where}: 'beam_pixels' {beam} lies outside 'beam_pixels_range' {list(beam_range)}")
+    if beam_range is not None and beam is None:
+        raise ModelCardError(f"{where}: 'beam_pixels_range' needs 'beam_pixels' (the size images are resampled to)")
+    noise_range = table.range("noise_range")
+    if noise_range is not None and convention != "absolute":
+        raise ModelCardError(f"{where}: 'noise_range' applies to absolute-input models only")
+    return DomainSpec(input=convention, beam_pixels=float(beam) if beam is not None else None,
+                      beam_pixels_range=beam_range, noise_range=noise_range, angles=angles, declared=True)
 
 
 class _Reader:
@@ -347,6 +439,23 @@ class _Reader:
         if length is not None and len(value) != length:
             raise ModelCardError(f"{self.where}: {key!r} must have {length} values, not {len(value)}")
         return tuple(value)
+
+    def flag(self, key: str, default: bool = False) -> bool:
+        value = self.raw.get(key, default)
+        if not isinstance(value, bool):
+            raise ModelCardError(f"{self.where}: {key!r} must be true or false")
+        return value
+
+    def range(self, key: str) -> tuple[float, float] | None:
+        """An optional ``[low, high]`` pair of positive numbers with low <= high."""
+        if key not in self.raw:
+            return None
+        value = self.raw[key]
+        if (not isinstance(value, list) or len(value) != 2
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+                           for v in value) or value[0] > value[1]):
+            raise ModelCardError(f"{self.where}: {key!r} must be [low, high] with 0 < low <= high")
+        return (float(value[0]), float(value[1]))
 
     def pairs(self, key: str) -> tuple[tuple[float, float], ...]:
         """An optional list of [a, b] number pairs."""

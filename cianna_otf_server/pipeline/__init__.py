@@ -10,7 +10,7 @@ from ._decode import DecodeSettings, decode_batch, decode_patch, decode_settings
 from ._detect import YoloDetection, check_network, detect, prepare_network, resolve_precision, run_network
 from ._image import SkyImage, open_image
 from ._merge import drop_edge_boxes, keep_in_region, merge_tiles, second_nms, to_image_coordinates
-from ._normalise import normalise, normalise_tensor, normalised_zero
+from ._normalise import normalise, normalise_tensor, normalised_blank
 from ._region import PixelBox, full_box, parse_pixels, parse_region
 from ._tiling import Tile, TilePlan, cut_patch, cut_raw_patch, iter_batches, plan_tiles
 
@@ -42,7 +42,7 @@ __all__ = [
     "merge_tiles",
     "normalise",
     "normalise_tensor",
-    "normalised_zero",
+    "normalised_blank",
     "open_image",
     "parameter_values",
     "parse_pixels",

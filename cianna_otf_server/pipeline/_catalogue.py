@@ -17,11 +17,11 @@ from __future__ import annotations
 import datetime as _dt
 import math
 import warnings
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 from astropy import units as u
-from astropy.table import Column, Table
+from astropy.table import Column, MaskedColumn, Table
 
 from .. import __version__
 from ..errors import ModelCardError
@@ -134,6 +134,7 @@ def make_catalogue(
     score_ucd: str = "stat.probability",
     extras: Mapping[str, tuple[np.ndarray, str, str, str]] | None = None,
     meta: Mapping[str, Any] | None = None,
+    masked: Iterable[str] = (),
 ) -> Table:
     """Build the catalogue table from 0-based pixel centres and physical values.
 
@@ -150,9 +151,13 @@ def make_catalogue(
     extras : mapping name -> (values, unit, ucd, description)
         Model-specific columns appended after the core ones.
     meta : mapping
-        Table metadata (model, parameters, image, region, ...).
+        Table metadata (model, parameters, image, region, warnings, ...).
+    masked : iterable of str
+        Columns whose values cannot be trusted for this image (unknown unit, no beam): they
+        are written empty (masked; null in a VOTable), never as a plausible-looking number.
     """
     n = len(x)
+    masked = set(masked)
     order = np.argsort(-np.asarray(score, dtype=np.float64), kind="stable")
     x, y = np.asarray(x, float)[order], np.asarray(y, float)[order]
     ra, dec = _sky(image, x, y)
@@ -173,23 +178,32 @@ def make_catalogue(
     table = Table(meta=dict(meta or {}))
     for name, (unit, ucd, description) in CORE_COLUMNS.items():
         ucd = score_ucd if name == "score" else ucd
-        table.add_column(_column(name, values[name], unit, ucd, descriptions.get(name, description)))
+        table.add_column(_column(name, values[name], unit, ucd, descriptions.get(name, description),
+                                 masked=name in masked))
     for name, (column, unit, ucd, description) in (extras or {}).items():
-        table.add_column(_column(name, np.asarray(column)[order], unit, ucd, description))
+        table.add_column(_column(name, np.asarray(column)[order], unit, ucd, description, masked=name in masked))
     return table
 
 
-def _column(name: str, data: np.ndarray, unit: str, ucd: str, description: str) -> Column:
+def _column(name: str, data: np.ndarray, unit: str, ucd: str, description: str, masked: bool = False) -> Column:
     if data.dtype.kind == "f":
         data = data.astype(np.float64)
-    col = Column(data, name=name, unit=u.Unit(unit) if unit else None, description=description)
+    kind = MaskedColumn if masked else Column
+    extra = {"mask": np.ones(len(data), dtype=bool)} if masked else {}
+    col = kind(data, name=name, unit=u.Unit(unit) if unit else None, description=description, **extra)
     if ucd:
         col.meta["ucd"] = ucd
     return col
 
 
-def base_meta(card: ModelCard, image: Any, region: PixelBox | None, precision: str, parameters: Mapping[str, Any]) -> dict[str, Any]:
-    """Table metadata shared by both families: model, run parameters, image, region, software."""
+def base_meta(card: ModelCard, image: Any, region: PixelBox | None, precision: str, parameters: Mapping[str, Any],
+              plan: Any = None) -> dict[str, Any]:
+    """Table metadata shared by both families: model, run parameters, image, region, software.
+
+    With a domain `plan`, also ``warnings`` (what makes the result doubtful or incomplete: the
+    image reader's and the plan's, each once) and ``domain`` (the plan: convention, zoom, fit,
+    notes, and what is known of the image).
+    """
     meta: dict[str, Any] = {
         "model": card.name,
         "model_version": card.version,
@@ -207,11 +221,30 @@ def base_meta(card: ModelCard, image: Any, region: PixelBox | None, precision: s
     scale = getattr(image, "pixel_scale_arcsec", None) if image is not None else None
     if scale:
         meta["pixel_scale"] = float(scale)  # arcsec per pixel, for writers that draw boxes on the sky
+    warnings = _merged_warnings(image, plan)
+    if warnings:
+        meta["warnings"] = warnings
+    if plan is not None:
+        meta["domain"] = plan.to_dict()
     if card.citation:
         meta["citation"] = card.citation
     if card.sha256:
         meta["model_sha256"] = card.sha256
     return meta
+
+
+def _merged_warnings(image: Any, plan: Any) -> list[str]:
+    """The reader's and the plan's warnings, each once; the plan's say what a problem does to this model.
+
+    A unit problem is reported by both (the reader knows the unit is unknown, the plan what that
+    means for the model's input and columns): the plan's sentence replaces the reader's.
+    """
+    planned = list(plan.warnings) if plan is not None else []
+    problem = getattr(getattr(image, "brightness", None), "problem", None)
+    reader = list(getattr(image, "warnings", ()) or ())
+    if problem and any(problem.lower().rstrip(".") in w.lower() for w in planned):
+        reader = [w for w in reader if problem.lower().rstrip(".") not in w.lower()]
+    return list(dict.fromkeys([*reader, *planned]))
 
 
 def yolo_catalogue(
@@ -222,16 +255,41 @@ def yolo_catalogue(
     *,
     precision: str = "fp32",
     parameters: Mapping[str, Any] | None = None,
+    view: Any = None,
+    peak_snr: np.ndarray | None = None,
+    measurement: Any = None,
 ) -> Table:
     """Catalogue of merged YOLO boxes (image coordinates) using the card's parameter transforms.
 
     Card parameters named flux, bmaj, bmin, pa fill the core columns (converted to Jy, arcsec,
-    deg from the card's unit; 'pix' sizes through the image pixel scale); others become extra
-    columns with the card's unit and UCD. Extras always present: ``probability`` and ``prior``;
-    with classes, ``class_<k>`` probabilities.
+    deg from the card's unit; 'pix' sizes through the pixel scale the network saw, i.e. the
+    image's divided by the domain view's zoom; 'beam' fluxes, the integrated flux in units of
+    the local rms times the beam that signal-to-noise models predict, through the noise map
+    and the image's unit; position angles in the pixel frame through the WCS); others become
+    extra columns with the card's unit and UCD. Extras always present: ``probability`` and
+    ``prior``; with classes, ``class_<k>`` probabilities; with a noise map, ``snr``.
+
+    Parameters
+    ----------
+    view : DomainView, optional
+        The image as the network saw it (zoom, noise map, domain plan and its warnings).
+    peak_snr : ndarray, optional
+        Each box's peak signal-to-noise, when already measured (else measured here with a view
+        that has a noise map).
+    measurement : Measurement, optional
+        Gaussian fits of the detections on the view (`pipeline._measure`, model pixels): they
+        replace the network's position, flux and shape (cards with ``[yolo] measure``), and add
+        ``peak`` and ``fitted`` columns.
     """
     physical = parameter_values(boxes.params, card.parameters)
-    pixel_scale = getattr(image, "pixel_scale_arcsec", None) if image is not None else None
+    image_scale = getattr(image, "pixel_scale_arcsec", None) if image is not None else None
+    zoom = float(getattr(view, "zoom", 1.0) or 1.0)
+    pixel_scale = image_scale / zoom if image_scale else None
+    x, y = boxes.x_center, boxes.y_center
+    if measurement is not None:  # the fitted centres, mapped from model to image pixels
+        mx, my = (measurement.x + 0.5) / zoom - 0.5, (measurement.y + 0.5) / zoom - 0.5
+        x = np.where(np.isfinite(mx), mx, x)
+        y = np.where(np.isfinite(my), my, y)
     core: dict[str, np.ndarray] = {}
     extras: dict[str, tuple[np.ndarray, str, str, str]] = {
         "probability": (boxes.probability, "", "stat.probability", "Probability channel of the YOLO head (0-1)"),
@@ -241,18 +299,30 @@ def yolo_catalogue(
         extras[f"class_{k}"] = (boxes.classes[:, k], "", "src.class", f"Network score of class {k}")
     descriptions = dict(_YOLO_DESCRIPTIONS)
     for spec in card.parameters:
-        values = physical[spec.name]
+        values, unit = physical[spec.name], spec.unit
+        if unit == "beam":  # integrated flux / local rms -> Jy
+            values, unit = _beam_units_to_jy(values, x, y, image, view), "Jy"
+        if spec.name == "pa" and card.domain.angles == "pixel":
+            values = _sky_angles(values, x, y, image)
         if spec.name in _STANDARD_PARAMETERS:
             target = CORE_COLUMNS[spec.name][0]
-            core[spec.name] = _convert(values, spec.unit, target, pixel_scale, spec.name)
+            core[spec.name] = _convert(values, unit, target, pixel_scale, spec.name)
             if spec.description:
                 descriptions[spec.name] = spec.description
         else:
-            extras[spec.name] = (values, spec.unit, spec.ucd, spec.description or f"Model output {spec.name}")
-    meta = base_meta(card, image, region, precision, parameters or {})
+            extras[spec.name] = (values, unit, spec.ucd, spec.description or f"Model output {spec.name}")
+    if measurement is not None:
+        _use_measurement(measurement, x, y, image, view, pixel_scale, core, extras, descriptions)
+    if peak_snr is None and view is not None and getattr(view, "noise", None) is not None:
+        peak_snr = view.snr_peak(boxes)
+    if peak_snr is not None:
+        extras["snr"] = (peak_snr, "", "stat.snr",
+                         "Peak signal-to-noise ratio inside the box (image over the local rms of the noise map)")
+    plan = getattr(view, "plan", None)
+    meta = base_meta(card, image, region, precision, parameters or {}, plan=plan)
     return make_catalogue(
-        boxes.x_center,
-        boxes.y_center,
+        x,
+        y,
         boxes.width,
         boxes.height,
         boxes.objectness,
@@ -262,7 +332,76 @@ def yolo_catalogue(
         score_ucd="stat.probability",
         extras=extras,
         meta=meta,
+        masked=untrusted_columns(image, plan),
     )
+
+
+_MEASURED_DESCRIPTIONS = {
+    "flux": "Integrated flux density measured in the image: the fitted Gaussian's peak times its area over "
+            "the beam's, or for a source the Gaussian does not describe (doubles, extended emission) the sum "
+            "of its pixels above 2 sigma in the box over the beam area (no primary-beam correction)",
+    "bmaj": "Apparent (beam-convolved) major axis FWHM of the Gaussian fitted around the detection",
+    "bmin": "Apparent (beam-convolved) minor axis FWHM of the Gaussian fitted around the detection",
+    "pa": "Position angle of the fitted Gaussian's major axis, east of north, in [-90, 90) deg",
+}
+
+
+def _use_measurement(measurement: Any, x: np.ndarray, y: np.ndarray, image: Any, view: Any,
+                     pixel_scale: float | None, core: dict[str, np.ndarray],
+                     extras: dict[str, tuple[np.ndarray, str, str, str]], descriptions: dict[str, str]) -> None:
+    """Replace the network's flux and shape by the measured ones (fits in model pixels)."""
+    plan = getattr(view, "plan", None)
+    if plan is not None and plan.convention == "snr":  # pixels in local sigmas: back to Jy/beam
+        noise, scale = getattr(view, "noise", None), getattr(image, "to_jy_per_beam", None)
+        sigma = noise.at(x, y) * float(scale) if noise is not None and scale is not None else np.full(len(x), np.nan)
+    else:
+        sigma = np.ones(len(x))
+    core["flux"] = np.asarray(measurement.integral, np.float64) * sigma
+    core["bmaj"] = np.asarray(measurement.major, np.float64) * (pixel_scale if pixel_scale else np.nan)
+    core["bmin"] = np.asarray(measurement.minor, np.float64) * (pixel_scale if pixel_scale else np.nan)
+    core["pa"] = _sky_angles(np.asarray(measurement.angle, np.float64), x, y, image)
+    descriptions.update(_MEASURED_DESCRIPTIONS)
+    extras["peak"] = (np.asarray(measurement.peak, np.float64) * sigma, "Jy/beam",
+                      "phot.flux.density;stat.max;em.radio", "Peak surface brightness of the fitted Gaussian")
+    extras["fitted"] = (np.asarray(measurement.fitted, np.int16), "", "meta.code.qual",
+                        "1: position, flux and shape from a Gaussian fit to the image; 0: position of the "
+                        "brightest pixel, flux from the sum of significant pixels")
+
+
+def untrusted_columns(image: Any, plan: Any) -> set[str]:
+    """Columns left empty for this image: fluxes without a known unit, fluxes and sizes without a beam.
+
+    A declared domain (or the classic finder) knows what it needs; the catalogue of a model
+    whose card declares no domain keeps the behaviour of earlier releases.
+    """
+    if plan is None or not plan.checked:
+        return set()
+    masked: set[str] = set()
+    if plan.traits.to_jy_per_beam is None:
+        masked |= {"flux", "peak"}
+    beam = getattr(image, "beam", None)
+    if beam is None or getattr(beam, "estimated", False):
+        masked |= {"flux", "bmaj", "bmin", "pa"}
+    return masked
+
+
+def _beam_units_to_jy(values: np.ndarray, x: np.ndarray, y: np.ndarray, image: Any, view: Any) -> np.ndarray:
+    """Integrated fluxes in units of the local rms x beam (signal-to-noise models) to Jy; NaN when unknown."""
+    noise = getattr(view, "noise", None)
+    scale = getattr(image, "to_jy_per_beam", None)
+    if noise is None or scale is None or len(values) == 0:
+        return np.full(len(values), np.nan)
+    return np.asarray(values, np.float64) * noise.at(x, y) * float(scale)
+
+
+def _sky_angles(values: np.ndarray, x: np.ndarray, y: np.ndarray, image: Any) -> np.ndarray:
+    """Position angles in the pixel frame (from +y towards -x) to east of ICRS north."""
+    wcs = getattr(image, "wcs", None)
+    if wcs is None or len(values) == 0:
+        return np.asarray(values, np.float64)
+    from ._orientation import sky_position_angle
+
+    return np.asarray(sky_position_angle(values, wcs, x, y), np.float64)
 
 
 def classic_catalogue(
@@ -272,8 +411,14 @@ def classic_catalogue(
     region: PixelBox | None = None,
     *,
     parameters: Mapping[str, Any] | None = None,
+    plan: Any = None,
 ) -> Table:
-    """Catalogue from `find_sources_classic` output (0-based x, y; bmaj/bmin in px FWHM; flux Jy)."""
+    """Catalogue from `find_sources_classic` output (0-based x, y; bmaj/bmin in px FWHM; flux Jy).
+
+    Position angles, measured in the pixel frame, are turned east of ICRS north through the
+    image's WCS (any orientation, frame or projection). With a domain `plan`, columns the image
+    cannot support (fluxes without a unit, fluxes and sizes without a beam) are left empty.
+    """
     pixel_scale = getattr(image, "pixel_scale_arcsec", None) if image is not None else None
     scale = pixel_scale if pixel_scale else math.nan
 
@@ -282,15 +427,17 @@ def classic_catalogue(
             return np.asarray(sources[name], dtype=np.float64)
         return np.full(len(sources), np.nan)
 
-    physical = {"flux": col("flux"), "bmaj": col("bmaj") * scale, "bmin": col("bmin") * scale, "pa": col("pa")}
+    x, y = col("x"), col("y")
+    physical = {"flux": col("flux"), "bmaj": col("bmaj") * scale, "bmin": col("bmin") * scale,
+                "pa": _sky_angles(col("pa"), x, y, image)}
     extras = {
         "peak": (col("peak"), "Jy/beam", "phot.flux.density;stat.max;em.radio", "Peak surface brightness"),
         "snr": (col("snr"), "", "stat.snr", "Peak signal-to-noise ratio"),
     }
-    meta = base_meta(card, image, region, "fp32", parameters or {})
+    meta = base_meta(card, image, region, "fp32", parameters or {}, plan=plan)
     return make_catalogue(
-        col("x"),
-        col("y"),
+        x,
+        y,
         col("width"),
         col("height"),
         col("score"),
@@ -300,4 +447,5 @@ def classic_catalogue(
         score_ucd="stat.snr",
         extras=extras,
         meta=meta,
+        masked=untrusted_columns(image, plan),
     )

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..models._card import YoloSpec
 from ._boxes import Boxes, diou, diou_matrix
+from ._extended import ExtendedFilterSettings, drop_extended_false_positives
 
 __all__ = ["DecodeSettings", "decode_settings", "decode_patch", "decode_batch", "first_nms"]
 
@@ -41,6 +42,9 @@ class DecodeSettings:
     edge_penalty : float
         Objectness (and probability) reduction on the outermost grid cells, where the network
         sees only part of a source (SDC1 recipe: 0.05); 0 disables it.
+    extended_filter : ExtendedFilterSettings or None
+        The SDC1 recipe's filter of false detections on bright extended emission, applied
+        before the first NMS when the patch's normalised pixels are given (`decode_patch`).
     """
 
     thresholds: tuple[float, ...]
@@ -48,6 +52,7 @@ class DecodeSettings:
     min_size: float = 0.0
     min_box_size: float = 0.0
     edge_penalty: float = 0.0
+    extended_filter: ExtendedFilterSettings | None = None
 
 
 def decode_settings(
@@ -93,10 +98,12 @@ def decode_settings(
         min_size=float(yolo.min_size if min_size is None else min_size),
         min_box_size=float(min_box_size),
         edge_penalty=float(edge_penalty),
+        extended_filter=ExtendedFilterSettings.from_yolo(yolo),
     )
 
 
-def decode_patch(output: np.ndarray, yolo: YoloSpec, settings: DecodeSettings, tile_index: int = -1) -> Boxes:
+def decode_patch(output: np.ndarray, yolo: YoloSpec, settings: DecodeSettings, tile_index: int = -1,
+                 patch: np.ndarray | None = None) -> Boxes:
     """Boxes detected in one patch, most confident first, in patch pixel coordinates.
 
     Parameters
@@ -113,6 +120,8 @@ def decode_patch(output: np.ndarray, yolo: YoloSpec, settings: DecodeSettings, t
         Thresholds and NMS.
     tile_index : int
         Stored in ``Boxes.tile``.
+    patch : ndarray, optional
+        The normalised pixels ``[H, W]`` the network read; needed by ``settings.extended_filter``.
     """
     nb_box, nc, npar = yolo.nb_box, yolo.nb_class, yolo.nb_param
     stride = 8 + nc + npar
@@ -165,6 +174,8 @@ def decode_patch(output: np.ndarray, yolo: YoloSpec, settings: DecodeSettings, t
         cell=(cy * grid_w + cx).astype(np.int64),
         tile=np.full(b.size, tile_index, dtype=np.int64),
     ).take(keep)
+    if settings.extended_filter is not None and patch is not None:
+        boxes = drop_extended_false_positives(boxes, patch, settings.extended_filter)
     return first_nms(boxes, settings.nms_tiers)
 
 
@@ -241,7 +252,9 @@ def _greedy_row_by_row(corners: np.ndarray, objectness: np.ndarray, tiers: Seque
 
 
 def decode_batch(
-    outputs: np.ndarray, tile_indices: Sequence[int], yolo: YoloSpec, settings: DecodeSettings
+    outputs: np.ndarray, tile_indices: Sequence[int], yolo: YoloSpec, settings: DecodeSettings,
+    patches: Sequence[np.ndarray] | None = None,
 ) -> list[Boxes]:
-    """`decode_patch` for each patch of a batch ``[N, C, grid_h, grid_w]``."""
-    return [decode_patch(outputs[k], yolo, settings, int(t)) for k, t in enumerate(tile_indices)]
+    """`decode_patch` for each patch of a batch ``[N, C, grid_h, grid_w]`` (with its pixels, when given)."""
+    return [decode_patch(outputs[k], yolo, settings, int(t), None if patches is None else patches[k])
+            for k, t in enumerate(tile_indices)]

@@ -4,18 +4,17 @@
 many jobs into patches, run one large forward batch for all of them, then decode and merge
 each job separately:
 
-    plan = plan_tiles(box, card.tiling)                   # geometry
-    for tiles, batch in iter_batches(image, plan, ...):   # cut + normalise (bounded memory)
-        outputs = run_network(net, batch)                 # forward (the expensive, batchable part)
-        per_tile += decode_batch(outputs, ...)            # thresholds + first NMS per patch
-    boxes = merge_tiles(per_tile, plan, box, ...)         # second NMS, edges, region
-    table = yolo_catalogue(boxes, card, image, box, ...)  # physical columns + metadata
+    detection = YoloDetection(image, card, box, ...)        # domain plan + view, tiling (geometry)
+    for tiles, batch in iter_batches(detection.view, detection.plan, ...):  # cut + normalise
+        detection.add_outputs(tiles, run_network(net, batch))   # forward (the batchable part), decode
+    table = detection.catalogue()     # second NMS, back to image pixels, region, blanks, columns
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from pathlib import Path
 from typing import Any, Callable
 
@@ -28,10 +27,13 @@ from ..models._card import PRECISIONS, ModelCard
 from ._boxes import Boxes
 from ._catalogue import classic_catalogue, yolo_catalogue
 from ._decode import decode_batch, decode_settings
+from ._domain import DomainPlan, DomainView, drop_blank_boxes, plan_domain
 from ._image import SkyImage, open_image
-from ._merge import merge_tiles
+from ._measure import Measurement, measure_sources
+from ._merge import keep_in_region, merge_tiles
+from ._noise import NoiseMap, measure_noise
 from ._region import PixelBox, parse_region
-from ._tiling import iter_batches, plan_tiles
+from ._tiling import cut_patch, iter_batches, plan_tiles
 
 __all__ = ["YoloDetection", "detect", "resolve_precision", "prepare_network", "check_network", "run_network"]
 
@@ -59,26 +61,39 @@ def resolve_precision(precision: str | None, card: ModelCard, device: Any = "cpu
 
 
 def prepare_network(card: ModelCard, device: Any = "cpu", precision: str = "fp32") -> Any:
-    """Load the card's weights with the CIANNA runtime and check them against the card."""
+    """Load the card's weights with the CIANNA runtime, at the card's patch size, and check them."""
     from ..cianna import load_network
 
     if card.weights_file is None:
         raise ModelCardError(f"model {card.name!r} has no weights file.")
     if not Path(card.weights_file).exists():
         raise ModelFileError(f"{card.weights_file}: the weights file of model {card.name!r} is missing.")
-    net = load_network(card.weights_file, device=device, precision=precision, input_bias=card.input_bias)
-    check_network(net, card)
-    return net
+    size = tuple(card.tiling.patch_size) if card.tiling is not None else None
+    net = load_network(card.weights_file, device=device, precision=precision, input_bias=card.input_bias,
+                       input_size=size)
+    return check_network(net, card)
 
 
-def check_network(net: Any, card: ModelCard) -> None:
-    """Raise `ModelCardError` when the network's input size or YOLO head disagrees with the card."""
+def check_network(net: Any, card: ModelCard) -> Any:
+    """The network to run for `card`: `net` itself, or `net` at the card's patch size.
+
+    A fully convolutional network runs on patches of another size than the one stored in its
+    file, as CIANNA runs it (the published SDC1 network is trained on 256 px and run on 512 px);
+    one with a dense layer, or strides that do not tile the patch, is refused with the reason.
+
+    Raises
+    ------
+    ModelCardError
+        The patch size, channels or YOLO head disagree with the network.
+    """
     where = str(card.card_path or card.name)
     in_dims = tuple(getattr(net, "in_dims", ()) or ())
     if card.tiling is not None and len(in_dims) >= 2 and tuple(in_dims[:2]) != tuple(card.tiling.patch_size):
-        raise ModelCardError(
-            f"{where}: [tiling] patch_size {list(card.tiling.patch_size)} differs from the network input {list(in_dims[:2])}."
-        )
+        problem = net.input_size_problem(tuple(card.tiling.patch_size)) if hasattr(net, "input_size_problem") \
+            else f"the network input is {list(in_dims[:2])}"
+        if problem:
+            raise ModelCardError(f"{where}: [tiling] patch_size {list(card.tiling.patch_size)}: {problem}.")
+        net = net.with_input_size(tuple(card.tiling.patch_size))
     if len(in_dims) >= 4 and int(in_dims[3]) != int(card.channels):
         raise ModelCardError(f"{where}: [input] channels {card.channels} differs from the network's {in_dims[3]}.")
     head = getattr(net, "yolo", None)
@@ -88,6 +103,7 @@ def check_network(net: Any, card: ModelCard) -> None:
                 raise ModelCardError(
                     f"{where}: [yolo] {key} = {getattr(card.yolo, key)} differs from the network's {getattr(head, key)}."
                 )
+    return net
 
 
 def run_network(net: Any, batch: np.ndarray) -> np.ndarray:
@@ -113,6 +129,8 @@ def detect(
     network: Any = None,
     batch_size: int = 16,
     progress: Progress | None = None,
+    unit: str | None = None,
+    beam: str | None = None,
 ) -> Table:
     """Detect sources in a FITS image with a model and return the catalogue.
 
@@ -144,6 +162,9 @@ def detect(
         Patches per forward call.
     progress : callable, optional
         Called as ``progress(done_patches, total_patches)``.
+    unit, beam : str, optional
+        Replace the header's brightness unit (``"mJy/beam"``) and restoring beam
+        (``"bmaj bmin pa"``, arcsec, arcsec, deg) when the image is opened here.
 
     Returns
     -------
@@ -151,7 +172,9 @@ def detect(
         See `yolo_catalogue` / `classic_catalogue` for the columns.
     """
     opened = not isinstance(image_or_path, SkyImage)
-    image = open_image(image_or_path, hdu=hdu) if opened else image_or_path
+    if not opened and (unit is not None or beam is not None):
+        raise UserInputError("unit and beam overrides apply when the image is opened: give a path or an HDUList")
+    image = open_image(image_or_path, hdu=hdu, unit=unit, beam=beam) if opened else image_or_path
     try:
         box = parse_region(region, pixels, image)
         if card.family == "classic":
@@ -164,7 +187,7 @@ def detect(
             precision = resolve_precision(precision, card, device)
             network = prepare_network(card, device=device, precision=precision)
         else:
-            check_network(network, card)
+            network = check_network(network, card)
             precision = getattr(network, "precision", None) or resolve_precision(precision, card, device)
         return _detect_yolo(
             image, card, box, network,
@@ -194,8 +217,9 @@ def _detect_yolo(
     total, done = len(detection.plan), 0
     if progress:
         progress(0, total)
-    for tiles, batch in iter_batches(image, detection.plan, card.normalisation, batch_size, channels=card.channels):
-        detection.add_outputs(tiles, run_network(network, batch))
+    for tiles, batch in iter_batches(detection.view, detection.plan, card.normalisation, batch_size,
+                                     channels=card.channels):
+        detection.add_outputs(tiles, run_network(network, batch), inputs=batch)
         done += len(tiles)
         if progress:
             progress(done, total)
@@ -206,19 +230,28 @@ class YoloDetection:
     """One image's YOLO detection, fed patch outputs in any order and batch composition.
 
     `detect` feeds it batch by batch; the batching scheduler feeds it slices of batches shared
-    with other jobs. It holds the tiling plan, the decode settings and each tile's boxes, and
-    builds the catalogue (second NMS, region, physical columns) once every tile has reported.
+    with other jobs. It holds the domain plan and the image as the model sees it (`view`: its
+    ``data`` is what patches are cut from), the tiling plan (in model pixels), the decode
+    settings and each tile's boxes, and builds the catalogue (second NMS, back to image pixels,
+    region, blanks, physical columns) once every tile has reported.
     """
 
     def __init__(self, image: SkyImage, card: ModelCard, box: PixelBox, *, precision: str,
                  threshold: float | None = None, nms: float | None = None, min_size: float | None = None,
-                 device: str = "cpu") -> None:
+                 device: str = "cpu", noise: NoiseMap | None = None) -> None:
         if card.tiling is None or card.yolo is None:
             raise ModelCardError(f"model {card.name!r}: a yolo-cianna card needs [tiling] and [yolo].")
         self.image, self.card, self.box = image, card, box
         self.yolo = card.yolo
         self.precision, self.device = precision, device
-        self.plan = plan_tiles(box, card.tiling)
+        sampling = plan_domain(image, card)  # the resampling does not depend on the noise
+        if noise is None and needs_noise(card):
+            noise = measure_noise(image.data, window=noise_window(box, image, card, sampling.zoom))
+        self.noise = noise
+        self.domain: DomainPlan = plan_domain(image, card, noise) if noise is not None else sampling
+        self.view = DomainView(image, self.domain, noise)
+        self.model_box = self.view.model_box(box)
+        self.plan = plan_tiles(self.model_box, card.tiling)
         self.settings = decode_settings(
             self.yolo, threshold=threshold, nms=nms, min_size=min_size, nms_tiers=self.yolo.nms_tiers,
             min_box_size=self.yolo.min_box_size, edge_penalty=self.yolo.edge_penalty,
@@ -231,27 +264,78 @@ class YoloDetection:
     def complete(self) -> bool:
         return self.received == len(self.plan)
 
-    def add_outputs(self, tiles: list, outputs: np.ndarray) -> None:
-        """Decode the network's decoded-box outputs ``[n, C, gh, gw]`` of `tiles` (first NMS included)."""
-        for tile, boxes in zip(tiles, decode_batch(outputs, [t.index for t in tiles], self.yolo, self.settings)):
+    def add_outputs(self, tiles: list, outputs: np.ndarray, inputs: np.ndarray | None = None) -> None:
+        """Decode the network's decoded-box outputs ``[n, C, gh, gw]`` of `tiles` (first NMS included).
+
+        ``inputs`` (the normalised batch ``[n, C, H, W]``) is read by the SDC1 extended-source
+        filter when the card turns it on; without it the patches are cut again from the view.
+        """
+        patches = None
+        if self.settings.extended_filter is not None:
+            if inputs is not None:
+                patches = [inputs[k, 0] for k in range(len(tiles))]
+            else:
+                patches = [cut_patch(self.view, tile, self.plan.patch_size, self.card.normalisation) for tile in tiles]
+        decoded = decode_batch(outputs, [t.index for t in tiles], self.yolo, self.settings, patches)
+        for tile, boxes in zip(tiles, decoded):
             if self.per_tile[tile.index] is None:
                 self.received += 1
             self.per_tile[tile.index] = boxes
 
-    def catalogue(self) -> Table:
-        """Merge the tiles (second NMS, edges, region) and build the catalogue table."""
+    def boxes(self) -> tuple[Boxes, np.ndarray | None, Measurement | None]:
+        """The merged detections in image pixels, their peak SNR and their measurement.
+
+        Second NMS, back to image pixels, region; for declared domains also blanks; with a
+        card that measures (``[yolo] measure``), a Gaussian fit around each detection on the
+        image as the model sees it; then the card's ``min_peak_snr`` (on the fitted peak when
+        measured). The peak SNR is None without a noise map, the measurement None when the
+        card does not measure or the beam is unknown.
+        """
         if not self.complete:
             raise RuntimeError(f"{len(self.plan) - self.received} patches have not been processed yet")
         empty = Boxes.empty(self.yolo.nb_class, self.yolo.nb_param)
         per_tile = [b if b is not None else empty for b in self.per_tile]
-        merged = merge_tiles(per_tile, self.plan, self.box, second_nms_threshold=self.second_nms,
+        merged = merge_tiles(per_tile, self.plan, self.model_box, second_nms_threshold=self.second_nms,
                              edge_margin=self.yolo.edge_margin)
+        boxes = keep_in_region(self.view.to_image(merged), self.box)
+        if self.card.domain.declared:
+            boxes = drop_blank_boxes(boxes, self.image)
+        measurement = self._measure(boxes) if self.yolo.measure else None
+        if self.noise is None:
+            return boxes, None, measurement
+        if measurement is not None and self.domain.convention == "snr":  # the fitted peaks, in sigmas
+            snr = np.asarray(measurement.peak, dtype=np.float64).copy()
+            missing = ~np.isfinite(snr)
+            if missing.any():
+                snr[missing] = self.view.snr_peak(boxes.take(missing))
+        else:
+            snr = self.view.snr_peak(boxes)
+        if self.yolo.min_peak_snr > 0:
+            keep = np.nan_to_num(snr, nan=-np.inf) >= self.yolo.min_peak_snr
+            boxes, snr = boxes.take(keep), snr[keep]
+            measurement = measurement.take(keep) if measurement is not None else None
+        return boxes, snr, measurement
+
+    def _measure(self, boxes: Boxes) -> Measurement | None:
+        """Fit the detections on the view (model pixels), where the beam spans enough pixels."""
+        beam = getattr(self.image, "beam", None)
+        if beam is None or self.image.wcs is None:
+            return None
+        major, minor, _ = beam.in_pixels(self.image.wcs)
+        zoom = self.view.zoom
+        return measure_sources(self.view.data, self.view.to_model(boxes), major * zoom, minor * zoom,
+                               snr=self.domain.convention == "snr")
+
+    def catalogue(self) -> Table:
+        """Merge the tiles and build the catalogue table."""
+        boxes, snr, measurement = self.boxes()
         plan, settings = self.plan, self.settings
         parameters = {
             "threshold": list(settings.thresholds),
             "nms": _tiers_text(settings.nms_tiers),
             "second_nms": self.second_nms,
             "min_size": settings.min_size,
+            "min_peak_snr": self.yolo.min_peak_snr or None,
             "edge_margin": self.yolo.edge_margin,
             "patch_size": list(plan.patch_size),
             "shift": list(plan.shift),
@@ -259,8 +343,30 @@ class YoloDetection:
             "patches": len(plan),
             "device": self.device,
         }
-        return yolo_catalogue(merged, self.card, self.image, self.box, precision=self.precision,
-                              parameters=parameters)
+        return yolo_catalogue(boxes, self.card, self.image, self.box, precision=self.precision,
+                              parameters=parameters, view=self.view, peak_snr=snr, measurement=measurement)
+
+
+def needs_noise(card: ModelCard) -> bool:
+    """Whether a model's run needs the image's noise map (signal-to-noise input, a noise check, measuring)."""
+    domain = card.domain
+    measures = card.yolo is not None and (card.yolo.measure or card.yolo.min_peak_snr > 0)
+    return domain.declared and (domain.input == "snr" or domain.noise_range is not None or measures)
+
+
+def noise_window(box: PixelBox, image: SkyImage, card: ModelCard, zoom: float = 1.0) -> tuple[int, int, int, int]:
+    """The image pixels whose noise a search of `box` needs: the box, every patch around it, and a margin.
+
+    Patches reach up to a patch beyond the box (in model pixels, ``zoom`` per image pixel) and
+    read real pixels there; two mesh cells more keep the interpolated map measured rather
+    than extrapolated at the patch edges.
+    """
+    ny, nx = image.shape
+    reach = 0
+    if card.tiling is not None:
+        reach = int(math.ceil((max(card.tiling.patch_size) + max(card.tiling.offset)) / zoom))
+    reach += 128
+    return (max(0, box.x0 - reach), min(nx, box.x1 + reach), max(0, box.y0 - reach), min(ny, box.y1 + reach))
 
 
 def _tiers_text(tiers: tuple[tuple[float, float], ...]) -> float | list[list[float]]:
@@ -297,9 +403,14 @@ def _detect_classic(
     if progress:
         progress(0, 1)
     cut = image.data[box.slices]
+    # an estimated beam finds sources but must not scale their fluxes (see SkyImage.flux_beam_area_pix)
     sources = find_sources_classic(
-        cut, spec, pixel_mask=box.mask, origin=(box.x0, box.y0), beam_area_pix=image.beam_area_pix
+        cut, spec, pixel_mask=box.mask, origin=(box.x0, box.y0), beam_area_pix=image.flux_beam_area_pix
     )
+    scale = image.to_jy_per_beam  # e.g. 1e-3 for mJy/beam; None (values kept) when the unit is unknown
+    if scale is not None and scale != 1.0 and len(sources):
+        for name in ("peak", "flux"):
+            sources[name][:] = np.asarray(sources[name], dtype=np.float64) * scale  # keeps unit and meta
     if min_size is not None and min_size > 0 and len(sources):
         keep = (np.asarray(sources["width"]) >= min_size) & (np.asarray(sources["height"]) >= min_size)
         sources = sources[keep]
@@ -316,4 +427,4 @@ def _detect_classic(
         "deblend_nthresh": spec.deblend_nthresh,
         "deblend_cont": spec.deblend_cont,
     }
-    return classic_catalogue(sources, card, image, box, parameters=parameters)
+    return classic_catalogue(sources, card, image, box, parameters=parameters, plan=plan_domain(image, card))

@@ -16,11 +16,11 @@ from ..models._card import NormalisationSpec
 if TYPE_CHECKING:  # torch is imported where tensors are normalised
     import torch
 
-__all__ = ["normalise", "normalise_tensor", "normalised_zero"]
+__all__ = ["normalise", "normalise_tensor", "normalised_blank"]
 
 
 def normalise(values: np.ndarray, spec: NormalisationSpec, out: np.ndarray | None = None) -> np.ndarray:
-    """Apply ``spec`` to pixel values (image units); NaN becomes 0 after normalisation.
+    """Apply ``spec`` to pixel values (image units); NaN becomes the normalised blank value.
 
     Parameters
     ----------
@@ -56,7 +56,7 @@ def normalise(values: np.ndarray, spec: NormalisationSpec, out: np.ndarray | Non
         out *= np.float32(1.0 / np.log(1.0 + spec.scale))
     elif function != "linear":
         raise ValueError(f"unknown normalisation function {function!r}")
-    np.nan_to_num(out, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+    np.nan_to_num(out, copy=False, nan=normalised_blank(spec), posinf=0.0, neginf=0.0)
     return out
 
 
@@ -64,7 +64,7 @@ def normalise_tensor(values: "torch.Tensor", spec: NormalisationSpec) -> "torch.
     """`normalise` for a torch tensor (on any device), so batches are normalised where they run.
 
     Computed in float32 whatever the tensor's dtype; NaN (including pixels beyond the image)
-    becomes 0 like in `normalise`.
+    becomes the normalised blank value like in `normalise`.
     """
     import torch
 
@@ -79,13 +79,27 @@ def normalise_tensor(values: "torch.Tensor", spec: NormalisationSpec) -> "torch.
         out = torch.log1p(out * spec.scale) * (1.0 / float(np.log(1.0 + spec.scale)))
     elif function != "linear":
         raise ValueError(f"unknown normalisation function {function!r}")
-    return torch.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
+    return torch.nan_to_num(out, nan=normalised_blank(spec), posinf=0.0, neginf=0.0)
 
 
-def normalised_zero(spec: NormalisationSpec) -> float:
-    """The normalised value of an empty (at or below ``clip_min``) sky pixel: 0 for every function.
+def normalised_blank(spec: NormalisationSpec) -> float:
+    """The normalised value of a blank pixel (NaN in the image, or beyond its edge).
 
-    Used as the padding value for patches reaching beyond the image, so padding looks to the
-    network like blank sky, as in the SDC1 reference inference.
+    Blank pixels are replaced by ``spec.blank_value`` (input units) before normalisation: by
+    default ``clip_min``, which every function maps to 0 (blank sky, as in the SDC1 reference
+    inference); signal-to-noise models set ``blank = 0`` (the background level), which is
+    what their training skies use beyond image edges and in NaN blanks.
     """
-    return float(normalise(np.zeros(1, dtype=np.float32) + np.float32(spec.clip_min), spec)[0])
+    return float(_scalar(spec.blank_value, spec))
+
+
+def _scalar(value: float, spec: NormalisationSpec) -> float:
+    lo, hi = spec.clip_min, spec.clip_max
+    u = (min(max(value, lo), hi) - lo) / (hi - lo)
+    if spec.function == "tanh":
+        return float(np.tanh(np.float32(spec.scale * u)))
+    if spec.function == "sqrt":
+        return float(np.sqrt(np.float32(u)))
+    if spec.function == "log":
+        return float(np.float32(np.log1p(np.float32(spec.scale * u)) / np.log(1.0 + spec.scale)))
+    return float(u)

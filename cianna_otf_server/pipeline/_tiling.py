@@ -7,9 +7,10 @@ the last one reaches ``offset`` pixels past it: sources at the box border then f
 some patch rather than on its untrusted edge. Consecutive patches overlap by
 ``patch_size - shift`` pixels; the second NMS (`_merge`) removes the duplicates this creates.
 
-Pixels outside the image are filled with the *normalised* value of blank sky (0, what a pixel
-at or below ``clip_min`` gives), which is what the reference inference does and what the network
-saw for empty fields during training. Pixels inside the image but outside the box are real
+Pixels outside the image are filled with the *normalised* blank value (`normalised_blank`: 0,
+what a pixel at or below ``clip_min`` gives, for absolute models as in the reference inference;
+the background level for signal-to-noise models), which is what the network saw beyond image
+edges during training. Pixels inside the image but outside the box are real
 data: they give the network context; detections there are dropped later by their centre.
 """
 
@@ -22,7 +23,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from ..models._card import NormalisationSpec, TilingSpec
-from ._normalise import normalise, normalised_zero
+from ._normalise import normalise, normalised_blank
 from ._region import PixelBox
 
 __all__ = ["Tile", "TilePlan", "plan_tiles", "cut_patch", "cut_raw_patch", "iter_batches"]
@@ -108,7 +109,7 @@ def cut_patch(
     ny, nx = int(image.data.shape[0]), int(image.data.shape[1])
     if out is None:
         out = np.empty((h, w), dtype=np.float32)
-    out.fill(normalised_zero(spec))
+    out.fill(normalised_blank(spec))
     x0, y0 = max(tile.x0, 0), max(tile.y0, 0)
     x1, y1 = min(tile.x0 + w, nx), min(tile.y0 + h, ny)
     if x0 < x1 and y0 < y1:

@@ -464,7 +464,7 @@ class BatchingScheduler:
         try:
             if cancelled is not None and cancelled.is_set():
                 raise JobCancelled(job_id)
-            results = self.runner.finish(prepared, table)
+            outcome = self.runner.finish(prepared, table)
         except BaseException as exc:  # noqa: BLE001
             if cancelled is not None and cancelled.is_set():  # aborted while finishing: nothing kept
                 exc = JobCancelled(job_id)
@@ -475,7 +475,7 @@ class BatchingScheduler:
         self._forget(job_id)
         self.metrics.job_finished(job_id)
         if self._callbacks is not None:
-            self._callbacks.job_completed(job_id, results)
+            self._callbacks.job_completed(job_id, outcome.results, outcome.warnings)
 
     def _fail_work(self, work: JobWork, exc: BaseException) -> None:
         with self._cond:

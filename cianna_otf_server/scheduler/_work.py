@@ -84,7 +84,7 @@ class JobWork:
         w, h = self.patch_size
         slot = pool.take(timeout=1.0) if pool is not None else None
         pixels = slot.array if slot is not None else np.empty((self.channels, h, w), dtype=np.float32)
-        cut_raw_patch(self.detection.image, tile, (w, h), out=pixels[0])
+        cut_raw_patch(self.detection.view, tile, (w, h), out=pixels[0])
         if self.channels > 1:
             pixels[1:] = pixels[0]
         return ReadyPatch(tile, pixels, time.monotonic(), slot)

@@ -113,6 +113,7 @@ class Job:
     error: ErrorSummary | None = None
     progress_done: int = 0
     progress_total: int = 0
+    warnings: list[str] = field(default_factory=list)  # what makes the result doubtful or incomplete
 
     def parameter(self, name: str) -> str | None:
         """The value of a parameter, matched case-insensitively, or None."""

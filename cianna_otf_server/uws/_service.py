@@ -11,7 +11,7 @@ import asyncio
 import logging
 import math
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -83,7 +83,7 @@ class ExecutionCallbacks(Protocol):
 
     def job_started(self, job_id: str) -> bool: ...
     def job_progress(self, job_id: str, done: int, total: int) -> None: ...
-    def job_completed(self, job_id: str, results: list[JobResult]) -> None: ...
+    def job_completed(self, job_id: str, results: list[JobResult], warnings: Sequence[str] = ()) -> None: ...
     def job_failed(self, job_id: str, message: str, detail: str | None = None) -> None: ...
     def job_stopped(self, job_id: str) -> None: ...
 
@@ -387,8 +387,9 @@ class JobService:
     def job_progress(self, job_id: str, done: int, total: int) -> None:
         self.store.update(job_id, progress_done=int(done), progress_total=int(total))
 
-    def job_completed(self, job_id: str, results: list[JobResult]) -> None:
-        if self.store.complete(job_id, results, utc_now()):
+    def job_completed(self, job_id: str, results: list[JobResult], warnings: Sequence[str] = ()) -> None:
+        """Publish a job's results; `warnings` (what makes them doubtful or incomplete) go in its jobInfo."""
+        if self.store.complete(job_id, results, utc_now(), warnings):
             self.events.notify(job_id)
         else:  # aborted, timed out or deleted while finishing: nothing of it is kept
             self._drop_output(job_id)

@@ -6,6 +6,7 @@ one short transaction, so a SIGKILL at any moment leaves a consistent database.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 from collections.abc import Iterable
@@ -31,7 +32,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     error_detail TEXT,
     progress_done INTEGER NOT NULL DEFAULT 0,
     progress_total INTEGER NOT NULL DEFAULT 0,
-    seq INTEGER NOT NULL
+    seq INTEGER NOT NULL,
+    warnings TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_owner ON jobs(owner);
 CREATE INDEX IF NOT EXISTS jobs_phase ON jobs(phase);
@@ -98,6 +100,13 @@ class JobStore:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.executescript(SCHEMA)
+            self._migrate()
+
+    def _migrate(self) -> None:
+        """Bring a database written by an earlier release up to the current schema."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        if "warnings" not in columns:  # added with the domain checks: a JSON list of sentences
+            self._db.execute("ALTER TABLE jobs ADD COLUMN warnings TEXT")
 
     def close(self) -> None:
         with self._lock:
@@ -170,14 +179,17 @@ class JobStore:
                 self._db.execute("ROLLBACK")
                 raise
 
-    def complete(self, job_id: str, results: list[JobResult], end_time: datetime) -> bool:
-        """Record the results and COMPLETED in one transaction, unless the job left EXECUTING."""
+    def complete(self, job_id: str, results: list[JobResult], end_time: datetime,
+                 warnings: Iterable[str] = ()) -> bool:
+        """Record the results, warnings and COMPLETED in one transaction, unless the job left EXECUTING."""
+        notes = list(warnings)
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 cursor = self._db.execute(
-                    "UPDATE jobs SET phase = ?, end_time = ? WHERE job_id = ? AND phase = ?",
-                    (Phase.COMPLETED.value, format_time(end_time), job_id, Phase.EXECUTING.value),
+                    "UPDATE jobs SET phase = ?, end_time = ?, warnings = ? WHERE job_id = ? AND phase = ?",
+                    (Phase.COMPLETED.value, format_time(end_time), json.dumps(notes) if notes else None,
+                     job_id, Phase.EXECUTING.value),
                 )
                 if cursor.rowcount != 1:
                     self._db.execute("ROLLBACK")
@@ -297,4 +309,5 @@ class JobStore:
             error=error,
             progress_done=int(row["progress_done"]),
             progress_total=int(row["progress_total"]),
+            warnings=json.loads(row["warnings"]) if row["warnings"] else [],
         )

@@ -18,6 +18,8 @@ XLINK_NS = "http://www.w3.org/1999/xlink"
 XSI_NS = "http://www.w3.org/2001/XMLSchema-instance"
 NSMAP = {"uws": UWS_NS, "xlink": XLINK_NS, "xsi": XSI_NS}
 UWS_VERSION = "1.1"
+#: The service's own jobInfo content: ``<progress done= total=/>`` and ``<warning>`` sentences.
+JOBINFO_NS = "urn:cianna-otf:jobinfo"
 
 #: Builds an absolute (root-relative) URL path for a job resource: href(job_id, "results/result").
 HrefBuilder = Callable[[str, str], str]
@@ -106,9 +108,11 @@ def job_document(job: Job, href: HrefBuilder) -> bytes:
         summary = etree.SubElement(root, _q("errorSummary"), type=job.error.error_type, hasDetail="true")
         _text(summary, "message", job.error.message)
     info = etree.SubElement(root, _q("jobInfo"))
-    progress = etree.SubElement(info, "progress", nsmap={None: "urn:cianna-otf:jobinfo"})
+    progress = etree.SubElement(info, f"{{{JOBINFO_NS}}}progress", nsmap={None: JOBINFO_NS})
     progress.set("done", str(job.progress_done))
     progress.set("total", str(job.progress_total))
+    for warning in job.warnings:
+        etree.SubElement(info, f"{{{JOBINFO_NS}}}warning", nsmap={None: JOBINFO_NS}).text = xml_safe(warning)
     return _serialise(root)
 
 

@@ -1,0 +1,215 @@
+"""Background and noise maps, so every model can see an image in signal-to-noise units.
+
+A radio image's noise is rarely uniform: it rises towards the edge of the primary beam, near
+bright sources and in mosaic overlaps. Signal-to-noise (image minus background, over the local
+rms) is the one brightness scale that carries from one survey to another, so networks trained
+on it (``[domain] input = "snr"``) work on images of any unit, depth and telescope.
+
+The maps are SEP's (Source Extractor's) background and rms, the estimates the classic finder
+uses: sigma-clipped mode and rms on a mesh of ``mesh`` pixels, median-filtered over
+``filter_size`` mesh cells. They are measured strip by strip (bounded memory: a 32768 x 32768
+memory-mapped image is fine) and kept at mesh resolution only; `NoiseMap.window` interpolates
+them to full resolution for the few pixels a patch needs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import sep
+from scipy import ndimage
+from scipy.interpolate import make_interp_spline
+
+__all__ = ["NoiseMap", "measure_noise"]
+
+_STRIP_PIXELS = 16 * 1024 * 1024  # pixels per measured strip (~64 MB of float32)
+
+
+@dataclass(frozen=True)
+class NoiseMap:
+    """Background and rms of an image on a coarse mesh, in the units of the measured pixels.
+
+    Attributes
+    ----------
+    background, rms : ndarray
+        ``[ny_mesh, nx_mesh]`` float64 mesh values; cell ``(j, i)`` covers pixels
+        ``[j*mesh, (j+1)*mesh) x [i*mesh, (i+1)*mesh)`` (the last cells may be partial).
+    mesh : int
+        Mesh cell size in pixels.
+    shape : (int, int)
+        ``(ny, nx)`` of the measured window.
+    valid_fraction : float
+        Fraction of mesh cells measured from data (the others, blank, were filled from their
+        neighbours).
+    origin : (int, int)
+        ``(x0, y0)`` of the measured window in the image: every method takes and returns
+        image pixel coordinates.
+    """
+
+    background: np.ndarray
+    rms: np.ndarray
+    mesh: int
+    shape: tuple[int, int]
+    valid_fraction: float
+    origin: tuple[int, int] = (0, 0)  # (x0, y0): image pixel of the measured window's first pixel
+
+    @property
+    def median_rms(self) -> float:
+        """Median of the rms mesh: the image's typical noise (image units)."""
+        return float(np.median(self.rms))
+
+    def _coords(self, start: int, stop: int, n_mesh: int) -> np.ndarray:
+        """Mesh coordinates (cell centres at integers) of pixels ``start..stop-1``."""
+        centres = np.arange(start, stop, dtype=np.float64)
+        return np.clip((centres + 0.5) / self.mesh - 0.5, 0.0, n_mesh - 1.0)
+
+    def window(self, x0: int, x1: int, y0: int, y1: int) -> tuple[np.ndarray, np.ndarray]:
+        """Background and rms at full resolution for pixels ``[y0:y1, x0:x1]`` (float32 each).
+
+        Interpolated with a bicubic spline through the mesh centres (lower degrees for meshes of
+        fewer than four cells a side), constant beyond the outermost centres, the rms never
+        below `floor`. The spline is a
+        tensor product, so the window is ``Wy @ mesh @ Wx.T`` with per-axis weight matrices: a
+        few small matrix products instead of a spline evaluation per pixel.
+        """
+        ny_m, nx_m = self.rms.shape
+        ox, oy = self.origin
+        wy = _weights(self._coords(y0 - oy, y1 - oy, ny_m), ny_m)
+        wx = _weights(self._coords(x0 - ox, x1 - ox, nx_m), nx_m)
+        rms = np.maximum(wy @ self.rms @ wx.T, self.floor)
+        return (wy @ self.background @ wx.T).astype(np.float32), rms.astype(np.float32)
+
+    def at(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """The rms at 0-based pixel positions (arrays), image units."""
+        x = np.asarray(x, dtype=np.float64) - self.origin[0]
+        y = np.asarray(y, dtype=np.float64) - self.origin[1]
+        if x.size == 0:
+            return np.zeros(0)
+        ny_m, nx_m = self.rms.shape
+        u = np.clip((x.ravel() + 0.5) / self.mesh - 0.5, 0.0, nx_m - 1.0)
+        v = np.clip((y.ravel() + 0.5) / self.mesh - 0.5, 0.0, ny_m - 1.0)
+        values = np.einsum("pj,ji,pi->p", _weights(v, ny_m), self.rms, _weights(u, nx_m))
+        return np.maximum(values, self.floor).reshape(x.shape)
+
+    @property
+    def floor(self) -> float:
+        """The smallest measured mesh rms: the interpolated map never goes below it.
+
+        Between cells of very different rms (a bright source's cell beside blank sky) the cubic
+        spline overshoots and could reach zero or below, which would turn any pixel there into
+        a many-sigma source.
+        """
+        return float(self.rms.min())
+
+
+@lru_cache(maxsize=64)
+def _basis(n: int) -> Any:
+    """The interpolating spline (not-a-knot, degree up to 3) of the identity on ``n`` nodes."""
+    k = min(3, n - 1)
+    if k % 2 == 0:  # make_interp_spline needs an odd degree without extra end conditions
+        k -= 1
+    return make_interp_spline(np.arange(n, dtype=np.float64), np.eye(n), k=max(k, 1))
+
+
+def _weights(coords: np.ndarray, n: int) -> np.ndarray:
+    """``[len(coords), n]`` interpolation weights of the mesh nodes at mesh coordinates `coords`."""
+    if n == 1:
+        return np.ones((len(coords), 1))
+    return np.asarray(_basis(n)(coords), dtype=np.float64)
+
+
+def measure_noise(data: Any, mesh: int = 64, filter_size: int = 3, step: int | None = None,
+                  window: tuple[int, int, int, int] | None = None) -> NoiseMap:
+    """Measure the background and rms mesh of a 2-D image.
+
+    Parameters
+    ----------
+    data : array-like
+        ``[y, x]`` pixels (a numpy array, a memory map or any object sliced as
+        ``data[y0:y1:step, x0:x1:step]``); NaN and infinite pixels are ignored.
+    mesh : int
+        Mesh cell, pixels (SEP's ``bw``/``bh``). Should span several beams; 64 pixels suits
+        beams of 2-8 pixels.
+    filter_size : int
+        Median filter over the mesh, cells (SEP's ``fw``/``fh``): one bright source does not
+        raise the noise of its cell.
+    step : int, optional
+        Measure every ``step``-th pixel along each axis. By default 1 up to 16 Mpx and up to 4
+        beyond, so that a 32768 x 32768 image is measured in seconds; restored radio images
+        are smooth on the beam scale, so the subsampled pixels still sample the noise well
+        (a 64-pixel cell keeps at least 256 of its pixels).
+    window : (x0, x1, y0, y1), optional
+        Measure only these image pixels (0-based, half-open, clipped to the image), e.g. a
+        region of interest and its surroundings on a large image; the map's methods still take
+        image coordinates.
+
+    Returns
+    -------
+    NoiseMap
+        At mesh resolution, in the units of ``data``. Cells without enough valid pixels take
+        the values of the nearest measured cell; an image without any valid pixel gets rms 1
+        and background 0 (and ``valid_fraction`` 0).
+    """
+    full_ny, full_nx = int(data.shape[0]), int(data.shape[1])
+    wx0, wx1, wy0, wy1 = window if window is not None else (0, full_nx, 0, full_ny)
+    wx0, wy0 = max(0, int(wx0)), max(0, int(wy0))
+    wx1, wy1 = min(full_nx, int(wx1)), min(full_ny, int(wy1))
+    if wx0 >= wx1 or wy0 >= wy1:
+        raise ValueError(f"the noise window {window} does not overlap the {full_nx} x {full_ny} image")
+    ny, nx = wy1 - wy0, wx1 - wx0
+    mesh = max(8, int(mesh))
+    if step is None:
+        step = int(min(4, max(1, math.ceil(math.sqrt(ny * nx / _STRIP_PIXELS)))))
+    step = max(1, min(int(step), mesh // 8))
+    cell = mesh // step  # mesh cell in measured (subsampled) pixels
+    bw, bh = min(mesh, nx), min(mesh, ny)
+    n_mx, n_my = int(math.ceil(nx / bw)), int(math.ceil(ny / bh))
+    background = np.full((n_my, n_mx), np.nan)
+    rms = np.full((n_my, n_mx), np.nan)
+    rows = max(bh, (_STRIP_PIXELS * step * step // max(nx, 1)) // bh * bh)
+    for y0 in range(0, ny, rows):
+        y1 = min(ny, y0 + rows)
+        strip = np.array(data[wy0 + y0:wy0 + y1:step, wx0:wx1:step], dtype=np.float32, order="C", copy=True)
+        bad = ~np.isfinite(strip)
+        if bad.all():
+            continue
+        strip[bad] = 0.0
+        h, w = strip.shape
+        cw, ch = min(cell, w) if bw == mesh else w, min(cell, h) if bh == mesh else h
+        bkg = sep.Background(strip, mask=bad if bad.any() else None, bw=cw, bh=ch, fw=1, fh=1)
+        back_cells = _cell_means(bkg.back(), cw, ch)
+        rms_cells = _cell_means(bkg.rms(), cw, ch)
+        good = _cell_means((~bad).astype(np.float32), cw, ch) > 0.25
+        back_cells[~good] = np.nan
+        rms_cells[~good] = np.nan
+        first = y0 // bh
+        count = min(back_cells.shape[0], n_my - first)
+        background[first:first + count, :back_cells.shape[1]] = back_cells[:count, :n_mx]
+        rms[first:first + count, :rms_cells.shape[1]] = rms_cells[:count, :n_mx]
+    valid = np.isfinite(rms) & (rms > 0)
+    fraction = float(valid.mean())
+    if not valid.any():
+        return NoiseMap(np.zeros((n_my, n_mx)), np.ones((n_my, n_mx)), bw, (ny, nx), 0.0, (wx0, wy0))
+    if not valid.all():  # blank cells: the nearest measured cell's values
+        index = ndimage.distance_transform_edt(~valid, return_distances=False, return_indices=True)
+        background = background[tuple(index)]
+        rms = rms[tuple(index)]
+    if filter_size > 1:
+        size = (min(filter_size, n_my), min(filter_size, n_mx))
+        background = ndimage.median_filter(background, size=size, mode="nearest")
+        rms = ndimage.median_filter(rms, size=size, mode="nearest")
+    return NoiseMap(background, rms, bw, (ny, nx), fraction, (wx0, wy0))
+
+
+def _cell_means(values: np.ndarray, bw: int, bh: int) -> np.ndarray:
+    """Block means over ``bh x bw`` cells (partial cells at the far edges included)."""
+    h, w = values.shape
+    rows = np.add.reduceat(values, np.arange(0, h, bh), axis=0, dtype=np.float64)
+    sums = np.add.reduceat(rows, np.arange(0, w, bw), axis=1)
+    heights = np.minimum(bh, h - np.arange(0, h, bh))
+    widths = np.minimum(bw, w - np.arange(0, w, bw))
+    return sums / (heights[:, None] * widths[None, :])
