@@ -23,7 +23,7 @@ NAME = "completion"
 SHELLS = ("bash", "zsh", "tcsh")
 
 #: Argument destinations that name files, and those that name folders (completed as such).
-FILE_DESTS = frozenset({"images", "image", "output", "input", "config", "catalogue"})
+FILE_DESTS = frozenset({"images", "image", "for_image", "output", "input", "config", "catalogue"})
 DIR_DESTS = frozenset({"models_dir", "data_dir", "directory", "output_dir"})
 
 

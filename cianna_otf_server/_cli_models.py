@@ -1,4 +1,11 @@
-"""``cianna-otf models``: list the installed models, or show one model card."""
+"""``cianna-otf models``: list the installed models, show one model card, or rank them for an image.
+
+``cianna-otf models --for IMAGE`` says which model fits an image: for every model, how well the
+image fits the images it was trained on (0-1), the brightness convention it reads, the
+resampling the image would need, one sentence of reason and the warnings a detection would
+carry. Locally by default (no service needed); with ``--url`` the service's models, ranked by
+the service (``POST /models/match``).
+"""
 
 from __future__ import annotations
 
@@ -8,8 +15,14 @@ import sys
 import textwrap
 from typing import Any
 
-from ._cli_common import add_common_options, add_models_dir_option, registry_from_args
-from .errors import ModelCardError
+from ._cli_common import (
+    add_common_options,
+    add_header_options,
+    add_models_dir_option,
+    registry_from_args,
+    require_input_file,
+)
+from .errors import ModelCardError, UserInputError
 
 NAME = "models"
 
@@ -20,8 +33,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         NAME,
         help="list the models this installation can run",
         description="List the models found in the model directories (name, version, family, "
-        "default precision, status), or show one model card.",
+        "default precision, status), or show one model card. With --for IMAGE, rank the models "
+        "for that image instead, best fit first: fit (0-1), input convention (absolute Jy/beam, "
+        "snr signal-to-noise, native for the classic finder), zoom (resampling, model pixels per "
+        "image pixel) and the reason, with each model's warnings below it. The image may be a "
+        "FITS header alone (then the noise checks are skipped).",
     )
+    parser.add_argument("--for", dest="for_image", metavar="IMAGE", default=None,
+                        help="rank the models for this FITS image (with --url: uploaded, or by reference "
+                        "when it is a URL or a path that is not a local file)")
+    parser.add_argument("--hdu", metavar="N", default=None,
+                        help="with --for: HDU index or EXTNAME of the image (default: the first 2-D image)")
+    add_header_options(parser)
     _add_options(parser)
     parser.set_defaults(handler=run_list)
     sub = parser.add_subparsers(dest="models_command", metavar="{show}")
@@ -64,6 +87,11 @@ def _print_service_models(args: argparse.Namespace) -> int:
 
 def run_list(args: argparse.Namespace) -> int:
     """Print the model table (or JSON list) on stdout: this installation's, or a service's."""
+    if getattr(args, "for_image", None):
+        return run_match(args)
+    for option in ("hdu", "unit", "beam"):
+        if getattr(args, option, None) is not None:
+            raise UserInputError(f"--{option} goes with --for IMAGE")
     if getattr(args, "url", None):
         from ._cli_jobs import client_command
 
@@ -91,6 +119,89 @@ def run_list(args: argparse.Namespace) -> int:
         for entry in problems:
             print(f"{entry.name}: {entry.reason}")
     return 0
+
+
+def run_match(args: argparse.Namespace) -> int:
+    """``models --for IMAGE``: the models ranked for the image, here or by the service at ``--url``."""
+    hdu: int | str | None = args.hdu
+    if isinstance(hdu, str) and hdu.strip().isdigit():
+        hdu = int(hdu)
+    if getattr(args, "url", None):
+        from ._cli_jobs import client_command, make_client
+
+        def ask(args: argparse.Namespace) -> int:
+            args.token = getattr(args, "token", None)
+            answer = make_client(args).match(args.for_image, hdu=hdu, unit=args.unit, beam=args.beam)
+            _print_match(answer, as_json=getattr(args, "json", False))
+            return 0
+
+        return client_command(ask)(args)
+    from .model_match import match_file
+    from .models import DEFAULT_MODEL
+
+    path = require_input_file(args.for_image, "image")
+    result = match_file(path, registry_from_args(args), hdu=hdu, unit=args.unit, beam=args.beam,
+                        default_model=DEFAULT_MODEL)
+    _print_match(result.to_dict(), as_json=getattr(args, "json", False))
+    return 0
+
+
+def _print_match(answer: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        _print_json(answer)
+    else:
+        print(format_match(answer))
+
+
+def format_match(answer: dict[str, Any]) -> str:
+    """A ``/models/match`` answer as text: the image, its warnings, then one line per model, best first.
+
+    Each model line is ``MODEL FIT INPUT ZOOM REASON`` (fit 0-1; input: absolute, snr or native;
+    zoom: model pixels per image pixel); the model's warnings follow it, indented.
+    """
+    image = answer.get("image", {})
+    size = image.get("size") or [0, 0]
+    where = image.get("name") or "image"
+    if image.get("hdu"):
+        where += f" (HDU {image['hdu']})"
+    parts = [f"{size[0]} x {size[1]} px"]
+    scale = image.get("pixel_scale_arcsec")
+    parts.append(f"{scale:.3g} arcsec/px" if scale else "no celestial WCS")
+    beam = image.get("beam_pixels")
+    if beam:
+        origin = " estimated" if image.get("beam_estimated") else ""
+        parts.append(f"beam {beam:.3g} px{origin}")
+    else:
+        parts.append("beam unknown")
+    parts.append(image.get("unit") or "no brightness unit")
+    noise = image.get("noise_jy_per_beam")
+    if noise is not None:
+        parts.append(f"noise {noise:.3g} Jy/beam")
+    elif not image.get("noise_measured"):
+        parts.append("noise not measured")
+    else:
+        parts.append("noise not in Jy/beam (unknown unit)")
+    lines = [f"{where}: " + ", ".join(parts)]
+    lines.extend(f"  warning: {warning}" for warning in answer.get("warnings", ()))
+    lines.append("")
+    models = answer.get("models", [])
+    rows = [("MODEL", "FIT", "INPUT", "ZOOM", "REASON")]
+    for model in models:
+        reason = str(model.get("reason", ""))
+        if model.get("status", "available") != "available":
+            reason = f"(unavailable) {reason}"
+        rows.append((str(model.get("model")), f"{float(model.get('fit', 0)):.2f}", str(model.get("convention", "-")),
+                     f"{float(model.get('zoom', 1)):.3g}", reason))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+
+    def line(row: tuple[str, ...]) -> str:
+        return "  ".join(value.ljust(width) for value, width in zip(row[:4], widths)) + "  " + row[4]
+
+    lines.append(line(rows[0]).rstrip())
+    for row, model in zip(rows[1:], models):
+        lines.append(line(row).rstrip())
+        lines.extend(f"    warning: {warning}" for warning in model.get("warnings", ()))
+    return "\n".join(lines)
 
 
 def run_show(args: argparse.Namespace) -> int:

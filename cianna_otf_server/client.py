@@ -335,6 +335,9 @@ class Job:
         The errorSummary message of a failed job.
     progress : tuple of int
         (done, total) work units from the service's jobInfo; (0, 0) before work starts.
+    warnings : list of str
+        What makes a completed job's catalogue doubtful or incomplete (an image outside the
+        model's domain, an unknown unit or beam), from the service's jobInfo.
     """
 
     def __init__(self, client: Client, url: str, document: bytes | None = None) -> None:
@@ -342,6 +345,7 @@ class Job:
         self.url = url
         self.job_id = url.rstrip("/").rsplit("/", 1)[-1]
         self.phase = "UNKNOWN"
+        self.warnings: list[str] = []
         self.run_id: str | None = None
         self.owner: str | None = None
         self.creation_time: datetime | None = None
@@ -394,6 +398,7 @@ class Job:
             self.error_type = summary.get("type")
         else:
             self.error_message = self.error_type = None
+        self.warnings = [(w.text or "").strip() for w in root.iterfind(f"uws:jobInfo/{{{JOBINFO_NS}}}warning", _NS)]
         progress = root.find(f"uws:jobInfo/{{{JOBINFO_NS}}}progress", _NS)
         if progress is not None:
             try:
@@ -776,6 +781,76 @@ class Client:
         """One model card; `NotFoundError` for a model the service does not have."""
         return self._request("GET", f"{self.url}/models/{quote(name, safe='')}",
                              headers={"Accept": "application/json"}).json()
+
+    def match(self, image: str | os.PathLike | bytes | IO[bytes], hdu: int | str | None = None,
+              unit: str | None = None, beam: str | None = None, upload: bool | None = None) -> dict[str, Any]:
+        """Which of the service's models fits this image? (``POST /models/match``; no job is made.)
+
+        Parameters
+        ----------
+        image : path, URL, bytes or binary file
+            Sent as `submit` sends it: a local file (or bytes, or an open binary file) is
+            uploaded; an ``http(s)://`` URL or a path that is not a local file goes by reference
+            (the server reads it; paths must lie under one of its data roots). A file of FITS
+            header records alone is accepted: the noise is then not measured and the noise
+            checks are skipped (the answer's warnings say so).
+        hdu : int or str, optional
+            HDU index or EXTNAME (default: the first 2-D image, as for a job).
+        unit : str, optional
+            Brightness unit replacing the header's BUNIT (``"mJy/beam"``, ``"Jy/pixel"``).
+        beam : str, optional
+            Restoring beam replacing the header's: ``"bmaj bmin pa"`` (arcsec, arcsec, degrees).
+        upload : bool, optional
+            As in `submit`: False sends a path by reference even where the file is local.
+
+        Returns
+        -------
+        dict
+            ``{"image": {...}, "models": [...], "warnings": [...]}``: the traits the ranking used
+            (``beam_pixels``, ``pixel_scale_arcsec``, ``unit``, ``noise_jy_per_beam``, ``size``,
+            ``hdu``, ``header_only``), the models best fit first (``model``, ``fit`` 0-1,
+            ``reason``, ``warnings``, ``notes``, ``convention``, ``zoom``, ``status``,
+            ``default``), and the image reader's warnings.
+
+        Raises
+        ------
+        ClientError
+            With status 400 and the server's reason for an unreadable image, an unknown HDU,
+            or a bad unit or beam.
+        """
+        data: list[tuple[str, str]] = [(key, str(value)) for key, value in
+                                       (("HDU", hdu), ("UNIT", unit), ("BEAM", beam)) if value is not None]
+        files = None
+        if isinstance(image, (bytes, bytearray)):
+            files = {"IMAGE": ("image.fits", bytes(image), "application/fits")}
+        elif hasattr(image, "read"):
+            files = {"IMAGE": (Path(getattr(image, "name", "image.fits")).name, image, "application/fits")}
+        else:
+            text = os.fspath(image)
+            local = Path(text).expanduser()
+            if upload is None:
+                upload = not _is_reference(text) and local.is_file()
+            if upload:
+                if not local.is_file():
+                    raise FileNotFoundError(f"cannot upload {text}: no such file here")
+                files = {"IMAGE": (local.name, local.read_bytes(), "application/fits")}
+            else:
+                data.append(("IMAGE", text))
+        response = self._request("POST", f"{self.url}/models/match", data=data, files=files,
+                                 headers={"Accept": "application/json"})
+        return response.json()
+
+    def match_models(self, image: str | os.PathLike | bytes | IO[bytes], hdu: int | str | None = None,
+                     unit: str | None = None, beam: str | None = None, upload: bool | None = None
+                     ) -> list[dict[str, Any]]:
+        """The service's models ranked for `image`, best fit first (the ``models`` of `match`).
+
+        Each entry: ``model``, ``fit`` (0-1), ``reason`` (one sentence), ``warnings`` (what
+        would make that model's catalogue doubtful on this image), ``notes``, ``convention``
+        (``absolute``, ``snr`` or ``native``), ``zoom`` (model pixels per image pixel),
+        ``status`` (``available`` or not) and ``default``. Parameters as in `match`.
+        """
+        return self.match(image, hdu=hdu, unit=unit, beam=beam, upload=upload)["models"]
 
     # -- jobs -------------------------------------------------------------------------------
     def submit(self, image: str | os.PathLike | bytes | IO[bytes] | None = None, model: str | None = None,

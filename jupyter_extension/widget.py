@@ -56,7 +56,7 @@ from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 
-from cianna_otf_server.client import URL_ENV, Client, Job
+from cianna_otf_server.client import URL_ENV, Client, ClientError, Job
 
 from ._view_image import view_image
 from .aladin import FRONTEND_DIR, SERVICE_PATH, OfflineAladin, extend_esm
@@ -82,6 +82,11 @@ REGION_OVERLAY = "Region of interest"
 REGION_COLOUR = "#2f80ed"
 RESULT_COLOUR = "#ff3b30"
 PRECISIONS = (("model default", None), ("fp32", "fp32"), ("fp16", "fp16"), ("bf16", "bf16"))
+#: Longest reason shown in a model picker label (the whole sentence is under the picker).
+LABEL_REASON_CHARS = 60
+#: The warning banner: the colours of a Bootstrap/JupyterLab "warning" alert, readable in light and dark themes.
+BANNER_STYLE = ("background: #fff3cd; color: #664d03; border: 1px solid #ffda6a; border-radius: 4px; "
+                "padding: 4px 8px; margin: 4px 0")
 
 
 # -- finding the service ---------------------------------------------------------------------
@@ -228,6 +233,34 @@ def stcs_from_soda(region: str) -> str | None:
     return None
 
 
+# -- models and warnings ---------------------------------------------------------------------
+def _model_label(name: str, card: Mapping[str, Any], plan: Mapping[str, Any] | None) -> str:
+    """A picker label: the name, and once ranked its fit and a short reason, e.g.
+    ``snr-net — fits (reads signal-to-noise, so any unit and noise level)``."""
+    usable = card.get("status", "available") == "available"
+    if plan is None:
+        return name if usable else f"{name} (unavailable)"
+    if not usable:
+        verdict = "unavailable"
+    elif plan.get("warnings") or float(plan.get("fit", 0)) < 0.5:
+        verdict = "poor fit"
+    else:
+        verdict = "fits"
+    clauses = [c.strip() for c in str(plan.get("reason", "")).split("; ") if c.strip()] or [""]
+    if verdict == "poor fit":  # the clause saying what is wrong, rather than what is in range
+        clauses = [c for c in clauses if " within " not in c] or clauses
+    reason = clauses[0]
+    if len(reason) > LABEL_REASON_CHARS:
+        reason = reason[:LABEL_REASON_CHARS - 1].rstrip(" ,;:") + "\u2026"
+    return f"{name} \u2014 {verdict} ({reason})" if reason else f"{name} \u2014 {verdict}"
+
+
+def _masked() -> Any:
+    import numpy as np
+
+    return np.ma.masked
+
+
 # -- the widget ------------------------------------------------------------------------------
 class DetectionWidget(widgets.VBox):
     """Draw a region on an image, detect sources with a service model, see and keep the result.
@@ -258,6 +291,15 @@ class DetectionWidget(widgets.VBox):
         The current region of interest, SODA text (None: the whole image).
     error : Exception or None
         The last error, also shown in the status line.
+    ranking : list of dict or None
+        The service's models ranked for the shown image, best first (``Client.match_models``:
+        ``model``, ``fit``, ``reason``, ``warnings``, ...); None until ranked (or where the
+        service cannot rank). The model picker follows this order, each model labelled with its
+        fit ("fits", "poor fit", "unavailable") and reason; the selection itself is never changed
+        by the ranking, so the model a notebook asks for (or the service's default) stays chosen.
+    warnings : list of str
+        The warnings of the last detection's catalogue (an image outside the model's domain, an
+        unknown unit or beam), also shown in the warning banner; cleared by the next run.
     """
 
     def __init__(self, client: Client | None = None, image: str | os.PathLike | HDUList | None = None, *,
@@ -277,12 +319,23 @@ class DetectionWidget(widgets.VBox):
         self._cards: dict[str, dict[str, Any]] = {}
         self._following: Job | None = None  # the job being waited for (self.job: the last finished one)
         self._result_overlay: str | None = None
+        self.ranking: list[dict[str, Any]] | None = None
+        self.image_traits: dict[str, Any] | None = None
+        self.warnings: list[str] = []
+        self._ranker: threading.Thread | None = None
+        self._rank_generation = 0
+        self._rank_lock = threading.Lock()
+        self._picker_lock = threading.RLock()
+        self._filling_picker = False
+        self._selected_model: str | None = None  # the picker's choice, steady while its options are rebuilt
 
         self.view = DetectionAladin(on_event=self.handle_message, height=height)
         self.view.set_listener("click", self._on_native_click)
         self.view.set_listener("object_clicked", self._on_object_clicked)
 
         self.model_picker = widgets.Dropdown(description="Model", options=[])
+        self.model_note = widgets.HTML("")  # how the chosen model fits the image, once ranked
+        self.model_note.add_class("cianna-otf-model-note")
         self.precision = widgets.Dropdown(description="Precision", options=PRECISIONS, value=None)
         self.threshold = widgets.Text(description="Threshold", placeholder="model default")
         self.nms = widgets.Text(description="NMS", placeholder="model default")
@@ -300,6 +353,9 @@ class DetectionWidget(widgets.VBox):
         self.phase = widgets.Label("")
         self.progress = widgets.IntProgress(value=0, min=0, max=1, description="", layout={"width": "200px"})
         self.status = widgets.Label("")
+        # what makes the last catalogue doubtful (Job.warnings), shown only when there is something
+        self.warnings_banner = widgets.HTML("", layout={"display": "none"})
+        self.warnings_banner.add_class("cianna-otf-warnings")
         self.sources = widgets.Select(options=[], rows=10, layout={"width": "100%"})
         self.sources.add_class("cianna-otf-sources")
         # the rows are fixed-width text: a monospace font keeps the columns under their header
@@ -318,11 +374,12 @@ class DetectionWidget(widgets.VBox):
         self.save_provenance_button.on_click(lambda _: self._guarded(self.save_provenance))
         self.region_mode.observe(lambda change: self._request_selection(), names="value")
         self.sources.observe(self._on_row_selected, names="value")
+        self.model_picker.observe(self._on_model_picked, names="value")
 
         controls = widgets.VBox([
-            self.model_picker, self.expert, widgets.HBox([self.region_mode, self.draw_button]),
+            self.model_picker, self.model_note, self.expert, widgets.HBox([self.region_mode, self.draw_button]),
             widgets.HBox([self.region_label, self.clear_region_button]),
-            self.detect_button, widgets.HBox([self.phase, self.progress]), self.status,
+            self.detect_button, widgets.HBox([self.phase, self.progress]), self.status, self.warnings_banner,
         ], layout={"width": "340px"})
         results = widgets.VBox([
             self._style, self.sources_header, self.sources,
@@ -366,19 +423,99 @@ class DetectionWidget(widgets.VBox):
             self._fail(exc, "listing the models")
             return
         self._cards = {card["name"]: card for card in cards}
-        options = [(name if card.get("status", "available") == "available" else f"{name} (unavailable)", name)
-                   for name, card in self._cards.items()]
-        self.model_picker.options = options
-        if select in self._cards:
-            self.model_picker.value = select
-        elif options:  # the service's default model, else the first one that can run
-            available = [n for n, c in self._cards.items() if c.get("status", "available") == "available"]
+        available = [n for n, c in self._cards.items() if c.get("status", "available") == "available"]
+        if select not in self._cards:  # the service's default model, else the first one that can run
             default = [n for n in available if self._cards[n].get("default")]
-            self.model_picker.value = (default or available or [options[0][1]])[0]
+            select = (default or available or list(self._cards) or [None])[0]
+        self._fill_picker(select)
+
+    def _fill_picker(self, select: str | None) -> None:
+        """Model picker options: in the ranking's order and labelled with the fit once ranked; keep `select`."""
+        ranking = {plan["model"]: plan for plan in self.ranking or ()}
+        names = [name for name in ranking if name in self._cards]
+        names += [name for name in self._cards if name not in ranking]
+        options = [(_model_label(name, self._cards[name], ranking.get(name)), name) for name in names]
+        if select not in self._cards:
+            select = options[0][1] if options else None
+        # new options select the first one for a moment: `selected_model` keeps the choice meanwhile
+        with self._picker_lock:
+            self._filling_picker = True
+            try:
+                self.model_picker.options = options
+                self.model_picker.value = select
+            finally:
+                self._filling_picker = False
+            self._selected_model = self.model_picker.value
+        self._show_model_note()
+
+    @property
+    def selected_model(self) -> str | None:
+        """The model the next detection uses (the picker's value)."""
+        with self._picker_lock:
+            return self._selected_model
+
+    def _on_model_picked(self, change: Mapping[str, Any]) -> None:
+        if not self._filling_picker:
+            self._selected_model = change.get("new")
+            self._show_model_note()
+
+    def _show_model_note(self) -> None:
+        """Under the picker: the chosen model's fit to the shown image and its warnings (once ranked)."""
+        plan = next((p for p in self.ranking or () if p.get("model") == self.selected_model), None)
+        if plan is None:
+            self.model_note.value = ""
+            return
+        text = f"fit {float(plan.get('fit', 0)):.2f}: {plan.get('reason', '')}"
+        lines = [html.escape(text)] + [f"&#9888; {html.escape(str(w))}" for w in plan.get("warnings", ())]
+        self.model_note.value = '<div style="font-size: 0.85em; line-height: 1.3">' + "<br>".join(lines) + "</div>"
+
+    # -- which model fits the image --------------------------------------------------------
+    def rank_models(self) -> threading.Thread | None:
+        """Ask the service which models fit the shown image (``/models/match``), in a thread.
+
+        The model picker is then reordered best fit first and each model labelled with its fit
+        and reason (`ranking`); the chosen model is kept. Called by `show_image`; returns the
+        thread (or None without a service or an image). A service that cannot rank images (an
+        older one) leaves the picker as it was; other failures are noted in the status line.
+        """
+        with self._rank_lock:  # the last image's ranking says nothing of this one
+            self._rank_generation += 1
+            generation = self._rank_generation
+            had_ranking, self.ranking, self.image_traits = self.ranking is not None, None, None
+        if had_ranking:
+            self._fill_picker(self.selected_model)
+        if self.client is None or (self.image_path is None and self._image_bytes is None):
+            return None
+        image: Any = self.image_path if self.image_path is not None else self._image_bytes
+        self._ranker = threading.Thread(target=self._rank, args=(generation, image), daemon=True,
+                                        name="cianna-otf-rank")
+        self._ranker.start()
+        return self._ranker
+
+    def _rank(self, generation: int, image: Any) -> None:
+        try:
+            answer = self.client.match(image, upload=True if isinstance(image, Path) else None)
+        except ClientError as exc:
+            if exc.status not in (404, 405) and self.error is None and generation == self._rank_generation:
+                self.status.value = f"The models could not be ranked for this image: {exc}"
+            return
+        except Exception as exc:  # a thread: an escaping error would only reach stderr
+            if self.error is None and generation == self._rank_generation:
+                self.status.value = f"The models could not be ranked for this image: {exc}"
+            return
+        with self._rank_lock:
+            if generation != self._rank_generation:  # another image was shown meanwhile
+                return
+            self.ranking = list(answer.get("models", []))
+            self.image_traits = answer.get("image")
+            self._fill_picker(self.selected_model)
 
     # -- image --------------------------------------------------------------------------------
     def show_image(self, image: str | os.PathLike | HDUList) -> bool:
         """Show a FITS image (path or HDUList) in the view and use it for the next jobs.
+
+        The service is then asked which models fit it (`rank_models`, in a thread), and the
+        model picker follows its ranking.
 
         The view gets one HDU (ipyaladin sends the whole HDUList as one message; a multi-HDU
         file would be sent in full and only its first HDU shown): the first HDU holding a 2-D
@@ -406,6 +543,7 @@ class DetectionWidget(widgets.VBox):
             return False
         if self.error is None:  # an earlier error (no service, say) stays readable
             self.status.value = f"Image: {self.image_path.name if self.image_path else 'in memory'}"
+        self.rank_models()
         return True
 
     # -- regions ------------------------------------------------------------------------------
@@ -426,7 +564,7 @@ class DetectionWidget(widgets.VBox):
     def click_radius_deg(self) -> float:
         """Radius of the click-to-identify circle: half a network patch of the chosen model, in
         the image's pixels, else DEFAULT_CLICK_RADIUS_ARCSEC (the classic finder has no patch)."""
-        card = self._cards.get(self.model_picker.value or "", {})
+        card = self._cards.get(self.selected_model or "", {})
         patch = (card.get("tiling") or {}).get("patch_size")
         if isinstance(patch, Sequence) and not isinstance(patch, str):
             patch = min(patch) if patch else None
@@ -490,7 +628,7 @@ class DetectionWidget(widgets.VBox):
                 raise RuntimeError("no service: pass client=Client(url, token) or set $CIANNA_OTF_URL")
             if self.image_path is None and self._image_bytes is None:
                 raise RuntimeError("no image: call show_image(path) first")
-            request = {"model": self.model_picker.value or None, "precision": self.precision.value,
+            request = {"model": self.selected_model or None, "precision": self.precision.value,
                        "region": self.region, "threshold": self._knob(self.threshold), "nms": self._knob(self.nms)}
         except Exception as exc:
             self._busy.release()
@@ -498,6 +636,7 @@ class DetectionWidget(widgets.VBox):
             return None
         self.error = None
         self.status.value = ""
+        self.show_warnings([])
         self.phase.value = "Submitting"
         self.progress.value, self.progress.max, self.progress.bar_style = 0, 1, ""
         self.detect_button.disabled = True
@@ -506,10 +645,25 @@ class DetectionWidget(widgets.VBox):
         return self._worker
 
     def wait(self, timeout: float | None = None) -> DetectionWidget:
-        """Block until the running detection (if any) has finished; returns self."""
-        if self._worker is not None:
-            self._worker.join(timeout)
+        """Block until the running detection and model ranking (if any) have finished; returns self."""
+        for thread in (self._ranker, self._worker):
+            if thread is not None:
+                thread.join(timeout)
         return self
+
+    def show_warnings(self, warnings: Sequence[str]) -> None:
+        """Show `warnings` in the banner of the panel (hidden when there are none)."""
+        self.warnings = [str(w) for w in warnings]
+        if not self.warnings:
+            self.warnings_banner.value = ""
+            self.warnings_banner.layout.display = "none"
+            return
+        items = "".join(f"<li>{html.escape(w)}</li>" for w in self.warnings)
+        title = "Warning" if len(self.warnings) == 1 else f"{len(self.warnings)} warnings"
+        self.warnings_banner.value = (f'<div class="cianna-otf-warning-banner" role="alert" style="{BANNER_STYLE}">'
+                                      f'&#9888; <b>{title}</b> about this catalogue'
+                                      f'<ul style="margin: 2px 0 0 1.2em; padding: 0">{items}</ul></div>')
+        self.warnings_banner.layout.display = None
 
     def _run(self, request: dict[str, Any]) -> None:
         job: Job | None = None
@@ -523,6 +677,7 @@ class DetectionWidget(widgets.VBox):
             self.phase.value = job.phase
             table, regions = job.table(), job.regions()
             self.job, self.table, self.regions = job, table, regions
+            self.show_warnings(job.warnings)  # the jobInfo's copy of the catalogue's INFO name="warning"
             self._remove_overlay(self._result_overlay)
             self._result_overlay = f"CIANNA {job.job_id}"
             self.view.add_table(table, name=self._result_overlay, color=RESULT_COLOUR, shape="circle")
@@ -558,6 +713,8 @@ class DetectionWidget(widgets.VBox):
                                       + html.escape("  ".join(f"{c:>11}" for c in columns)) + "</code>")
 
         def cell(value: Any) -> str:
+            if value is _masked():  # an empty cell (no flux without a known unit)
+                return f"{'--':>11}"
             return f"{value:11.6g}" if isinstance(value, float) or hasattr(value, "dtype") and value.dtype.kind == "f" else f"{value!s:>11}"
 
         self.sources.options = [("  ".join(cell(row[c]) for c in columns), index)

@@ -98,6 +98,27 @@ def test_unknown_model_is_one_line_exit_2(tmp_path):
     assert "no-such-model" in line and "classic" in line
 
 
+def test_models_for_an_image(tmp_path, sky_fits):
+    """``models --for IMAGE``: the installed models ranked for the image (no service needed)."""
+    result = cli("models", "--for", str(sky_fits), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("sky.fits: 256 x 256 px, 0.6 arcsec/px, beam ")
+    header = next(i for i, line in enumerate(lines) if line.startswith("MODEL "))
+    assert lines[header].split() == ["MODEL", "FIT", "INPUT", "ZOOM", "REASON"]
+    rows = [line.split() for line in lines[header + 1:] if line and not line.startswith(" ")]
+    assert {row[0] for row in rows} >= {"classic", "yolo-demo"}
+    assert [float(row[1]) for row in rows] == sorted((float(row[1]) for row in rows), reverse=True)
+    classic = next(row for row in rows if row[0] == "classic")
+    assert classic[2] == "native" and classic[3] == "1"
+    as_json = json.loads(cli("models", "--for", str(sky_fits), "--json", cwd=tmp_path).stdout)
+    assert as_json["image"]["size"] == [256, 256] and as_json["models"][0]["fit"] >= as_json["models"][-1]["fit"]
+
+    assert one_error_line(cli("models", "--for", "missing.fits", cwd=tmp_path)).endswith("does not exist")
+    refused = cli("models", "--hdu", "1", cwd=tmp_path)
+    assert refused.returncode == 2 and "--hdu goes with --for IMAGE" in one_error_line(refused)
+
+
 def test_detect_unknown_model(tmp_path):
     image = tmp_path / "image.fits"
     image.write_bytes(b"SIMPLE  =                    T" + b" " * 2850)
@@ -286,12 +307,12 @@ def test_detect_format_from_suffix(fake_pipeline, capsys, name, fmt):
 def test_detect_passes_options(fake_pipeline):
     args = ["detect", "sky.fits", "--model", "classic", "-o", "out.csv", "--format", "ds9",
             "--pixels", "1 10 1 20", "--precision", "fp16", "--hdu", "1", "--threshold", "4.5",
-            "--nms", "0.1", "--min-size", "3"]
+            "--nms", "0.1", "--min-size", "3", "--unit", "mJy/beam", "--beam", "6 5 30"]
     assert main(args) == 0
     image, card, options = fake_pipeline["detect"]
     assert Path(image).name == "sky.fits" and card.name == "classic"
     assert options == dict(region=None, pixels="1 10 1 20", precision="fp16", device="cpu",
-                           threshold=4.5, nms=0.1, min_size=3.0, hdu=1)
+                           threshold=4.5, nms=0.1, min_size=3.0, hdu=1, unit="mJy/beam", beam="6 5 30")
     assert Path("out.csv").read_text() == "ds9:2\n"  # --format wins over the suffix
 
 

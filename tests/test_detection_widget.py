@@ -9,6 +9,7 @@ the view loaded with its ``send`` recording the messages.
 
 from __future__ import annotations
 
+import html
 import io
 import json
 from pathlib import Path
@@ -345,3 +346,75 @@ def test_save_dir_defaults_to_the_notebook_folder(monkeypatch, tmp_path):
     assert widget_module.notebook_directory() == notebook.parent
     monkeypatch.setenv("JPY_SESSION_NAME", "relative/api/path.ipynb")
     assert widget_module.notebook_directory() == Path.cwd()
+
+
+# -- which model fits the image, and the warnings of a catalogue ------------------------------
+class TestModelRankingAndWarnings:
+    """Against a service with two models of ours that declare their domain (`domain_models`)."""
+
+    @pytest.fixture
+    def service_settings(self, tmp_path):
+        from cianna_otf_server.server import ServiceSettings
+        from domain_models import write_domain_models
+
+        return ServiceSettings(data_dir=tmp_path / "service", reaper_interval_seconds=0.5, max_wait_seconds=30.0,
+                               data_roots=[tmp_path], models_dirs=[write_domain_models(tmp_path / "models")])
+
+    @staticmethod
+    def simulated(path: Path, **options) -> Path:
+        from cianna_otf_server.simulate import simulate_sky
+
+        hdul, _truth = simulate_sky(256, seed=5, **options)
+        hdul.writeto(path)
+        return path
+
+    def test_the_model_picker_follows_the_ranking_for_the_image(self, make_widget, tmp_path):
+        wide = self.simulated(tmp_path / "wide.fits", pixel_scale=10.0, beam_bmaj=30.0, beam_bmin=30.0, noise=1e-3)
+        widget = make_widget(image=wide)  # classic chosen: the ranking reorders, it does not choose
+        assert widget.wait(60).error is None, widget.status.value
+        ranked = [plan["model"] for plan in widget.ranking]
+        assert ranked.index("snr-any") < ranked.index("classic") < ranked.index("abs-sdc1")
+        assert [value for _label, value in widget.model_picker.options] == ranked
+        labels = {value: label for label, value in widget.model_picker.options}
+        assert labels["snr-any"] == "snr-any \u2014 fits (reads signal-to-noise, so any unit and noise level)"
+        assert labels["classic"].startswith("classic \u2014 fits (a classical finder")
+        assert labels["abs-sdc1"].startswith("abs-sdc1 \u2014 poor fit (noise 0.00")
+        assert widget.model_picker.value == "classic" and widget.selected_model == "classic"
+        assert widget.image_traits["beam_pixels"] == pytest.approx(3.0, rel=1e-3)
+        assert "fit 0.60" in widget.model_note.value
+        widget.model_picker.value = "abs-sdc1"  # the user's choice: its warnings show under the picker
+        assert "&#9888;" in widget.model_note.value and "unreliable" in widget.model_note.value
+
+        sdc1 = self.simulated(tmp_path / "sdc1.fits", pixel_scale=0.6, beam_bmaj=1.5, beam_bmin=1.5, noise=3e-7)
+        assert widget.show_image(sdc1)
+        widget.wait(60)
+        labels = {value: label for label, value in widget.model_picker.options}
+        assert labels["abs-sdc1"].startswith("abs-sdc1 \u2014 fits (beam 2.5 px within 2-3.2")
+        ranked = [value for _label, value in widget.model_picker.options]
+        assert ranked.index("abs-sdc1") < ranked.index("classic") and widget.selected_model == "abs-sdc1"
+        assert "&#9888;" not in widget.model_note.value
+
+    def test_the_warnings_of_a_detection_show_in_a_banner(self, make_widget, sky_fits, tmp_path):
+        with fits.open(sky_fits) as hdul:
+            del hdul[0].header["BUNIT"]
+            hdul.writeto(tmp_path / "no-unit.fits")
+        widget = make_widget(image=tmp_path / "no-unit.fits")
+        widget.set_region("CIRCLE 0 -30 0.015")
+        assert widget.warnings_banner.layout.display == "none" and widget.warnings == []
+        widget.detect()
+        assert widget.wait(60).error is None, widget.status.value
+        assert widget.warnings and widget.warnings == widget.job.warnings
+        assert any("BUNIT" in warning for warning in widget.warnings), widget.warnings
+        votable = widget.job.votable().decode("utf-8")
+        assert all(html.escape(w, quote=False) in votable for w in widget.warnings), "the VOTable's INFO warnings"
+        assert widget.warnings_banner.layout.display is None, "shown"
+        banner = widget.warnings_banner.value
+        assert 'role="alert"' in banner and "#fff3cd" in banner
+        assert all(html.escape(w) in banner for w in widget.warnings)
+        assert widget.warnings_banner in widget.children[0].children[1].children, "in the panel"
+
+        assert widget.show_image(sky_fits)  # a clean image: the next run clears the banner at once
+        widget.detect()
+        assert widget.warnings == [] and widget.warnings_banner.layout.display == "none"
+        assert widget.wait(60).error is None, widget.status.value
+        assert widget.job.warnings == [] and widget.warnings_banner.value == ""

@@ -309,3 +309,32 @@ def test_extension_listed_by_jupyter():
     line = next((l for l in text.splitlines() if "cianna_otf_jupyter" in l and "enabled" in l), None)
     assert line is not None, text
     assert "OK" in text.split("cianna_otf_jupyter", 1)[1][:400], text
+
+
+async def test_models_match_is_served_by_the_extension(jp_otf, sky_fits):
+    """``POST /models/match`` and ``GET /models?image=`` under the Jupyter base_url, with Jupyter's auth."""
+    url, token, app = await start(jp_otf)
+
+    def client():
+        with token_session(token) as session:
+            response = session.post(f"{url}/models/match", files={"IMAGE": ("sky.fits", sky_fits.read_bytes())})
+            assert response.status_code == 200, response.text
+            answer = response.json()
+            assert answer["image"]["name"] == "sky.fits" and answer["image"]["noise_measured"]
+            names = [model["model"] for model in answer["models"]]
+            assert "classic" in names and answer["models"][0]["fit"] >= answer["models"][-1]["fit"]
+            from astropy.io import fits
+
+            header = fits.getheader(sky_fits).tostring().encode("ascii")
+            assert session.post(f"{url}/models/match", files={"IMAGE": ("h.fits", header)}).json()["image"]["header_only"]
+            bad = session.post(f"{url}/models/match", files={"IMAGE": ("sky.fits", sky_fits.read_bytes())},
+                               data={"HDU": "9"})
+            assert bad.status_code == 400 and "HDU 9 does not exist" in bad.text
+            # no data root is configured here: a path reference is refused as for a job
+            refused = session.get(f"{url}/models", params={"image": str(sky_fits)})
+            assert refused.status_code == 400 and "no data directories" in refused.text
+            assert session.get(f"{url}").json()["models_match"] == f"{BASE_URL}cianna-otf/models/match"
+        unauthenticated = requests.post(f"{url}/models/match", files={"IMAGE": ("sky.fits", b"SIMPLE")})
+        assert unauthenticated.status_code == 403
+
+    await asyncio.to_thread(client)

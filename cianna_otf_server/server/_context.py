@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -91,7 +92,10 @@ class ServiceContext:
             limits=RunnerLimits(max_image_pixels=settings.max_image_pixels),
             job_url=self.job_url,
         )
+        self.runner = runner
         self.executor = self._make_executor(runner)
+        # blocking request work (opening an image to rank the models for it) runs here, off the event loop
+        self.blocking = ThreadPoolExecutor(max_workers=2, thread_name_prefix="otf-request")
         self.policy = DetectionParameterPolicy(
             self.registry, data_roots=settings.data_roots, allow_http=settings.allow_http_images,
             default_model=settings.default_model,
@@ -167,4 +171,5 @@ class ServiceContext:
             self._reaper.cancel()
             self._reaper = None
         self.service.shutdown(wait=True)  # running jobs stop at their next patch and are requeued at restart
+        self.blocking.shutdown(wait=False, cancel_futures=True)
         self.store.close()

@@ -7,10 +7,15 @@ base supplies ``self.context`` (a `ServiceContext`) and ``self.owner`` (the user
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import re
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from tornado import httputil, web
 
@@ -238,31 +243,50 @@ class ServiceRootHandler(ServiceHandlerMixin):
             "uws": f"{root}async",
             "sync": f"{root}sync",
             "models": f"{root}models",
+            "models_match": f"{root}models/match",
             "metrics": f"{root}metrics",
             "user": self.owner,
         }))
 
 
 class ModelsHandler(ServiceHandlerMixin):
+    """``GET /models``: the model cards; ``GET /models?image=REF``: the same, ranked for that image.
+
+    With ``image`` (an http(s) URL, where the service fetches images, or a path under a data
+    root, checked as the job parameter IMAGE is) and optionally ``hdu``, ``unit`` and ``beam``
+    (as the job parameters), the cards come best fit first, each with ``fit`` (0-1),
+    ``reason`` (one sentence on the fit; for an unavailable model, why it cannot run),
+    ``warnings``, ``convention``, ``zoom`` and ``notes``, and the answer adds ``image`` (the
+    traits the ranking used) and ``warnings`` (the image reader's). Without ``image`` the
+    answer is the plain card list.
+    """
+
     endpoint = "models"
 
     def _wants_xml(self) -> bool:
         accept = self.request.headers.get("Accept", "")
         return "xml" in accept and "json" not in accept
 
+    def send_json(self, data: Any) -> None:
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(data, default=str))
+
     @_guard
-    def get(self, name: str | None = None) -> None:
+    async def get(self, name: str | None = None) -> None:
         registry = self.context.registry
         if name is None:
             entries = registry.list() if hasattr(registry, "list") else []
             cards = [_entry_dict(entry) for entry in entries]
             for card in cards:  # clients preselect it (the notebook widget's model picker)
                 card["default"] = card.get("name") == self.context.settings.default_model
+            if self.parameter("IMAGE") is not None:
+                match = await self.run_match()
+                self._send_ranked_cards(cards, match)
+                return
             if self._wants_xml():
                 self.send_xml(_models_xml(cards))
             else:
-                self.set_header("Content-Type", "application/json")
-                self.finish(json.dumps({"models": cards}, default=str))
+                self.send_json({"models": cards})
             return
         try:
             card = registry.get(name)
@@ -276,6 +300,144 @@ class ModelsHandler(ServiceHandlerMixin):
             self.finish(json.dumps(data, default=str))
 
 
+    # -- ranking the models for an image -------------------------------------------------------
+    def match_request(self) -> tuple[Upload | None, str | None, dict[str, Any]]:
+        """The image (an upload, or a checked reference) and the HDU/UNIT/BEAM options; 400 when wrong."""
+        from ..jobs._parameters import check_beam, check_hdu, check_unit
+
+        values: dict[str, str] = {}
+        for key, value in self.form_parameters():
+            upper = key.upper()
+            upper = "UNIT" if upper == "BUNIT" else upper
+            if upper == "_XSRF":  # Jupyter's XSRF form field
+                continue
+            if upper not in MATCH_PARAMETERS:
+                raise InvalidRequestError(f"unknown parameter {key!r}; the models are matched to IMAGE, "
+                                          "with HDU, UNIT and BEAM optional")
+            values[upper] = value.strip()
+        uploads = self.uploads()
+        for upload in uploads:
+            if upload.name.upper() != "IMAGE":
+                raise InvalidRequestError(f"only IMAGE can be uploaded as a file, not {upload.name}")
+        if len(uploads) > 1:
+            raise InvalidRequestError("upload one IMAGE")
+        upload = uploads[0] if uploads else None
+        reference = None
+        if upload is not None:
+            if "IMAGE" in values:
+                raise InvalidRequestError("give IMAGE once: as an upload or as a URL or path, not both")
+            limit = self.context.settings.max_upload_bytes
+            if len(upload.body) > limit:
+                raise PayloadTooLargeError(f"upload {upload.name!r} is {len(upload.body)} bytes; the limit is {limit}")
+        elif "IMAGE" in values:
+            reference = self.context.policy.check_image_reference(values["IMAGE"])
+        else:
+            raise InvalidRequestError("IMAGE is missing: upload a FITS file (or only its header) as IMAGE, "
+                                      "or give its http(s) URL or its path under a data directory")
+        options: dict[str, Any] = {"hdu": check_hdu(values["HDU"]) if "HDU" in values else None}
+        if values.get("UNIT"):
+            check_unit(values["UNIT"])
+        if values.get("BEAM"):
+            check_beam(values["BEAM"])
+        options["unit"] = values.get("UNIT") or None
+        options["beam"] = values.get("BEAM") or None
+        return upload, reference, options
+
+    async def run_match(self):
+        """Rank the models for the request's image, opening and measuring it in a worker thread."""
+        upload, reference, options = self.match_request()
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.context.blocking, _match_image, self.context, upload,
+                                          reference, options)
+
+    def _send_ranked_cards(self, cards: list[dict[str, Any]], match: Any) -> None:
+        by_name = {card.get("name"): card for card in cards}
+        ranked: list[dict[str, Any]] = []
+        for plan in match.model_dicts():
+            card = by_name.pop(plan["model"], None)
+            if card is None:
+                continue
+            usable = card.get("status", "available") == "available"
+            card.update({key: plan[key] for key in ("fit", "warnings", "convention", "zoom", "notes", "checked")})
+            if usable or not card.get("reason"):
+                card["reason"] = plan["reason"]
+            ranked.append(card)
+        ranked.extend(by_name.values())  # broken cards: nothing to rank
+        if self._wants_xml():
+            self.send_xml(_models_xml(ranked, image=match.image_dict(), warnings=match.warnings))
+        else:
+            self.send_json({"image": match.image_dict(), "models": ranked, "warnings": match.warnings})
+
+
+class ModelMatchHandler(ModelsHandler):
+    """``POST /models/match``: which model fits this image? No job is made.
+
+    Parameters (names case-insensitive, form or query): ``IMAGE``, a multipart upload of a FITS
+    file (within the upload limit; a file of FITS header records alone, without data, is
+    accepted and then the noise is not measured and the noise checks are skipped), or a
+    reference, an http(s) URL (where the service fetches images) or a path under a data root,
+    checked as the job parameter is; ``HDU``, ``UNIT`` (or ``BUNIT``) and ``BEAM``, as the job
+    parameters. Answers ``{"image": {...}, "models": [...], "warnings": [...]}``: the traits
+    the ranking used (beam in pixels, pixel scale in arcsec, unit, noise in Jy/beam, size,
+    HDU), every model's plan best fit first (``model``, ``fit`` 0-1, ``reason``,
+    ``warnings``, ``notes``, ``convention``, ``zoom``, ``status``, ``default``), and the
+    image reader's warnings; XML with ``Accept: application/xml``. An unreadable FITS file, an
+    unknown HDU or a bad UNIT or BEAM is a 400 with the reason. ``GET /models/match`` with
+    ``IMAGE`` does the same for a reference; without it, it is the card of a model named
+    "match" (404 when there is none).
+    """
+
+    endpoint = "models_match"
+
+    @_guard
+    async def get(self) -> None:  # type: ignore[override]
+        if self.parameter("IMAGE") is None:
+            await ModelsHandler.get(self, "match")
+            return
+        await self._send_match()
+
+    @_guard
+    async def post(self) -> None:
+        await self._send_match()
+
+    async def _send_match(self) -> None:
+        match = await self.run_match()
+        data = match.to_dict()
+        if self._wants_xml():
+            self.send_xml(_match_xml(data))
+        else:
+            self.send_json(data)
+
+
+MATCH_PARAMETERS = {"IMAGE", "HDU", "UNIT", "BEAM"}
+
+
+def _match_image(context: Any, upload: Upload | None, reference: str | None, options: dict[str, Any]) -> Any:
+    """Open the image (an upload written to a temporary file, a download, or a data-root path) and rank."""
+    from ..model_match import match_file
+
+    settings = context.settings
+    scratch = settings.data_dir / "tmp"
+    scratch.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=scratch, prefix="match-") as folder:
+        if upload is not None:
+            name = _safe_name(upload.filename)
+            path = Path(folder) / name
+            path.write_bytes(upload.body)
+        elif reference is not None and reference.startswith(("http://", "https://")):
+            name = _safe_name(Path(urlparse(reference).path).name)
+            path = context.runner.download(reference, Path(folder) / "image.fits")
+        else:
+            path = Path(str(reference))
+            name = path.name
+        return match_file(path, context.registry, default_model=settings.default_model, name=name, **options)
+
+
+def _safe_name(filename: str | None) -> str:
+    name = re.sub(r"[^A-Za-z0-9._+-]", "_", Path(filename or "").name).lstrip(".")
+    return name[:200] or "image.fits"
+
+
 def _entry_dict(entry: Any) -> dict[str, Any]:
     if hasattr(entry, "to_dict"):
         return entry.to_dict()
@@ -287,7 +449,10 @@ def _entry_dict(entry: Any) -> dict[str, Any]:
     return data
 
 
-def _models_xml(cards: list[dict[str, Any]]) -> bytes:
+def _models_xml(cards: list[dict[str, Any]], image: dict[str, Any] | None = None,
+                warnings: list[str] | None = None) -> bytes:
+    """``<models>`` with one ``<model name=...>`` per card (nested values as JSON text); for a
+    ranking, also the ``<image>`` traits and the reader's ``<warnings>``."""
     from lxml import etree
 
     root = etree.Element("models")
@@ -298,7 +463,53 @@ def _models_xml(cards: list[dict[str, Any]]) -> bytes:
                 continue
             child = etree.SubElement(model, key)
             child.text = json.dumps(value, default=str) if isinstance(value, (dict, list, tuple)) else str(value)
+    if image is not None:
+        _xml_fields(etree.SubElement(root, "image"), image)
+    if warnings is not None:
+        _xml_list(root, "warnings", "warning", warnings)
     return etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
+
+
+def _match_xml(data: dict[str, Any]) -> bytes:
+    """The ``/models/match`` answer as XML: ``<match>`` holding ``<image>``, ``<models>`` (one
+    ``<model name=...>`` each, best first, lists as ``<warning>``/``<note>`` elements) and ``<warnings>``."""
+    from lxml import etree
+
+    root = etree.Element("match")
+    _xml_fields(etree.SubElement(root, "image"), data["image"])
+    models = etree.SubElement(root, "models")
+    for plan in data["models"]:
+        model = etree.SubElement(models, "model", name=str(plan["model"]))
+        _xml_fields(model, {k: v for k, v in plan.items() if k not in ("model", "image")})
+    _xml_list(root, "warnings", "warning", data["warnings"])
+    return etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
+
+
+def _xml_fields(parent: Any, values: dict[str, Any]) -> None:
+    from lxml import etree
+
+    singular = {"warnings": "warning", "notes": "note"}
+    for key, value in values.items():
+        if value is None:
+            continue
+        if key in singular and isinstance(value, (list, tuple)):
+            _xml_list(parent, key, singular[key], value)
+            continue
+        child = etree.SubElement(parent, key)
+        if isinstance(value, bool):
+            child.text = "true" if value else "false"
+        elif isinstance(value, (dict, list, tuple)):
+            child.text = json.dumps(value, default=str)
+        else:
+            child.text = str(value)
+
+
+def _xml_list(parent: Any, name: str, item: str, values: Any) -> None:
+    from lxml import etree
+
+    holder = etree.SubElement(parent, name)
+    for value in values:
+        etree.SubElement(holder, item).text = str(value)
 
 
 class JobListHandler(ServiceHandlerMixin):
@@ -550,6 +761,7 @@ class MetricsHandler(ServiceHandlerMixin):
 ROUTES: list[tuple[str, type]] = [
     (r"", ServiceRootHandler),
     (r"models", ModelsHandler),
+    (r"models/match", ModelMatchHandler),  # before models/NAME, which it would otherwise be
     (r"models/([^/]+)", ModelsHandler),
     (r"async", JobListHandler),
     (r"async/([^/]+)", JobHandler),
