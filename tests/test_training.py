@@ -37,15 +37,19 @@ from cianna_otf_server.training import (
     train,
     yolo_spec,
 )
-from cianna_otf_server.training._data import collate
+from cianna_otf_server.training import SNR_NORMALISATION, SNR_PARAMETERS
+from cianna_otf_server.training._config import SNR_RECIPE
+from cianna_otf_server.training._data import collate, network_input, simulate_training_sky
+from cianna_otf_server.training._targets import apparent_shape
 
 TINY = ArchitectureConfig(widths=(8, 8, 16, 16), depth=1, stem=4, head_width=16)
 CELL = 16
 
 
 def _tiny_config(**changes) -> TrainConfig:
-    base = TrainConfig(patch_size=64, sky_size=192, crops_per_sky=4, batch_size=4, warmup_steps=1,
-                       inference_patch=128, inference_shift=112, inference_offset=8, architecture=TINY)
+    base = TrainConfig(recipe="absolute", patch_size=64, sky_size=192, crops_per_sky=4, batch_size=4,
+                       warmup_steps=1, inference_patch=128, inference_shift=112, inference_offset=8,
+                       architecture=TINY)
     return replace(base, **changes)
 
 
@@ -66,7 +70,7 @@ def _perfect_raw(target: np.ndarray, head) -> np.ndarray:
 
 
 def test_targets_round_trip_through_the_real_decode():
-    config = TrainConfig()
+    config = TrainConfig(recipe="absolute")
     hdul, truth = simulate_sky(512, seed=77)
     head = demo_head()
     sky = sky_truth(truth, config, head.nb_param)
@@ -97,6 +101,61 @@ def test_targets_round_trip_through_the_real_decode():
     np.testing.assert_allclose(physical["bmaj"], source["bmaj"], atol=1e-3)
     np.testing.assert_allclose(physical["bmin"], source["bmin"], atol=1e-3)
     np.testing.assert_allclose(physical["pa"], source["pa"], atol=0.05)
+
+
+def test_snr_targets_round_trip_to_jy_and_apparent_shapes():
+    """Signal-to-noise recipe: the head's targets decode to the truth's flux in Jy (through the noise
+    map, as the catalogue does) and to the apparent (beam-convolved) shape in pixels."""
+    config = TrainConfig(recipe="snr")
+    seed = next(s for s in range(100, 200)
+                if not np.isnan(simulate_training_sky(config, s, 512)[0][0].data).any())  # no blanks: all targets
+    hdul, truth = simulate_training_sky(config, seed, 512)
+    data, noise = network_input(hdul[0].data, config)
+    assert noise is not None and abs(np.nanmedian(data)) < 0.2  # background removed, in units of the rms
+    head = demo_head(objectness_max=SNR_RECIPE.objectness_max)
+    sky = sky_truth(truth, config, head.nb_param, noise)
+    sample = make_sample(data, sky, 128, 96, 256, CELL, SNR_RECIPE.normalisation, head, config)
+    assert np.isfinite(sample.image).all()
+    net = build_network(demo_spec(TINY, 256, objectness_max=SNR_RECIPE.objectness_max))
+    activated = activate(net, torch.from_numpy(_perfect_raw(sample.target, head)))
+    decoded = decode_yolo(activated, head, (256, 256, 1))[0].numpy()
+    yolo = yolo_spec(head, DecodeChoice(threshold=0.5, nms=1.0, second_nms=1.0))
+    boxes = decode_patch(decoded, yolo, decode_settings(yolo))
+    local = sample.truth
+    inside = (local.x >= -0.5) & (local.x < 255.5) & (local.y >= -0.5) & (local.y < 255.5)
+    wanted = local.take(np.nonzero(inside & (local.snr >= config.targets.min_snr))[0])
+    assert len(wanted) >= 3 and len(boxes) == len(wanted)
+    order, expected = np.argsort(boxes.x_center), np.argsort(wanted.x)
+    physical = parameter_values(boxes.params[order], SNR_PARAMETERS)
+    x, y = boxes.x_center[order] + 128, boxes.y_center[order] + 96
+    distance = np.hypot(np.asarray(truth["x"])[:, None] - 1 - x, np.asarray(truth["y"])[:, None] - 1 - y)
+    source = truth[np.argmin(distance, axis=0)]
+    unclipped = np.asarray(source["flux"]) / noise.at(x, y) < 1e5
+    np.testing.assert_allclose((physical["flux"] * noise.at(x, y))[unclipped], np.asarray(source["flux"])[unclipped],
+                               rtol=1e-3)
+    major, minor, angle = apparent_shape(np.asarray(source["bmaj"]), np.asarray(source["bmin"]),
+                                         np.asarray(source["pa"]),
+                                         (truth.meta["beam_bmaj"], truth.meta["beam_bmin"], truth.meta["beam_pa"]),
+                                         truth.meta["pixel_scale"])
+    small = major < 64
+    np.testing.assert_allclose(physical["bmaj"][small], major[small], atol=1e-3)
+    np.testing.assert_allclose(physical["bmin"][small], minor[small], atol=1e-3)
+    round_enough = (major - minor) > 0.05 * major
+    turn = np.abs(((physical["pa"] - angle) + 90) % 180 - 90)
+    assert np.all(turn[round_enough & small] < 0.1)
+
+
+def test_snr_recipe_export_declares_its_domain(tmp_path):
+    config = _tiny_config(recipe="snr")
+    net = build_network(demo_spec(TINY, config.patch_size, seed=2, objectness_max=SNR_RECIPE.objectness_max))
+    card = export_model(net, tmp_path, config=config, choice=DecodeChoice(0.5, -0.1, -0.1), version="2.0",
+                        description="test", training_data="none", training={"seed": 2})
+    assert card.domain.declared and card.domain.input == "snr" and card.domain.angles == "pixel"
+    assert card.domain.beam_pixels_range == (1.5, 8.0) and card.domain.beam_pixels == 3.5
+    assert card.normalisation == SNR_NORMALISATION and card.normalisation.blank == 0.0
+    assert card.parameters == SNR_PARAMETERS and card.parameters[0].unit == "beam"
+    loaded = load_network(card.weights_file)
+    assert float(np.asarray(loaded.yolo.slopes)[3][1]) == 12.0  # the objectness ceiling is raised
 
 
 def test_sources_take_the_best_free_prior_and_faint_ones_are_ignored():
@@ -154,8 +213,9 @@ def test_training_forward_is_the_inference_forward():
     np.testing.assert_array_equal(ours.numpy(), net.eval().forward(x.numpy()))
 
 
-def test_a_checkpoint_resumes(tmp_path):
-    config = _tiny_config()
+@pytest.mark.parametrize("recipe", ["absolute", "snr"])
+def test_a_checkpoint_resumes(tmp_path, recipe):
+    config = _tiny_config(recipe=recipe)
     options = RunOptions(out=tmp_path, minutes=5, workers=0, max_steps=2, validation_skies=1, export=False,
                          command="first")
     first = train(config, options, log=lambda _: None)

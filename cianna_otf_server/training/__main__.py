@@ -18,13 +18,16 @@ from pathlib import Path
 
 import torch
 
-from ._config import TrainConfig
+from ._config import RECIPES, TrainConfig, recipe_of
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m cianna_otf_server.training",
                                      description="Train the demo YOLO-CIANNA model on simulated skies.")
     parser.add_argument("--out", type=Path, required=True, help="folder for the checkpoint, log and model")
+    parser.add_argument("--recipe", choices=sorted(RECIPES), default="snr",
+                        help="what the network reads: 'snr' (signal-to-noise, randomised skies: yolo-demo 2) or "
+                        "'absolute' (Jy/beam, SDC1-like skies: yolo-demo 1); a resumed run keeps its checkpoint's")
     parser.add_argument("--seed", type=int, default=1, help="seed of the weights and of the training skies (a resumed run keeps its checkpoint's)")
     parser.add_argument("--minutes", type=float, default=5.0, help="training time of this run")
     parser.add_argument("--schedule-minutes", type=float, default=None,
@@ -35,19 +38,25 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=None, help="data worker processes (default: CPUs - 2)")
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--lr", type=float, default=None, help="peak learning rate (AdamW)")
+    parser.add_argument("--crops-per-sky", type=int, default=None, dest="crops_per_sky",
+                        help="training patches cut from each simulated sky (default 24)")
     parser.add_argument("--max-steps", type=int, default=None, help="stop this run after so many steps")
     parser.add_argument("--validate-every", type=float, default=60.0, help="seconds between validations")
     parser.add_argument("--no-export", action="store_true", help="only train and checkpoint")
     parser.add_argument("--export-only", action="store_true", help="with --resume: tune and export, no training")
     parser.add_argument("--model-dir", type=Path, default=None, help="where the model goes (default: OUT/model)")
-    parser.add_argument("--tuning-images", type=int, default=3, help="held-out 2048x2048 images for the thresholds")
+    parser.add_argument("--tuning-images", type=int, default=3, help="held-out images for the thresholds")
+    parser.add_argument("--tuning-size", type=int, default=2048, help="side of the held-out images, pixels")
+    parser.add_argument("--tuning-nms", type=float, nargs="+", default=None, metavar="T",
+                        help="NMS thresholds tried by the tuning (default -0.3 -0.15 0 0.15)")
     parser.add_argument("--min-precision", type=float, default=0.95, help="precision the thresholds must reach")
     return parser
 
 
 def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Refuse at once what would otherwise fail minutes later, or silently mean something else."""
-    for name in ("minutes", "schedule_minutes", "batch_size", "lr", "max_steps", "validate_every", "workers"):
+    for name in ("minutes", "schedule_minutes", "batch_size", "lr", "max_steps", "validate_every", "workers",
+                 "tuning_size", "crops_per_sky"):
         value = getattr(args, name)
         if value is not None and value <= 0:
             parser.error(f"--{name.replace('_', '-')} must be positive, not {value}")
@@ -77,24 +86,30 @@ def main(argv: list[str] | None = None) -> int:
         out=args.out, device=args.device, minutes=args.minutes, resume=args.resume,
         workers=args.workers if args.workers is not None else max(1, (os.cpu_count() or 2) - 2),
         max_steps=args.max_steps, validate_every_s=args.validate_every, export=not args.no_export,
-        model_dir=args.model_dir, tuning_images=args.tuning_images, min_precision=args.min_precision,
+        model_dir=args.model_dir, tuning_images=args.tuning_images, tuning_size=args.tuning_size,
+        tuning_nms=tuple(args.tuning_nms) if args.tuning_nms else None,
+        min_precision=args.min_precision,
         command=command,
     )
     if args.export_only:
         state = load_checkpoint(args.resume)
         config = TrainConfig.from_dict(state["config"])
-        average = build_network(demo_spec(config.architecture, config.patch_size, seed=config.seed), args.device)
+        spec = demo_spec(config.architecture, config.patch_size, seed=config.seed,
+                         objectness_max=recipe_of(config).objectness_max)
+        average = build_network(spec, args.device)
         average.load_state_dict(state["average"])
         finish(config, average, options, step=state["step"], patches=state["patches"],
-               train_seconds=state["train_seconds"], history=state["history"], commands=state["commands"],
+               train_seconds=state["train_seconds"], history=state["history"], commands=[*state["commands"], command],
                device=args.device)
         return 0
-    config = TrainConfig(seed=args.seed)
+    config = TrainConfig(seed=args.seed, recipe=args.recipe)
     changes = {}
     if args.batch_size is not None:
         changes["batch_size"] = args.batch_size
     if args.lr is not None:
         changes["lr"] = args.lr
+    if args.crops_per_sky is not None:
+        changes["crops_per_sky"] = args.crops_per_sky
     changes["schedule_minutes"] = args.schedule_minutes or args.minutes
     config = replace(config, **changes)
     train(config, options)

@@ -17,10 +17,11 @@ import numpy as np
 
 from ..cianna.architectures import SDC1_NB_PARAM, SDC1_PRIORS_H, SDC1_PRIORS_W, SDC1_SLOPES
 from ..cianna._spec import YoloHead
-from ..models._card import NormalisationSpec, ParameterSpec
+from ..models._card import DomainSpec, NormalisationSpec, ParameterSpec
 
 __all__ = ["ArchitectureConfig", "TargetConfig", "LossConfig", "TrainConfig", "demo_head", "DEMO_PARAMETERS",
-           "DEMO_NORMALISATION", "VALIDATION_SEED_BASE", "TUNING_SEED_BASE"]
+           "DEMO_NORMALISATION", "VALIDATION_SEED_BASE", "TUNING_SEED_BASE", "Recipe", "RECIPES", "SNR_RECIPE",
+           "ABSOLUTE_RECIPE", "SNR_NORMALISATION", "SNR_PARAMETERS", "recipe_of"]
 
 #: Input normalisation of the demo model. The window starts at zero flux rather than at the SDC1
 #: recipe's 0.4 uJy/beam (1.3 sigma of the simulated noise), so positive noise below that stays
@@ -44,6 +45,58 @@ DEMO_PARAMETERS: tuple[ParameterSpec, ...] = (
                   "(0 for an unresolved source)"),
 )
 
+#: Signal-to-noise input (yolo-demo 2): the network reads (image - background) / local rms, clipped
+#: to [-5, 5000] and log-compressed, so noise (|SNR| < 3) spans 0.1-0.26, 10 sigma 0.33, 100 sigma
+#: 0.55, 1000 sigma 0.81. Blank pixels (NaN, beyond an image edge) read as 0, the background level,
+#: as the training skies' blanks and borders do.
+SNR_NORMALISATION = NormalisationSpec(function="log", clip_min=-5.0, clip_max=5000.0, scale=5000.0, blank=0.0)
+
+#: Outputs of the signal-to-noise model, all measurable in any image without knowing its unit,
+#: depth or pixel scale: the integrated flux in units of the local rms times the beam (S / sigma;
+#: the pipeline multiplies by the noise map and the image unit to give Jy), the apparent
+#: (beam-convolved) FWHM axes in pixels of the network's input (the pipeline applies the pixel
+#: scale and any resampling) and the apparent position angle in the pixel frame (from +y towards
+#: -x; the pipeline turns it east of north through the image's WCS).
+SNR_PARAMETERS: tuple[ParameterSpec, ...] = (
+    ParameterSpec("flux", (0,), "exp", math.log(0.5), math.log(1.0e5), "beam", "phot.flux.density;em.radio",
+                  "Integrated flux density, as the source appears in the image (no primary-beam correction)"),
+    ParameterSpec("bmaj", (1,), "linear", 0.0, 64.0, "pix", "phys.angSize.smajAxis",
+                  "Apparent (beam-convolved) major axis FWHM"),
+    ParameterSpec("bmin", (2,), "linear", 0.0, 64.0, "pix", "phys.angSize.sminAxis",
+                  "Apparent (beam-convolved) minor axis FWHM"),
+    ParameterSpec("pa", (3, 4), "pa_cos_sin", 0.0, 1.0, "deg", "pos.posAng",
+                  "Position angle of the apparent major axis, east of north, in [-90, 90] deg"),
+)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What a generation of the demo model reads and predicts, shared by training, export and the card.
+
+    ``absolute``: yolo-demo 1, SDC1-like skies in Jy/beam at one beam and depth. ``snr``:
+    yolo-demo 2, randomised skies (`simulate.random_domain`) read in signal-to-noise units, with
+    beams of ``domain.beam_pixels_range`` pixels. ``objectness_max`` is the upper clamp of the
+    objectness logit in the head's slope table (CIANNA's SDC1 value 6 gives a ceiling of 0.9975
+    that most bright sources reach, so the score would no longer rank them).
+    """
+
+    name: str
+    normalisation: NormalisationSpec
+    parameters: tuple[ParameterSpec, ...]
+    domain: DomainSpec
+    objectness_max: float = 6.0
+    randomised: bool = False
+    version: str = "1.0"
+    measure: bool = False  # the card measures position, flux and shape in the image (`[yolo] measure`)
+
+
+ABSOLUTE_RECIPE = Recipe("absolute", DEMO_NORMALISATION, DEMO_PARAMETERS, DomainSpec())
+SNR_RECIPE = Recipe("snr", SNR_NORMALISATION, SNR_PARAMETERS,
+                    DomainSpec(input="snr", beam_pixels=3.5, beam_pixels_range=(1.5, 8.0), angles="pixel",
+                               declared=True),
+                    objectness_max=12.0, randomised=True, version="2.0", measure=True)
+RECIPES: dict[str, Recipe] = {recipe.name: recipe for recipe in (ABSOLUTE_RECIPE, SNR_RECIPE)}
+
 #: Seeds of the held-out validation skies (training draws 64-bit seeds above `TRAINING_SEED_FLOOR`).
 VALIDATION_SEED_BASE = 2_000_000
 #: Seeds of the full-size images on which the detection thresholds are tuned.
@@ -52,17 +105,19 @@ TUNING_SEED_BASE = 2_100_000
 TRAINING_SEED_FLOOR = 10_000_000
 
 
-def demo_head(nb_param: int = SDC1_NB_PARAM) -> YoloHead:
+def demo_head(nb_param: int = SDC1_NB_PARAM, objectness_max: float = 6.0) -> YoloHead:
     """The SDC1 YOLO head (9 priors, 2-D boxes, the SDC1 slope table) with a non-negative parameter range.
 
     The parameter row of the slope table is clamped to [0, 1.5] instead of SDC1's [-0.2, 1.5]:
     every demo parameter is encoded in [0, 1], and a lower clamp at 0 keeps the linear size
-    columns from ever going negative.
+    columns from ever going negative. ``objectness_max`` is the objectness row's upper clamp
+    (see `Recipe`).
     """
     priors = np.zeros((3, len(SDC1_PRIORS_W)), dtype=np.float32)
     priors[0], priors[1] = SDC1_PRIORS_W, SDC1_PRIORS_H
     slopes = np.asarray(SDC1_SLOPES, dtype=np.float32).copy()
     slopes[5] = (0.5, 1.5, 0.0)
+    slopes[3] = (slopes[3][0], float(objectness_max), slopes[3][2])
     return YoloHead(len(SDC1_PRIORS_W), 0, nb_param, fit_dim=2, class_softmax=0, priors=priors, slopes=slopes)
 
 
@@ -117,6 +172,7 @@ class TrainConfig:
     """Everything a training run depends on; stored in checkpoints and in the model card."""
 
     seed: int = 1
+    recipe: str = "snr"
     patch_size: int = 256
     inference_patch: int = 512
     inference_shift: int = 480
@@ -136,6 +192,10 @@ class TrainConfig:
     targets: TargetConfig = field(default_factory=TargetConfig)
     loss: LossConfig = field(default_factory=LossConfig)
 
+    def __post_init__(self) -> None:
+        if self.recipe not in RECIPES:
+            raise ValueError(f"unknown training recipe {self.recipe!r}; known: {', '.join(RECIPES)}")
+
     def to_dict(self) -> dict[str, Any]:
         """Plain data for checkpoints and the card."""
         return asdict(self)
@@ -150,9 +210,15 @@ class TrainConfig:
         loss = dict(data.pop("loss", {}))
         if "parameters" in loss:
             loss["parameters"] = tuple(loss["parameters"])
+        data.setdefault("recipe", "absolute")  # checkpoints written before recipes existed
         return cls(
             architecture=ArchitectureConfig(**arch),
             targets=TargetConfig(**data.pop("targets", {})),
             loss=LossConfig(**loss),
             **data,
         )
+
+
+def recipe_of(config: TrainConfig) -> Recipe:
+    """The recipe a training configuration follows."""
+    return RECIPES[config.recipe]

@@ -1,17 +1,20 @@
 """Training and validation patches cut from simulated skies, normalised as inference does.
 
-Each training sky is a fresh `simulate_sky` image (the product's own simulator, at its default
-SDC1-like settings unless the configuration overrides some); patches are cut from it at random
-places by the pipeline's own `cut_patch`, so normalisation and the zero padding beyond an image
-edge are byte for byte what a detection run feeds the network. The truth table gives each
-patch's targets (`encode_targets`). Generation runs in DataLoader worker processes; a sky of
-1024 x 1024 pixels takes about 30 ms and gives 16 patches.
+Each training sky is a fresh `simulate_sky` image: for the signal-to-noise recipe (yolo-demo 2)
+of a random domain (`random_domain`: beam, pixel scale, noise level and texture, artefacts,
+doubles, blanks, density all drawn anew per sky), for the absolute recipe (yolo-demo 1) at the
+default SDC1-like settings. The sky becomes network input exactly as a detection run makes it
+(`network_input`: the pipeline's own noise map for signal-to-noise models), and patches are cut
+at random places by the pipeline's own `cut_patch`, so normalisation and the padding of blanks
+and of places beyond an image edge are byte for byte what inference feeds the network. The
+truth table gives each patch's targets (`encode_targets`). Generation runs in DataLoader worker
+processes; a random-domain sky of 1024 x 1024 pixels takes about 0.2 s and gives 24 patches.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Iterator
+from dataclasses import dataclass, replace
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -20,13 +23,15 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from ..cianna._spec import YoloHead
 from ..models._card import NormalisationSpec
+from ..pipeline._noise import NoiseMap, measure_noise
 from ..pipeline._tiling import Tile, cut_patch
-from ..simulate import simulate_sky
-from ._config import DEMO_PARAMETERS, TRAINING_SEED_FLOOR, VALIDATION_SEED_BASE, TrainConfig
-from ._targets import PatchTruth, encode_parameters, encode_targets, source_boxes, truth_corners
+from ..simulate import SimulationOptions, random_domain, simulate_sky
+from ._config import TRAINING_SEED_FLOOR, VALIDATION_SEED_BASE, TrainConfig, recipe_of
+from ._targets import (PatchTruth, apparent_shape, encode_parameters, encode_targets, source_boxes,
+                       truth_corners)
 
 __all__ = ["Sample", "sky_truth", "make_sample", "training_sky_seed", "TrainingStream", "validation_samples",
-           "collate", "batches"]
+           "collate", "batches", "sky_options", "simulate_training_sky", "network_input"]
 
 
 @dataclass
@@ -47,20 +52,69 @@ class _Array:
         self.data = data
 
 
-def sky_truth(truth: Table, config: TrainConfig, nb_param: int) -> PatchTruth:
-    """Every source of a simulated sky as a `PatchTruth` in the sky's 0-based pixel frame."""
+def sky_options(config: TrainConfig, seed: int, size: int | None = None) -> SimulationOptions:
+    """The simulation options of the sky with this seed: a random domain, or the recipe's fixed one.
+
+    ``config.simulation`` overrides are applied on top in both cases (e.g. a fixed density).
+    """
+    size = int(size or config.sky_size)
+    if recipe_of(config).randomised:
+        rng = np.random.default_rng([int(seed) % (2**63), 0xD0A1])
+        options = random_domain(rng, size=size)
+        return replace(options, **config.simulation) if config.simulation else options
+    return SimulationOptions.from_kwargs(dict(config.simulation))
+
+
+def simulate_training_sky(config: TrainConfig, seed: int, size: int | None = None) -> tuple[Any, Table]:
+    """``simulate_sky`` with `sky_options` (HDUList, truth)."""
+    size = int(size or config.sky_size)
+    return simulate_sky(size, seed=int(seed), **sky_options(config, seed, size).as_kwargs())
+
+
+def network_input(data: np.ndarray, config: TrainConfig) -> tuple[np.ndarray, NoiseMap | None]:
+    """A sky as the network reads it before normalisation, and its noise map (signal-to-noise recipe).
+
+    Signal-to-noise: ``(image - background) / rms`` with the pipeline's own `measure_noise`
+    (what `DomainView` does at inference); absolute: the Jy/beam pixels as they are.
+    """
+    if recipe_of(config).domain.input != "snr":
+        return data, None
+    noise = measure_noise(data)
+    ny, nx = data.shape
+    background, rms = noise.window(0, nx, 0, ny)
+    snr = np.asarray(data, dtype=np.float32) - background
+    snr /= rms
+    return snr, noise
+
+
+def sky_truth(truth: Table, config: TrainConfig, nb_param: int, noise: NoiseMap | None = None) -> PatchTruth:
+    """Every source of a simulated sky as a `PatchTruth` in the sky's 0-based pixel frame.
+
+    Absolute recipe: flux in Jy, intrinsic axes in arcsec, as the SDC1 truth. Signal-to-noise
+    recipe: flux over the noise map's rms at the source (``beam`` units, what the pipeline
+    multiplies back), apparent (beam-convolved) axes in pixels and their angle in the pixel frame.
+    """
     meta = truth.meta
     beam = (float(meta["beam_bmaj"]), float(meta["beam_bmin"]), float(meta["beam_pa"]))
+    scale = float(meta["pixel_scale"])
     bmaj = np.asarray(truth["bmaj"], np.float64)
     bmin = np.asarray(truth["bmin"], np.float64)
     pa = np.asarray(truth["pa"], np.float64)
-    width, height = source_boxes(bmaj, bmin, pa, beam, float(meta["pixel_scale"]), config.targets)
+    width, height = source_boxes(bmaj, bmin, pa, beam, scale, config.targets)
     flux = np.asarray(truth["flux"], np.float64)
-    params = encode_parameters({"flux": flux, "bmaj": bmaj, "bmin": bmin, "pa": pa}, DEMO_PARAMETERS, nb_param)
+    x = np.asarray(truth["x"], np.float64) - 1.0
+    y = np.asarray(truth["y"], np.float64) - 1.0
+    recipe = recipe_of(config)
+    if recipe.domain.input == "snr":
+        if noise is None:
+            raise ValueError("the signal-to-noise recipe needs the sky's noise map")
+        major, minor, angle = apparent_shape(bmaj, bmin, pa, beam, scale)
+        values = {"flux": flux / np.maximum(noise.at(x, y), 1e-30), "bmaj": major, "bmin": minor, "pa": angle}
+    else:
+        values = {"flux": flux, "bmaj": bmaj, "bmin": bmin, "pa": pa}
+    params = np.clip(encode_parameters(values, recipe.parameters, nb_param), 0.0, 1.5)
     return PatchTruth(
-        x=np.asarray(truth["x"], np.float64) - 1.0,
-        y=np.asarray(truth["y"], np.float64) - 1.0,
-        width=width, height=height, params=params,
+        x=x, y=y, width=width, height=height, params=params,
         snr=np.asarray(truth["snr"], np.float64), flux=flux,
     )
 
@@ -107,9 +161,9 @@ class TrainingStream(IterableDataset):
         chunk = worker
         while True:
             sky_seed = training_sky_seed(config.seed, self.segment, chunk)
-            hdul, truth = simulate_sky(config.sky_size, seed=sky_seed, **config.simulation)
-            data = hdul[0].data
-            sky = sky_truth(truth, config, self.head.nb_param)
+            hdul, truth = simulate_training_sky(config, sky_seed)
+            data, noise = network_input(hdul[0].data, config)
+            sky = sky_truth(truth, config, self.head.nb_param, noise)
             rng = np.random.default_rng([sky_seed % (2**32), 7])
             high = config.sky_size - size + margin
             for _ in range(config.crops_per_sky):
@@ -133,9 +187,9 @@ def validation_samples(config: TrainConfig, head: YoloHead, cell: int, normalisa
     per_side = max(1, config.sky_size // size)
     samples = []
     for k in range(n_skies):
-        hdul, truth = simulate_sky(config.sky_size, seed=VALIDATION_SEED_BASE + k, **config.simulation)
-        data = hdul[0].data
-        sky = sky_truth(truth, config, head.nb_param)
+        hdul, truth = simulate_training_sky(config, VALIDATION_SEED_BASE + k)
+        data, noise = network_input(hdul[0].data, config)
+        sky = sky_truth(truth, config, head.nb_param, noise)
         for j in range(per_side):
             for i in range(per_side):
                 samples.append(make_sample(data, sky, i * size, j * size, size, cell, normalisation, head, config))

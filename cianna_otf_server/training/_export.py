@@ -1,8 +1,8 @@
 """Write a trained network as a model the registry serves: CIANNA weights file + TOML card.
 
-The card is generated from the same records the training used (`TrainConfig`, the demo head,
-`DEMO_NORMALISATION`, `DEMO_PARAMETERS`), so tiling, normalisation and parameter transforms
-cannot drift from what the network learnt. Its ``sha256`` is that of the file just written.
+The card is generated from the same records the training used (`TrainConfig` and its `Recipe`:
+normalisation, parameters, domain), so tiling, normalisation, parameter transforms and the
+declared domain cannot drift from what the network learnt. Its ``sha256`` is that of the file just written.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 from ..cianna import CiannaNetwork, ConvLayer, NetworkSpec, compute_shapes, save_network
 from ..models._card import ModelCard, ParameterSpec, YoloSpec, load_card
-from ._config import DEMO_NORMALISATION, DEMO_PARAMETERS, TrainConfig
+from ._config import TrainConfig, recipe_of
 
 __all__ = ["DecodeChoice", "yolo_spec", "inference_spec", "export_model", "card_text"]
 
@@ -29,9 +29,10 @@ class DecodeChoice:
     threshold: float = 0.5
     nms: float = 0.0
     second_nms: float = 0.0
+    min_peak_snr: float = 0.0
 
 
-def yolo_spec(net_head: Any, choice: DecodeChoice, edge_margin: int = 0) -> YoloSpec:
+def yolo_spec(net_head: Any, choice: DecodeChoice, edge_margin: int = 0, measure: bool = False) -> YoloSpec:
     """The card's ``[yolo]`` table for a head and detection settings.
 
     ``edge_margin`` is half the overlap of neighbouring patches: then every place of an overlap
@@ -45,7 +46,7 @@ def yolo_spec(net_head: Any, choice: DecodeChoice, edge_margin: int = 0) -> Yolo
         priors_h=tuple(float(v) for v in net_head.priors[1]),
         objectness_thresholds=(float(choice.threshold),) * int(net_head.nb_box),
         nms_threshold=float(choice.nms), second_nms_threshold=float(choice.second_nms),
-        edge_margin=int(edge_margin),
+        edge_margin=int(edge_margin), min_peak_snr=float(choice.min_peak_snr), measure=bool(measure),
     )
 
 
@@ -93,10 +94,26 @@ def _parameter_table(spec: ParameterSpec) -> str:
     return "\n".join(lines)
 
 
+def _domain_lines(domain: Any) -> list[str]:
+    """The card's ``[domain]`` table (nothing for an undeclared domain)."""
+    if not domain.declared:
+        return []
+    lines = ["[domain]", f"input = {_toml_value(domain.input)}"]
+    if domain.beam_pixels is not None:
+        lines.append(f"beam_pixels = {_toml_value(domain.beam_pixels)}")
+    if domain.beam_pixels_range is not None:
+        lines.append(f"beam_pixels_range = {_toml_value(list(domain.beam_pixels_range))}")
+    if domain.noise_range is not None:
+        lines.append(f"noise_range = {_toml_value(list(domain.noise_range))}")
+    lines += [f"angles = {_toml_value(domain.angles)}", ""]
+    return lines
+
+
 def card_text(*, weights_file: str, sha256: str, config: TrainConfig, yolo: YoloSpec, version: str,
               description: str, training_data: str, training: dict[str, Any]) -> str:
     """The model card of the demo model as TOML text."""
-    norm = DEMO_NORMALISATION
+    recipe = recipe_of(config)
+    norm = recipe.normalisation
     flat_training = {k: v for k, v in training.items() if not isinstance(v, dict)}
     lines = [
         "# Demonstration YOLO-CIANNA model trained on simulated skies; written by cianna_otf_server.training.",
@@ -129,7 +146,9 @@ def card_text(*, weights_file: str, sha256: str, config: TrainConfig, yolo: Yolo
         f"clip_min = {_toml_value(norm.clip_min)}",
         f"clip_max = {_toml_value(norm.clip_max)}",
         f"scale = {_toml_value(norm.scale)}",
+        *([f"blank = {_toml_value(norm.blank)}"] if norm.blank is not None else []),
         "",
+        *_domain_lines(recipe.domain),
         "[yolo]",
         f"nb_box = {yolo.nb_box}",
         f"nb_class = {yolo.nb_class}",
@@ -142,8 +161,10 @@ def card_text(*, weights_file: str, sha256: str, config: TrainConfig, yolo: Yolo
         'nms_type = "DIoU"',
         "min_size = 0",
         f"edge_margin = {yolo.edge_margin}",
+        *([f"min_peak_snr = {_toml_value(yolo.min_peak_snr)}"] if yolo.min_peak_snr > 0 else []),
+        *(["measure = true"] if yolo.measure else []),
         "",
-        *[_parameter_table(p) + "\n" for p in DEMO_PARAMETERS],
+        *[_parameter_table(p) + "\n" for p in recipe.parameters],
         "[training]",
         *[f"{key} = {_toml_value(value)}" for key, value in flat_training.items()],
         "",
@@ -166,7 +187,8 @@ def export_model(net: CiannaNetwork, directory: str | Path, *, config: TrainConf
     sha = hashlib.sha256(weights.read_bytes()).hexdigest()
     head = net.yolo
     margin = (config.inference_patch - config.inference_shift) // 2
-    text = card_text(weights_file=weights.name, sha256=sha, config=config, yolo=yolo_spec(head, choice, margin),
+    yolo = yolo_spec(head, choice, margin, measure=recipe_of(config).measure)
+    text = card_text(weights_file=weights.name, sha256=sha, config=config, yolo=yolo,
                      version=version, description=description, training_data=training_data, training=training)
     card_path = directory / f"{MODEL_NAME}.toml"
     card_path.write_text(text, encoding="utf-8")

@@ -26,11 +26,13 @@ __all__ = ["demo_spec", "build_network", "forward_raw", "activate", "head_of"]
 _INITIAL_OBJECTNESS = 0.01
 
 
-def demo_spec(architecture: ArchitectureConfig, input_size: int, seed: int = 0) -> NetworkSpec:
+def demo_spec(architecture: ArchitectureConfig, input_size: int, seed: int = 0,
+              objectness_max: float = 6.0) -> NetworkSpec:
     """The demo network as a CIANNA spec: `small_yolo`'s layer plan with the demo head.
 
     5 x 5 stem, then per stage a 2 x 2 stride-2 conv and ``depth`` (1 x 1, 3 x 3) pairs, one group
     norm of 4 channels per group, a 1 x 1 conv with dropout 0.25, and the YOLO output conv.
+    ``objectness_max``: the head's objectness clamp (`Recipe.objectness_max`).
     """
     steps: list[Conv | GroupNorm] = [Conv(architecture.stem, 5, padding=2)]
     for width in architecture.widths:
@@ -39,7 +41,7 @@ def demo_spec(architecture: ArchitectureConfig, input_size: int, seed: int = 0) 
             steps.append(Conv(max(width // 2, 1), 1))
             steps.append(Conv(width, 3, padding=1))
     steps += [GroupNorm(4), Conv(architecture.head_width, 1, dropout=0.25)]
-    spec = build_yolo(input_size, steps, demo_head(), seed=seed)
+    spec = build_yolo(input_size, steps, demo_head(objectness_max=objectness_max), seed=seed)
     _bias_rare_objects(spec)
     return spec
 

@@ -26,8 +26,8 @@ from ..cianna._spec import YoloHead
 from ..models._card import ParameterSpec
 from ._config import TargetConfig
 
-__all__ = ["PatchTruth", "STATE", "encode_parameters", "source_boxes", "encode_targets", "truth_corners",
-           "target_channels"]
+__all__ = ["PatchTruth", "STATE", "encode_parameters", "source_boxes", "apparent_shape", "encode_targets",
+           "truth_corners", "target_channels"]
 
 _FWHM_PER_SIGMA = math.sqrt(8.0 * math.log(2.0))
 #: Channel 0 of a target: 1 a box that must report a source, 0 one that must not, -1 no loss.
@@ -127,6 +127,36 @@ def source_boxes(bmaj: np.ndarray, bmin: np.ndarray, pa: np.ndarray, beam: tuple
             np.clip(height, config.box_min, config.box_max).astype(np.float32))
 
 
+def apparent_shape(bmaj: np.ndarray, bmin: np.ndarray, pa: np.ndarray, beam: tuple[float, float, float],
+                   pixel_scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Apparent (beam-convolved) FWHM axes in pixels and the major axis angle in the pixel frame.
+
+    The convolved covariance is the source's plus the beam's (simulator convention: a major
+    axis at position angle ``pa`` points along pixel direction ``(-sin pa, cos pa)``); its
+    eigen-decomposition gives the axes, and the major axis direction ``(vx, vy)`` the angle
+    ``atan2(-vx, vy)`` from +y towards -x, folded into [-90, 90) degrees. Unresolved sources
+    have bmaj = bmin = 0 (they take the beam's shape).
+    """
+    def covariance(major: np.ndarray, minor: np.ndarray, angle: np.ndarray) -> np.ndarray:
+        a = np.asarray(major, np.float64) / pixel_scale / _FWHM_PER_SIGMA
+        b = np.asarray(minor, np.float64) / pixel_scale / _FWHM_PER_SIGMA
+        t = np.radians(np.asarray(angle, np.float64))
+        ux, uy, vx, vy = -np.sin(t), np.cos(t), np.cos(t), np.sin(t)
+        return np.stack([a * a * ux * ux + b * b * vx * vx, a * a * ux * uy + b * b * vx * vy,
+                         a * a * uy * uy + b * b * vy * vy], axis=-1)
+
+    total = covariance(bmaj, bmin, pa) + covariance(np.asarray(beam[0]), np.asarray(beam[1]), np.asarray(beam[2]))
+    sxx, sxy, syy = total[..., 0], total[..., 1], total[..., 2]
+    mean, half = 0.5 * (sxx + syy), np.sqrt(0.25 * (sxx - syy) ** 2 + sxy * sxy)
+    major = _FWHM_PER_SIGMA * np.sqrt(mean + half)
+    minor = _FWHM_PER_SIGMA * np.sqrt(np.maximum(mean - half, 0.0))
+    theta = 0.5 * np.arctan2(2.0 * sxy, sxx - syy)  # major axis angle from +x (anticlockwise)
+    vx, vy = np.cos(theta), np.sin(theta)
+    angle = np.degrees(np.arctan2(-vx, vy))
+    angle = (angle + 90.0) % 180.0 - 90.0
+    return major, minor, angle
+
+
 def _logit_bounds(head: YoloHead) -> tuple[float, float]:
     """The range the activated position can reach (CIANNA clamps the logistic's input)."""
     fmax, fmin = float(head.slopes[0][1]), float(head.slopes[0][2])
@@ -158,22 +188,25 @@ def encode_targets(truth: PatchTruth, head: YoloHead, patch_size: int, cell: int
     low, high = _logit_bounds(head)
     size_limit = float(head.slopes[1][1])
     taken = np.zeros((nb_box, grid, grid), dtype=bool)
-    for k in chosen:
-        i, j = int(cx[k] // cell), int(cy[k] // cell)
-        w, h = float(truth.width[k]), float(truth.height[k])
+    # per source a handful of scalar operations: plain floats, not numpy scalars (dense skies hold
+    # hundreds of sources per patch, and this runs for every training patch)
+    columns = zip(cx[chosen].tolist(), cy[chosen].tolist(), truth.width[chosen].tolist(),
+                  truth.height[chosen].tolist(), chosen.tolist())
+    for x, y, w, h, k in columns:
+        i, j = int(x // cell), int(y // cell)
         inter = np.minimum(w, pw) * np.minimum(h, ph)
         iou = inter / (w * h + pw * ph - inter)
-        iou[taken[:, j, i]] = -1.0
-        b = int(np.argmax(iou))
-        if iou[b] < 0:  # every prior of the cell holds a brighter source: leave it unpenalised
+        free = ~taken[:, j, i]
+        if not free.any():  # every prior of the cell holds a brighter source: leave it unpenalised
             out[:, STATE, j, i] = np.where(taken[:, j, i], out[:, STATE, j, i], IGNORE)
             continue
+        b = int(np.argmax(np.where(free, iou, -1.0)))
         taken[b, j, i] = True
         out[b, STATE, j, i] = TARGET
-        out[b, 1, j, i] = np.clip(cx[k] / cell - i, low, high)
-        out[b, 2, j, i] = np.clip(cy[k] / cell - j, low, high)
-        out[b, 3, j, i] = np.clip(math.log(w / pw[b]), -size_limit, size_limit)
-        out[b, 4, j, i] = np.clip(math.log(h / ph[b]), -size_limit, size_limit)
+        out[b, 1, j, i] = min(max(x / cell - i, low), high)
+        out[b, 2, j, i] = min(max(y / cell - j, low), high)
+        out[b, 3, j, i] = min(max(math.log(w / pw[b]), -size_limit), size_limit)
+        out[b, 4, j, i] = min(max(math.log(h / ph[b]), -size_limit), size_limit)
         out[b, 5:, j, i] = truth.params[k]
     return out
 

@@ -27,7 +27,7 @@ from ..cianna import CiannaNetwork
 from ..models._card import ModelCard
 from ..pipeline._decode import decode_settings
 from ..simulate import SimulationOptions
-from ._config import DEMO_NORMALISATION, TUNING_SEED_BASE, TrainConfig
+from ._config import TUNING_SEED_BASE, TrainConfig, recipe_of
 from ._data import TrainingStream, collate, validation_samples
 from ._evaluate import validate
 from ._export import DecodeChoice, export_model, inference_spec, yolo_spec
@@ -57,6 +57,7 @@ class RunOptions:
     model_dir: Path | None = None
     tuning_images: int = 3
     tuning_size: int = 2048
+    tuning_nms: tuple[float, ...] | None = None  # NMS candidates (None: the tuning's defaults)
     min_precision: float = 0.95
     command: str = ""
 
@@ -101,7 +102,8 @@ def train(config: TrainConfig, options: RunOptions, log: Callable[[str], None] =
     if state is not None:
         config = TrainConfig.from_dict(state["config"])
     torch.manual_seed(config.seed)
-    spec = demo_spec(config.architecture, config.patch_size, seed=config.seed)
+    spec = demo_spec(config.architecture, config.patch_size, seed=config.seed,
+                     objectness_max=recipe_of(config).objectness_max)
     net = build_network(spec, device)
     average = copy.deepcopy(net)
     for p in average.parameters():
@@ -124,7 +126,8 @@ def train(config: TrainConfig, options: RunOptions, log: Callable[[str], None] =
     loss_fn = YoloLoss(head, cell, config.loss, config.targets.ignore_iou)
     probe = yolo_spec(head, DecodeChoice())
     settings = decode_settings(probe)
-    validation = validation_samples(config, head, cell, DEMO_NORMALISATION, options.validation_skies)
+    recipe = recipe_of(config)
+    validation = validation_samples(config, head, cell, recipe.normalisation, options.validation_skies)
     log(f"{sum(p.numel() for p in net.parameters()):,} parameters; {len(validation)} validation patches; "
         f"device {device}; {options.workers} data workers")
 
@@ -133,7 +136,7 @@ def train(config: TrainConfig, options: RunOptions, log: Callable[[str], None] =
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    stream = TrainingStream(config, head, cell, DEMO_NORMALISATION, segment=segment)
+    stream = TrainingStream(config, head, cell, recipe.normalisation, segment=segment)
     loader = DataLoader(stream, batch_size=config.batch_size, num_workers=options.workers, collate_fn=collate,
                         pin_memory=on_gpu, prefetch_factor=4 if options.workers else None,
                         persistent_workers=False)
@@ -225,33 +228,19 @@ def finish(config: TrainConfig, average: CiannaNetwork, options: RunOptions, *, 
     probe_card = export_model(runtime, model_dir, config=config, choice=DecodeChoice(), version="tuning",
                               description="", training_data="", training={})
     seeds = [TUNING_SEED_BASE + k for k in range(options.tuning_images)]
-    images = tuning_images(seeds, options.tuning_size, config.simulation)
-    choice, rows = tune_decoding(runtime, probe_card, images, min_precision=options.min_precision, log=log)
-    chosen = next(r for r in rows if r["threshold"] == choice.threshold and r["nms"] == choice.nms)
-    log(f"chosen: threshold {choice.threshold} nms {choice.nms}: precision {chosen['precision']:.3f} "
+    images = tuning_images(seeds, options.tuning_size, config)
+    grid = {"nms_values": options.tuning_nms} if options.tuning_nms else {}
+    choice, rows = tune_decoding(runtime, probe_card, images, min_precision=options.min_precision, log=log, **grid)
+    chosen = next(r for r in rows if r["threshold"] == choice.threshold and r["nms"] == choice.nms
+                  and r["min_peak_snr"] == choice.min_peak_snr)
+    log(f"chosen: threshold {choice.threshold} nms {choice.nms} min peak snr {choice.min_peak_snr}: "
+        f"precision {chosen['precision']:.3f} "
         f"recall {chosen['recall']:.3f} F1 {chosen['f1']:.3f}")
     (model_dir / "tuning.json").write_text(json.dumps({"chosen": chosen, "candidates": rows}, indent=1) + "\n")
     simulation = {k: v for k, v in SimulationOptions.from_kwargs(dict(config.simulation)).__dict__.items()
                   if v is not None}
     n_params = sum(p.numel() for p in average.parameters())
-    arch = config.architecture
-    description = (
-        "Demonstration YOLO-CIANNA detector for SDC1-like radio continuum images (0.6 arcsec pixels, "
-        "1.5 arcsec beam, ~3e-7 Jy/beam noise), trained from scratch on skies made by the built-in simulator "
-        "(cianna-otf simulate). A small member of the SDC1 network family "
-        f"({n_params:,} parameters: 5x5 stem of {arch.stem} filters, 4 stride-2 stages of widths "
-        f"{list(arch.widths)} with {arch.depth} (1x1, 3x3) pairs each, one group normalisation, the SDC1 YOLO "
-        "head with 9 priors on a 16-pixel grid) that predicts per box an objectness, the integrated flux "
-        "density and the intrinsic shape (major and minor axis, position angle). Its thresholds were tuned on "
-        "held-out simulated images; on real images it is a demonstration, not a science-grade detector."
-    )
-    opts_text = ", ".join(f"{k}={v}" for k, v in simulation.items())
-    training_data = (
-        f"Simulated skies from cianna_otf_server.simulate (cianna-otf {__version__}): {config.sky_size}x"
-        f"{config.sky_size} px images, a fresh random sky for every {config.crops_per_sky} patches of "
-        f"{config.patch_size}x{config.patch_size} px ({patches:,} patches in all), SimulationOptions({opts_text}). "
-        f"Targets: every true source of peak SNR >= {config.targets.min_snr:g}; fainter ones are ignored."
-    )
+    description, training_data = describe(config, n_params, patches, simulation)
     validation = [h["validation"] for h in history if "validation" in h]
     training = {
         "framework": f"PyTorch {torch.__version__} (cianna_otf_server.training), bf16 autocast on GPU",
@@ -275,11 +264,67 @@ def finish(config: TrainConfig, average: CiannaNetwork, options: RunOptions, *, 
         "tuned_recall": round(chosen["recall"], 4),
         "tuned_recall_snr5": round(chosen["recall_snr5"], 4),
         "tuned_min_precision": options.min_precision,
-        "simulation": {k: v for k, v in simulation.items() if isinstance(v, (int, float, bool, str))},
+        "recipe": config.recipe,
+        "simulation": ({"random_domain": "cianna_otf_server.simulate.random_domain(rng, size=sky_size) per sky",
+                        **{k: v for k, v in config.simulation.items() if isinstance(v, (int, float, bool, str))}}
+                       if recipe_of(config).randomised else
+                       {k: v for k, v in simulation.items() if isinstance(v, (int, float, bool, str))}),
     }
     if validation:
         training["final_validation"] = {k: round(v, 4) for k, v in validation[-1].items() if math.isfinite(v)}
-    card = export_model(runtime, model_dir, config=config, choice=choice, version="1.0",
+    card = export_model(runtime, model_dir, config=config, choice=choice, version=recipe_of(config).version,
                         description=description, training_data=training_data, training=training)
     log(f"exported {card.name} to {model_dir} ({platform.node() or 'this machine'})")
     return card
+
+
+def describe(config: TrainConfig, n_params: int, patches: int, simulation: dict[str, Any]) -> tuple[str, str]:
+    """The card's description and training-data texts, honest about what the network saw."""
+    arch = config.architecture
+    network = (f"A small member of the SDC1 network family ({n_params:,} parameters: 5x5 stem of {arch.stem} "
+               f"filters, 4 stride-2 stages of widths {list(arch.widths)} with {arch.depth} (1x1, 3x3) pairs each, "
+               "one group normalisation, the SDC1 YOLO head with 9 priors on a 16-pixel grid)")
+    recipe = recipe_of(config)
+    if recipe.domain.input == "snr":
+        low, high = recipe.domain.beam_pixels_range or (0.0, 0.0)
+        description = (
+            "Demonstration YOLO-CIANNA detector for radio continuum images of any survey. It reads the image in "
+            "signal-to-noise units (image minus background over the local rms of the pipeline's noise map), so "
+            "the brightness unit, depth and telescope do not matter, and it was trained on beams spanning "
+            f"{low:g}-{high:g} pixels (other images are resampled so that the beam spans "
+            f"{recipe.domain.beam_pixels:g}). {network} that predicts per box an objectness, the integrated flux "
+            "in units of the local rms times the beam (turned into Jy through the noise map and the image unit), "
+            "and the apparent (beam-convolved) shape. Trained from scratch on randomised simulated skies; "
+            "its thresholds were tuned on held-out randomised skies. A demonstration, not a science-grade "
+            "detector: see the generalisation benchmark in the README for what it does on unseen and real images."
+        )
+        training_data = (
+            f"Simulated skies from cianna_otf_server.simulate (cianna-otf {__version__}), each of a random domain "
+            f"drawn by simulate.random_domain: {config.sky_size}x{config.sky_size} px, pixel scales 0.5-10 arcsec, "
+            f"beam major axes {low:g}-{high:g} px (axis ratio 0.5-1, any position angle), noise 1e-6 to 1e-2 "
+            "Jy/beam correlated like the beam (85%) or white, smooth noise variations and primary-beam rises, "
+            "sidelobe spokes and rings around bright sources (half the skies), FR I/FR II-like doubles "
+            "(up to 15%), NaN blanks and primary-beam cuts (30%), densities from empty fields to about the "
+            "confusion level, point and resolved Gaussian sources with power-law counts up to 2e3-2e4 sigma. "
+            f"A fresh sky for every {config.crops_per_sky} patches of {config.patch_size}x{config.patch_size} px "
+            f"({patches:,} patches in all). Targets: every true source of peak SNR >= {config.targets.min_snr:g} "
+            "(a double is one source); fainter ones are ignored. Never trained on real images, nor on any "
+            "image with a beam outside the range above."
+        )
+        return description, training_data
+    description = (
+        "Demonstration YOLO-CIANNA detector for SDC1-like radio continuum images (0.6 arcsec pixels, "
+        "1.5 arcsec beam, ~3e-7 Jy/beam noise), trained from scratch on skies made by the built-in simulator "
+        f"(cianna-otf simulate). {network} that predicts per box an objectness, the integrated flux "
+        "density and the intrinsic shape (major and minor axis, position angle). It reads absolute brightness "
+        "(Jy/beam) and so only suits images of that beam and depth. Its thresholds were tuned on held-out "
+        "simulated images; on real images it is a demonstration, not a science-grade detector."
+    )
+    opts_text = ", ".join(f"{k}={v}" for k, v in simulation.items())
+    training_data = (
+        f"Simulated skies from cianna_otf_server.simulate (cianna-otf {__version__}): {config.sky_size}x"
+        f"{config.sky_size} px images, a fresh random sky for every {config.crops_per_sky} patches of "
+        f"{config.patch_size}x{config.patch_size} px ({patches:,} patches in all), SimulationOptions({opts_text}). "
+        f"Targets: every true source of peak SNR >= {config.targets.min_snr:g}; fainter ones are ignored."
+    )
+    return description, training_data
