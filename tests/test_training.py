@@ -280,7 +280,10 @@ def test_the_shipped_demo_model_detects_simulated_sources():
     assert report["above"]["recall"] >= 0.95  # true SNR >= 5
     assert report["median_position_error_arcsec"] < 0.3  # a fifth of the beam
     assert report["median_abs_relative_flux_error_above"] < 0.2
-    assert np.all(np.asarray(table["bmaj"]) >= 0) and np.all(np.abs(np.asarray(table["pa"])) <= 90)
+    bmaj, pa = np.asarray(table["bmaj"]), np.asarray(table["pa"])
+    fitted = np.asarray(table["fitted"]) == 1  # measured in the image (the card's [yolo] measure)
+    assert fitted.mean() > 0.9 and np.all(bmaj[fitted] > 0) and np.all(np.abs(pa[fitted]) <= 90)
+    assert card.domain.input == "snr" and card.yolo.measure
 
 
 @pytest.mark.parametrize(("arguments", "message"), [

@@ -74,25 +74,29 @@ def _run(net: Any, card: ModelCard, item: TuningImage, batch_size: int) -> None:
                     for tiles, batch in iter_batches(detection.view, detection.plan, card.normalisation, batch_size)]
 
 
-def _scores(card: ModelCard, item: TuningImage, choice: DecodeChoice,
-            min_snrs: Sequence[float]) -> list[dict[str, Any]]:
-    """Quality reports of one image for a threshold and NMS, one per peak-SNR floor."""
+def _catalogue(card: ModelCard, item: TuningImage, threshold: float, nms: float) -> Any:
+    """One image's catalogue at a threshold and NMS, without a peak-SNR floor."""
     image = open_image(item.hdul)
     chosen = dataclasses.replace(card, yolo=dataclasses.replace(
-        card.yolo, objectness_thresholds=(choice.threshold,) * card.yolo.nb_box,
-        nms_threshold=choice.nms, second_nms_threshold=choice.second_nms, min_peak_snr=0.0))
+        card.yolo, objectness_thresholds=(threshold,) * card.yolo.nb_box,
+        nms_threshold=nms, second_nms_threshold=nms, min_peak_snr=0.0))
     detection = YoloDetection(image, chosen, full_box(image), precision="fp32")
     for tiles, outputs in item.outputs:
         detection.add_outputs(tiles, outputs)
-    table = detection.catalogue()
-    radius = match_radius(item.truth)
-    reports = []
-    for floor in min_snrs:
-        kept = table
-        if floor > 0 and "snr" in table.colnames:
-            kept = table[np.nan_to_num(np.asarray(table["snr"], dtype=np.float64), nan=-np.inf) >= floor]
-        reports.append(quality_report(kept, item.truth, radius_pix=radius))
-    return reports
+    return detection.catalogue()
+
+
+def _subset(table: Any, threshold: float, floor: float) -> Any:
+    """The detections a higher threshold and a peak-SNR floor keep.
+
+    Every suppression (both NMS passes) is by a more confident box, so the catalogue at a higher
+    threshold is exactly the lower threshold's rows with a score at or above it: one catalogue
+    per NMS value serves every threshold.
+    """
+    keep = np.asarray(table["score"], dtype=np.float64) >= threshold
+    if floor > 0 and "snr" in table.colnames:
+        keep &= np.nan_to_num(np.asarray(table["snr"], dtype=np.float64), nan=-np.inf) >= floor
+    return table[keep]
 
 
 def tune_decoding(net: Any, card: ModelCard, images: list[TuningImage], *, min_precision: float = 0.95,
@@ -121,12 +125,14 @@ def tune_decoding(net: Any, card: ModelCard, images: list[TuningImage], *, min_p
     floors = tuple(min_snrs) if card.domain.declared and (card.domain.input == "snr" or card.domain.noise_range) \
         else (0.0,)
     rows = []
+    lowest = float(min(thresholds))
     for nms in nms_values:
+        tables = [_catalogue(card, item, lowest, float(nms)) for item in images]
+        radii = [match_radius(item.truth) for item in images]
         for threshold in thresholds:
-            base = DecodeChoice(float(threshold), float(nms), float(nms))
-            per_image = [_scores(card, item, base, floors) for item in images]
-            for index, floor in enumerate(floors):
-                reports = [scores[index] for scores in per_image]
+            for floor in floors:
+                reports = [quality_report(_subset(table, float(threshold), floor), item.truth, radius_pix=radius)
+                           for table, item, radius in zip(tables, images, radii)]
                 tp = sum(r["overall"]["n_true_positive"] for r in reports)
                 det = sum(r["overall"]["n_detected"] for r in reports)
                 found = sum(r["overall"]["n_recovered"] for r in reports)
@@ -138,11 +144,11 @@ def tune_decoding(net: Any, card: ModelCard, images: list[TuningImage], *, min_p
                 f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
                 worst = min((r["overall"]["precision"] for r in reports if r["overall"]["precision"] is not None),
                             default=0.0)
-                rows.append({"threshold": base.threshold, "nms": base.nms, "min_peak_snr": float(floor),
+                rows.append({"threshold": float(threshold), "nms": float(nms), "min_peak_snr": float(floor),
                              "precision": precision, "worst_image_precision": worst, "recall": recall, "f1": f1,
                              "recall_snr5": found5 / true5 if true5 else 0.0, "detections": det})
                 log(f"tune: threshold {threshold:.2f} nms {nms:+.2f} min snr {floor:.1f}: precision {precision:.3f} "
-                    f"recall {recall:.3f} (SNR>=5 {rows[-1]['recall_snr5']:.3f}) F1 {f1:.3f}")
+                    f"(worst image {worst:.3f}) recall {recall:.3f} (SNR>=5 {rows[-1]['recall_snr5']:.3f}) F1 {f1:.3f}")
     # the precision must hold on every image, not only pooled: a dense image's many true sources
     # would otherwise hide the noise peaks a sparse field is left with
     good = [r for r in rows if r["worst_image_precision"] >= min_precision]
