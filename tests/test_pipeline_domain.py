@@ -276,7 +276,7 @@ def test_yolo_demo_gives_the_same_fluxes_for_jy_and_mjy_images(tmp_path):
     np.testing.assert_allclose(np.asarray(mjy["x"]), np.asarray(jy["x"]), atol=1e-3)
 
 
-def test_out_of_domain_runs_say_so_everywhere(standalone, tmp_path):
+def test_out_of_domain_runs_say_so_everywhere(standalone, tmp_path, uws_schema):
     """yolo-demo-sdc1 (absolute, 3e-7 Jy/beam) on a 1e-3 Jy/beam image: the warning reaches the
     catalogue's INFO, the job's jobInfo and the client."""
     from cianna_otf_server.client import Client
@@ -290,6 +290,13 @@ def test_out_of_domain_runs_say_so_everywhere(standalone, tmp_path):
         assert any("noise" in w and "yolo-demo-sdc1" in w for w in job.warnings), job.warnings
         votable = job.votable().decode()
         table = job.table()
+        document = standalone.session("alice").get(job.url).content
+    from lxml import etree
+
+    root = etree.fromstring(document)
+    uws_schema.assertValid(root)  # the warnings sit in jobInfo, which UWS leaves open
+    notes = root.findall("{http://www.ivoa.net/xml/UWS/v1.0}jobInfo/{urn:cianna-otf:jobinfo}warning")
+    assert notes and any("noise" in (n.text or "") for n in notes)
     infos = [line for line in votable.splitlines() if 'name="warning"' in line]
     assert any("noise" in line for line in infos), infos
     assert len(table) == 0 or np.isfinite(np.asarray(table["x"])).all()

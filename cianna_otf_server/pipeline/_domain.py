@@ -263,8 +263,12 @@ def plan_for_traits(traits: ImageTraits, card: ModelCard, image_pixels: int = 0,
                 fit *= 0.1
                 reasons.append(f"noise {noise:.3g} Jy/beam, far from its {low:.3g}-{high:.3g}")
             elif noise < low or noise > high:
-                fit *= 0.7
-                reasons.append(f"noise {noise:.3g} Jy/beam, near its {low:.3g}-{high:.3g}")
+                factor = low / noise if noise < low else noise / high
+                warnings.append(f"the image noise ({noise:.3g} Jy/beam) is {factor:.3g} times outside the "
+                                f"{low:.3g}-{high:.3g} Jy/beam model {card.name} was trained on: it reads absolute "
+                                "brightness, so its detections on this image may be degraded")
+                fit *= 0.5
+                reasons.append(f"noise {noise:.3g} Jy/beam, {factor:.3g}x outside its {low:.3g}-{high:.3g}")
             else:
                 reasons.append(f"noise {noise:.3g} Jy/beam within its training range")
         convention = "absolute"
