@@ -107,12 +107,12 @@ class Server:
         from tornado.httpserver import HTTPServer
         from tornado.testing import bind_unused_port
 
-        from cianna_otf_server.server import ServiceSettings, make_app
+        from cianna_otf_server.server import ServiceConfig, make_app
 
         import logging
 
         logging.getLogger("tornado.access").setLevel(logging.ERROR)
-        self.settings = ServiceSettings(data_dir=data_dir, models_dirs=[models_dir], data_roots=[data_root],
+        self.settings = ServiceConfig(data_dir=data_dir, models_dirs=[models_dir], data_roots=[data_root],
                                         device=device, max_wait_seconds=120.0, max_queued_per_owner=10**6,
                                         max_queued_total=10**6, **settings)
         self.loop = asyncio.new_event_loop()

@@ -106,9 +106,9 @@ class RunningService:
 @pytest.fixture
 def service_settings(tmp_path):
     """Settings for a test server: data under tmp_path, a fast reaper, short waits."""
-    from cianna_otf_server.server import ServiceSettings
+    from cianna_otf_server.server import ServiceConfig
 
-    return ServiceSettings(data_dir=tmp_path / "service", reaper_interval_seconds=0.5, max_wait_seconds=30.0,
+    return ServiceConfig(data_dir=tmp_path / "service", reaper_interval_seconds=0.5, max_wait_seconds=30.0,
                            data_roots=[tmp_path])
 
 

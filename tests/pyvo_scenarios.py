@@ -8,7 +8,7 @@ image. They run blocking clients, so inside an event loop call them through
 ``asyncio.to_thread``. They return what they made, for host-specific checks.
 
 `scenario_abort` needs a job that stays QUEUED: the host must be configured with
-`HoldingExecutor` (``executor_factory`` in `ServiceSettings`, ``c.CiannaOTF.executor_class``
+`HoldingExecutor` (``executor_class`` in `ServiceConfig`, ``c.CiannaOTF.executor_class``
 in Jupyter), which keeps jobs whose RUNID starts with ``hold`` queued until they are aborted
 or deleted.
 """
@@ -32,7 +32,7 @@ WAIT_TIMEOUT = 60.0  # seconds: every job here takes well under one
 class HoldingExecutor(LocalPoolExecutor):
     """The local worker pool, except that jobs with a RUNID starting with ``hold`` stay QUEUED.
 
-    Used as ``executor_factory(runner, settings)`` so a test can abort a job it knows is queued.
+    Used as ``executor_class(runner, config)`` so a test can abort a job it knows is queued.
     """
 
     def __init__(self, runner, settings) -> None:

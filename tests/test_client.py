@@ -46,7 +46,7 @@ def _isolated_config(monkeypatch, tmp_path):
 @pytest.fixture
 def service_settings(service_settings):
     """The conftest settings with the executor that keeps RUNID=hold* jobs QUEUED (for abort)."""
-    return dataclasses.replace(service_settings, executor_factory=HoldingExecutor)
+    return service_settings.changed(executor_class=HoldingExecutor)
 
 
 @pytest.fixture

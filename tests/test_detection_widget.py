@@ -354,10 +354,10 @@ class TestModelRankingAndWarnings:
 
     @pytest.fixture
     def service_settings(self, tmp_path):
-        from cianna_otf_server.server import ServiceSettings
+        from cianna_otf_server.server import ServiceConfig
         from domain_models import write_domain_models
 
-        return ServiceSettings(data_dir=tmp_path / "service", reaper_interval_seconds=0.5, max_wait_seconds=30.0,
+        return ServiceConfig(data_dir=tmp_path / "service", reaper_interval_seconds=0.5, max_wait_seconds=30.0,
                                data_roots=[tmp_path], models_dirs=[write_domain_models(tmp_path / "models")])
 
     @staticmethod

@@ -162,7 +162,7 @@ async def test_done_when_end_to_end_and_restart(jp_otf, jp_serverapp, tmp_path):
     # restart: stop the extension (as the server does at shutdown), then open the same data_dir
     held = await asyncio.to_thread(_create_held_job, url, token, image)
     await jp_serverapp.extension_manager.stop_all_extensions()
-    context = ServiceContext(app._settings())
+    context = ServiceContext(app.service_config())
     try:
         jobs = {j.job_id: j for j in context.service.list_jobs(getpass.getuser(), JobFilter())}
         assert jobs[job.job_id].phase == Phase.COMPLETED
@@ -188,9 +188,9 @@ async def test_security_configuration_and_models(jp_otf, jp_serverapp, sky_fits)
     assert "cianna_otf_jupyter" in manager.extensions
     assert manager.extensions["cianna_otf_jupyter"].enabled
     assert "cianna_otf_jupyter" in {name for name, ext in manager.extensions.items() if ext.enabled}
-    assert app.max_upload_bytes == MAX_UPLOAD and app.context.settings.max_upload_bytes == MAX_UPLOAD
+    assert app.max_upload_bytes == MAX_UPLOAD and app.context.config.max_upload_bytes == MAX_UPLOAD
     assert isinstance(app.context.executor, HoldingExecutor)
-    assert app.context.settings.root_path == f"{BASE_URL}cianna-otf/"
+    assert app.context.root_path == f"{BASE_URL}cianna-otf/"
 
     def client():
         with token_session(token) as owner_session:

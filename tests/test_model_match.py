@@ -23,7 +23,7 @@ from lxml import etree
 from cianna_otf_server.client import Client, ClientError
 from cianna_otf_server.model_match import HEADER_ONLY_WARNING, match_file, read_header_only
 from cianna_otf_server.models import ModelRegistry
-from cianna_otf_server.server import ServiceSettings
+from cianna_otf_server.server import ServiceConfig
 from cianna_otf_server.simulate import simulate_sky
 from domain_models import write_domain_models
 from uws_helpers import ImageServer
@@ -63,7 +63,7 @@ def images(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture
 def service_settings(tmp_path, models_dir, images):
     """The test server sees our models and may read the images folder by path."""
-    return ServiceSettings(data_dir=tmp_path / "service", reaper_interval_seconds=0.5, max_wait_seconds=30.0,
+    return ServiceConfig(data_dir=tmp_path / "service", reaper_interval_seconds=0.5, max_wait_seconds=30.0,
                            models_dirs=[models_dir], data_roots=[images["sdc1"].parent],
                            max_upload_bytes=MAX_UPLOAD)
 

@@ -13,7 +13,7 @@ from pyvo_scenarios import HoldingExecutor
 @pytest.fixture
 def service_settings(service_settings):
     """The conftest settings, with the executor that can keep a job QUEUED (for abort)."""
-    return dataclasses.replace(service_settings, executor_factory=HoldingExecutor)
+    return service_settings.changed(executor_class=HoldingExecutor)
 
 
 @pytest.mark.parametrize("scenario", pyvo_scenarios.SCENARIOS, ids=lambda s: s.__name__.removeprefix("scenario_"))

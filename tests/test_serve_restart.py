@@ -113,3 +113,35 @@ def test_sigkill_loses_nothing(tmp_path: Path, big_images: Path) -> None:
         output = restarted.stop(signal.SIGTERM)
     assert restarted.process.returncode == 0, output
     assert "stopped" in output
+
+
+def test_one_configuration_for_every_hosting_mode(tmp_path):
+    """The README's settings table is the class's; serve options and config files set every setting."""
+    import argparse
+
+    from cianna_otf_jupyter.extension import CiannaOTF
+    from cianna_otf_server._cli_serve import register, service_config
+    from cianna_otf_server.server import ServiceConfig, settings_table
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    assert settings_table() in readme
+    names = ServiceConfig.class_trait_names(config=True)
+    assert set(names) <= set(CiannaOTF.class_trait_names(config=True))  # the extension is the same class
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    (tmp_path / "config.py").write_text("c.ServiceConfig.max_queued_total = 7\nc.ServiceConfig.workers = 3\n")
+    args = parser.parse_args(["serve", "--config", str(tmp_path / "config.py"), "--workers", "5",
+                              "--max-upload-mb", "2", "--sync-timeout-seconds", "9", "--no-http-images"])
+    config = service_config(args)
+    assert (config.max_queued_total, config.workers) == (7, 5)  # the file's, then the options'
+    assert config.max_upload_bytes == 2 * 1024 * 1024 and config.sync_timeout_seconds == 9.0
+    assert config.allow_http_images is False
+    for name in names:  # every setting has an option
+        option = "--" + name.replace("_", "-")
+        assert option in parser._subparsers._group_actions[0].choices["serve"]._option_string_actions or \
+            name in ("data_roots", "models_dirs", "allow_http_images", "max_upload_bytes", "max_wait_seconds",
+                     "max_wait", "compile_networks"), name
+    bad = parser.parse_args(["serve", "--workers", "0"])
+    with pytest.raises(Exception, match="workers"):
+        service_config(bad)

@@ -355,6 +355,6 @@ def test_an_unavailable_default_model_is_reported_at_start(service_settings, cap
 
     from cianna_otf_server.server import ServiceContext
 
-    ServiceContext(replace(service_settings, default_model="no-such-model")).store.close()
+    ServiceContext(service_settings.changed(default_model="no-such-model")).store.close()
     assert any("default model is not available" in r.getMessage() and "no-such-model" in r.getMessage()
                for r in caplog.records)

@@ -23,12 +23,18 @@ as in CIANNA.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol, Union
 
 from ._spec import ConvLayer, DenseLayer, NetworkSpec, NormLayer, PoolLayer, compute_shapes
 
-if TYPE_CHECKING:  # pragma: no cover
-    from ._network import CiannaNetwork
+
+class _LoadedNetwork(Protocol):
+    """What a loaded `CiannaNetwork` offers here: the spec it was built from (no import of it needed)."""
+
+    _spec_template: NetworkSpec
+
+
+NetworkLike = Union[NetworkSpec, _LoadedNetwork]
 
 __all__ = ["input_size_problem", "resolve_input_size", "spec_at_input_size"]
 
@@ -38,7 +44,7 @@ _SIZED = ("wide", "high", "deep")
 _SEARCH_STRIDES = 4
 
 
-def _spec_of(network: "CiannaNetwork | NetworkSpec") -> NetworkSpec:
+def _spec_of(network: NetworkLike) -> NetworkSpec:
     if isinstance(network, NetworkSpec):
         return network
     spec = getattr(network, "_spec_template", None)
@@ -158,7 +164,7 @@ def _nearest_fits(layers: Sequence[object], axis: int, reference: int, length: i
     return [m for m in (below, above) if m is not None]
 
 
-def input_size_problem(network: "CiannaNetwork | NetworkSpec", size: Sequence[int]) -> str | None:
+def input_size_problem(network: NetworkLike, size: Sequence[int]) -> str | None:
     """Why a network cannot run on inputs of ``size`` pixels; None when it can.
 
     Parameters

@@ -69,21 +69,21 @@ class ServiceHandlerMixin:
     # -- request bodies: streamed, so an oversized upload is refused (413) before it is read ----
     def start_body(self) -> None:
         """Check the declared size and prepare to receive the body; called by the base's prepare."""
-        limit = self.context.settings.max_upload_bytes + FORM_OVERHEAD
+        limit = self.context.config.max_upload_bytes + FORM_OVERHEAD
         self._body_chunks: list[bytes] = []
         self._body_size = 0
         declared = self.request.headers.get("Content-Length")
         if declared and declared.isdigit() and int(declared) > limit:
             self.set_header("Connection", "close")
             raise web.HTTPError(413, "the request body is %d bytes; uploads are limited to %d bytes",
-                                int(declared), self.context.settings.max_upload_bytes)
+                                int(declared), self.context.config.max_upload_bytes)
         connection = getattr(self.request, "connection", None)
         if connection is not None and hasattr(connection, "set_max_body_size"):
             connection.set_max_body_size(limit)
 
     def data_received(self, chunk: bytes) -> None:
         self._body_size += len(chunk)
-        if self._body_size <= self.context.settings.max_upload_bytes + FORM_OVERHEAD:
+        if self._body_size <= self.context.config.max_upload_bytes + FORM_OVERHEAD:
             self._body_chunks.append(chunk)
 
     def parse_body(self) -> None:
@@ -91,10 +91,10 @@ class ServiceHandlerMixin:
         chunks = getattr(self, "_body_chunks", None)
         if not chunks:
             return
-        if self._body_size > self.context.settings.max_upload_bytes + FORM_OVERHEAD:
+        if self._body_size > self.context.config.max_upload_bytes + FORM_OVERHEAD:
             raise PayloadTooLargeError(
                 f"the request body is {self._body_size} bytes; uploads are limited to "
-                f"{self.context.settings.max_upload_bytes} bytes")
+                f"{self.context.config.max_upload_bytes} bytes")
         body = b"".join(chunks)
         self._body_chunks = []
         arguments: dict[str, list[bytes]] = {}
@@ -154,7 +154,7 @@ class ServiceHandlerMixin:
         return self.context.href(job_id)
 
     def job_list_url(self) -> str:
-        return f"{self.context.settings.root_path}async"
+        return f"{self.context.root_path}async"
 
     def remember_host(self) -> None:
         if not self.context.public_base:
@@ -233,7 +233,7 @@ class ServiceRootHandler(ServiceHandlerMixin):
 
     @_guard
     def get(self) -> None:
-        root = self.context.settings.root_path
+        root = self.context.root_path
         from .. import __version__
 
         self.set_header("Content-Type", "application/json")
@@ -278,7 +278,7 @@ class ModelsHandler(ServiceHandlerMixin):
             entries = registry.list() if hasattr(registry, "list") else []
             cards = [_entry_dict(entry) for entry in entries]
             for card in cards:  # clients preselect it (the notebook widget's model picker)
-                card["default"] = card.get("name") == self.context.settings.default_model
+                card["default"] = card.get("name") == self.context.config.default_model
             if self.parameter("IMAGE") is not None:
                 match = await self.run_match()
                 self._send_ranked_cards(cards, match)
@@ -326,7 +326,7 @@ class ModelsHandler(ServiceHandlerMixin):
         if upload is not None:
             if "IMAGE" in values:
                 raise InvalidRequestError("give IMAGE once: as an upload or as a URL or path, not both")
-            limit = self.context.settings.max_upload_bytes
+            limit = self.context.config.max_upload_bytes
             if len(upload.body) > limit:
                 raise PayloadTooLargeError(f"upload {upload.name!r} is {len(upload.body)} bytes; the limit is {limit}")
         elif "IMAGE" in values:
@@ -416,8 +416,7 @@ def _match_image(context: Any, upload: Upload | None, reference: str | None, opt
     """Open the image (an upload written to a temporary file, a download, or a data-root path) and rank."""
     from ..model_match import match_file
 
-    settings = context.settings
-    scratch = settings.data_dir / "tmp"
+    scratch = context.data_dir / "tmp"
     scratch.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=scratch, prefix="match-") as folder:
         if upload is not None:
@@ -430,7 +429,7 @@ def _match_image(context: Any, upload: Upload | None, reference: str | None, opt
         else:
             path = Path(str(reference))
             name = path.name
-        return match_file(path, context.registry, default_model=settings.default_model, name=name, **options)
+        return match_file(path, context.registry, default_model=context.config.default_model, name=name, **options)
 
 
 def _safe_name(filename: str | None) -> str:
@@ -734,7 +733,7 @@ class SyncHandler(ServiceHandlerMixin):
         self.remember_host()
         parameters = [(k, v) for k, v in self.form_parameters() if k.upper() != "PHASE"] + [("PHASE", "RUN")]
         job = self.service.create(self.owner, parameters, self.uploads())
-        deadline = time.monotonic() + self.context.settings.sync_timeout_seconds
+        deadline = time.monotonic() + self.context.config.sync_timeout_seconds
         while job.phase in (Phase.QUEUED, Phase.EXECUTING) and time.monotonic() < deadline:
             job = await self.service.wait(self.owner, job.job_id, deadline - time.monotonic())
         if job.phase == Phase.COMPLETED:

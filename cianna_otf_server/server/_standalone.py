@@ -18,7 +18,8 @@ from typing import Any
 from tornado import web
 from tornado.httpserver import HTTPServer
 
-from ._context import ServiceContext, ServiceSettings
+from ._config import ServiceConfig
+from ._context import ServiceContext
 from ._handlers import FORM_OVERHEAD, TEXT, make_handlers
 from ._refusal import refuse_after_body
 
@@ -93,11 +94,11 @@ class _NotFound(web.RequestHandler):
         self.finish("no such resource; the service root lists the endpoints\n")
 
 
-def make_app(settings: ServiceSettings, tokens: dict[str, str]) -> tuple[web.Application, ServiceContext]:
+def make_app(config: ServiceConfig, tokens: dict[str, str]) -> tuple[web.Application, ServiceContext]:
     """Build the tornado application and its (not yet started) service context."""
-    context = ServiceContext(settings)
+    context = ServiceContext(config)
     auth = TokenAuthenticator(tokens)
-    handlers: list[Any] = make_handlers(settings.root_path, StandaloneHandler, {"context": context, "auth": auth})
+    handlers: list[Any] = make_handlers(context.root_path, StandaloneHandler, {"context": context, "auth": auth})
     # no response compression: pyvo reads job lists from the raw (undecoded) stream
     app = web.Application(handlers, default_handler_class=_NotFound, xsrf_cookies=False)
     return app, context
@@ -112,13 +113,13 @@ def default_tokens(token: str | None, tokens_file: str | None) -> tuple[dict[str
     return {secrets.token_urlsafe(24): getpass.getuser()}, True
 
 
-async def serve(settings: ServiceSettings, tokens: dict[str, str], host: str = "127.0.0.1", port: int = 8750) -> None:
+async def serve(config: ServiceConfig, tokens: dict[str, str], host: str = "127.0.0.1", port: int = 8750) -> None:
     """Serve until SIGTERM or SIGINT, then stop accepting, stop workers and close the database."""
-    app, context = make_app(settings, tokens)
-    server = HTTPServer(app, max_body_size=settings.max_upload_bytes + FORM_OVERHEAD, xheaders=True)
+    app, context = make_app(config, tokens)
+    server = HTTPServer(app, max_body_size=config.max_upload_bytes + FORM_OVERHEAD, xheaders=True)
     server.listen(port, host)
     context.start()
-    log.info("CIANNA On-The-Fly serving at http://%s:%d%s", host, port, settings.root_path)
+    log.info("CIANNA On-The-Fly serving at http://%s:%d%s", host, port, context.root_path)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
