@@ -23,6 +23,7 @@ from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.css.query import NoMatches
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
@@ -332,7 +333,10 @@ class Dashboard(App[None]):
         self.query_one("#detail", Static).update(job_detail(job) if job else "no job selected")
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        self._update_detail()
+        try:
+            self._update_detail()
+        except NoMatches:  # a highlight still queued while the app closes: its widgets are gone
+            pass
 
     # -- actions --------------------------------------------------------------------------
     def action_refresh_now(self) -> None:

@@ -8,7 +8,6 @@ server's own messages in the exceptions.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from datetime import datetime, timedelta, timezone
 
 import pytest

@@ -351,7 +351,6 @@ def test_hrefs_include_a_non_trivial_root_path(service_settings_root, standalone
 
 
 def test_an_unavailable_default_model_is_reported_at_start(service_settings, caplog):
-    from dataclasses import replace
 
     from cianna_otf_server.server import ServiceContext
 

@@ -9,6 +9,7 @@ from datetime import timedelta
 import pytest
 
 from cianna_otf_server.uws import (
+    ValidatedParameters,
     InvalidPhaseError,
     JobFiles,
     JobResult,
@@ -44,7 +45,7 @@ class RecordingExecutor:
 
 class PassPolicy:
     def validate(self, parameters):
-        return parameters
+        return ValidatedParameters(parameters)
 
 
 def make_service(tmp_path, store=None):

@@ -1,18 +1,37 @@
-"""Detection jobs: parameter validation, the runner that writes results, and the worker pool."""
+"""Detection jobs: typed requests, preparation, the runner that writes results, the failure policy, the pool."""
 
 from ._executor import LocalPoolExecutor
-from ._parameters import DetectionParameterPolicy, DetectionRequest, check_region_syntax, request_from_job
-from ._runner import DetectionRunner, JobCancelled, JobOutcome, PreparedJob, RunnerLimits
+from ._fetch import ImageFetcher, image_sha256
+from ._outcomes import Failure, FailureKind, JobCancelled, classify_failure, report_failure
+from ._parameters import DetectionParameterPolicy, check_region_syntax, request_from_job, request_from_parameters
+from ._request import DetectionRequest, ImagePath, ImageSource, ImageUrl, UploadedImage
+from ._prepare import JobPreparer, PreparedJob, RunnerLimits
+from ._results import JobOutcome, ResultWriter
+from ._runner import DetectionRunner, JobRunner
 
 __all__ = [
     "DetectionParameterPolicy",
     "DetectionRequest",
     "DetectionRunner",
+    "Failure",
+    "FailureKind",
+    "ImageFetcher",
+    "ImagePath",
+    "ImageSource",
+    "ImageUrl",
+    "UploadedImage",
     "JobCancelled",
     "JobOutcome",
+    "JobPreparer",
+    "JobRunner",
     "LocalPoolExecutor",
     "PreparedJob",
+    "ResultWriter",
     "RunnerLimits",
     "check_region_syntax",
+    "classify_failure",
+    "image_sha256",
+    "report_failure",
     "request_from_job",
+    "request_from_parameters",
 ]

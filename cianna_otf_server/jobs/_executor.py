@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import logging
 import threading
-import traceback
 from concurrent.futures import ThreadPoolExecutor
 
-from ..errors import UserInputError
-from ..uws import ExecutionCallbacks, Job, UWSError
-from ._runner import DetectionRunner, JobCancelled
+from ..uws import ExecutionCallbacks, Job
+from ._outcomes import report_failure
+from ._runner import JobRunner
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +20,7 @@ log = logging.getLogger(__name__)
 class LocalPoolExecutor:
     """Runs each QUEUED job on one of `workers` threads (GPU and CPU work stays off the event loop)."""
 
-    def __init__(self, runner: DetectionRunner, workers: int = 1) -> None:
+    def __init__(self, runner: JobRunner, workers: int = 1) -> None:
         self.runner = runner
         self.workers = max(1, int(workers))
         self._callbacks: ExecutionCallbacks | None = None
@@ -68,19 +67,8 @@ class LocalPoolExecutor:
                 return
             outcome = self.runner.run(job, cancelled, lambda done, total: callbacks.job_progress(job.job_id, done, total))
             callbacks.job_completed(job.job_id, outcome.results, outcome.warnings)
-        except JobCancelled:
-            log.info("job %s stopped", job.job_id)
-            stopped = getattr(callbacks, "job_stopped", None)
-            if stopped is not None:
-                stopped(job.job_id)
-        except (UserInputError, UWSError) as exc:
-            callbacks.job_failed(job.job_id, str(exc))
-        except MemoryError:
-            callbacks.job_failed(job.job_id, "the job ran out of memory; try a smaller region or image")
         except Exception as exc:  # the worker must survive anything a job does
-            log.exception("job %s failed", job.job_id)
-            callbacks.job_failed(job.job_id, f"internal error while running the job: {type(exc).__name__}: {exc}",
-                                 traceback.format_exc())
+            report_failure(callbacks, job.job_id, exc)
         finally:
             with self._lock:
                 self._cancel.pop(job.job_id, None)

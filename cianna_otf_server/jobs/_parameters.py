@@ -8,50 +8,20 @@ it?) is checked when the job runs and ends in ERROR with a clear summary.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
 from ..errors import UnknownModelError
 from ..models import DEFAULT_MODEL
-from ..uws import InvalidRequestError, Job, JobParameter
+from ..uws import InvalidRequestError, Job, JobParameter, ValidatedParameters
+from ._request import (REGION_KEYS, RESPONSE_FORMATS, DetectionRequest, ImagePath, ImageSource, ImageUrl,
+                       UploadedImage)
 
 PRECISIONS = ("fp32", "fp16", "bf16")
-RESPONSE_FORMATS = {
-    "votable": "votable",
-    "application/x-votable+xml": "votable",
-    "text/xml": "votable",
-    "csv": "csv",
-    "text/csv": "csv",
-    "fits": "fits",
-    "application/fits": "fits",
-    "ds9": "ds9",
-    "text/x-ds9": "ds9",
-}
-REGION_KEYS = ("CIRCLE", "POLYGON", "POS", "PIXELS")
 #: Overrides of what the image header says (or fails to say): its brightness unit and restoring beam.
 HEADER_OVERRIDES = ("UNIT", "BEAM")
 KNOWN = {"MODEL", "PRECISION", "IMAGE", "HDU", "THRESHOLD", "NMS", "MIN_SIZE", "RESPONSEFORMAT", *REGION_KEYS,
          *HEADER_OVERRIDES, "BUNIT"}
-
-
-@dataclass
-class DetectionRequest:
-    """A validated detection job: what the runner needs, in typed form."""
-
-    model: str
-    image: str  # "upload:NAME", an http(s) URL, or an absolute local path
-    precision: str | None = None
-    hdu: int | str | None = None
-    region: str | None = None  # SODA text, e.g. "CIRCLE 10 -30 0.1"
-    pixels: str | None = None
-    threshold: float | None = None
-    nms: float | None = None
-    min_size: float | None = None
-    response_format: str = "votable"
-    unit: str | None = None  # brightness unit replacing the header's BUNIT, e.g. "mJy/beam"
-    beam: str | None = None  # restoring beam replacing the header's: "bmaj bmin pa" (arcsec, arcsec, deg)
-    extra: dict[str, str] = field(default_factory=dict)
 
 
 def _number(name: str, value: str, low: float | None = None, high: float | None = None) -> float:
@@ -133,7 +103,11 @@ class DetectionParameterPolicy:
         self.allow_http = allow_http
         self.default_model = default_model
 
-    def validate(self, parameters: list[JobParameter]) -> list[JobParameter]:
+    def validate(self, parameters: list[JobParameter]) -> ValidatedParameters:
+        """The canonical parameters and the typed request (`DetectionRequest.to_spec`, None without IMAGE).
+
+        Raises `InvalidRequestError` (400) with a clear message for anything wrong.
+        """
         out: dict[str, JobParameter] = {}
         for parameter in parameters:
             key = parameter.name.upper()
@@ -177,7 +151,9 @@ class DetectionParameterPolicy:
             raise InvalidRequestError(f"give one region of interest, not {' and '.join(regions)}")
         if "MODEL" not in out:
             out["MODEL"] = JobParameter("MODEL", self.registry.get(self.default_model).name)
-        return list(out.values())
+        canonical = list(out.values())
+        request = request_from_parameters(canonical)
+        return ValidatedParameters(canonical, request.to_spec() if request is not None else None)
 
     def check_image_reference(self, value: str) -> str:
         """Accept an http(s) URL (if allowed) or a path inside a data root; nothing else."""
@@ -247,13 +223,19 @@ def check_beam(value: str) -> None:
         raise InvalidRequestError(str(exc)) from None
 
 
-def request_from_job(job: Job) -> DetectionRequest:
-    """The typed request for a stored job (parameters were validated at creation)."""
-    params = job.parameter_dict()
-    image_parameter = next((p for p in job.parameters if p.name.upper() == "IMAGE"), None)
+def request_from_parameters(parameters: list[JobParameter]) -> DetectionRequest | None:
+    """The typed request of validated parameters; None while the job has no IMAGE yet."""
+    params = {p.name.upper(): p.value for p in parameters}
+    image_parameter = next((p for p in parameters if p.name.upper() == "IMAGE"), None)
     if image_parameter is None:
-        raise InvalidRequestError("the job has no IMAGE parameter: upload a FITS file or give its URL or path")
-    image = f"upload:{image_parameter.name.upper()}" if image_parameter.by_reference else image_parameter.value
+        return None
+    image: ImageSource
+    if image_parameter.by_reference:
+        image = UploadedImage(image_parameter.name.upper())
+    elif image_parameter.value.lower().startswith(("http://", "https://")):
+        image = ImageUrl(image_parameter.value)
+    else:
+        image = ImagePath(image_parameter.value)
     region = None
     for key in ("CIRCLE", "POLYGON", "POS"):
         if key in params:
@@ -274,3 +256,13 @@ def request_from_job(job: Job) -> DetectionRequest:
         unit=params.get("UNIT"),
         beam=params.get("BEAM"),
     )
+
+
+def request_from_job(job: Job) -> DetectionRequest:
+    """The typed request of a stored job: its spec, or (jobs stored before specs) its parameters."""
+    if job.spec:
+        return DetectionRequest.from_spec(job.spec)
+    request = request_from_parameters(job.parameters)
+    if request is None:
+        raise InvalidRequestError("the job has no IMAGE parameter: upload a FITS file or give its URL or path")
+    return request

@@ -19,7 +19,6 @@ without a restart.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import threading
@@ -30,6 +29,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from ..errors import ModelCardError, ModelFileError, UnknownModelError
+from ..hashing import file_sha256 as _file_sha256
 from ._card import ModelCard, load_card
 
 __all__ = ["ModelEntry", "ModelRegistry", "default_registry", "user_models_dir", "BUILTIN_DIR", "ENV_VAR"]
@@ -39,7 +39,6 @@ log = logging.getLogger(__name__)
 ENV_VAR = "CIANNA_OTF_MODELS"
 BUILTIN_DIR = Path(__file__).resolve().parent / "builtin"
 
-_HASH_CHUNK = 4 * 1024 * 1024  # bytes read at a time when hashing a weights file
 _PRIOR_RTOL = 1e-5  # relative tolerance when comparing card priors to the float32 priors of the file
 
 
@@ -301,35 +300,14 @@ def _weights_problem(card: ModelCard) -> str:
 
 
 # -- checksums ---------------------------------------------------------------------------------
-_hash_cache: dict[tuple[str, int, int], str] = {}
-_hash_lock = threading.Lock()
 
 
 def file_sha256(path: str | os.PathLike) -> str:
-    """The sha256 hex digest of a file, cached by path, size and modification time.
-
-    Parameters
-    ----------
-    path : path-like
-        The file (read in 4 MiB chunks, so a multi-GB file costs no memory).
-    """
-    path = Path(path).resolve()
+    """The sha256 hex digest of a weights file (cached, see `cianna_otf_server.hashing`)."""
     try:
-        stat = path.stat()
+        return _file_sha256(path)
     except OSError as exc:
-        raise ModelFileError(f"{path}: cannot read weights file ({exc.strerror})") from exc
-    key = (str(path), stat.st_mtime_ns, stat.st_size)
-    with _hash_lock:
-        if key in _hash_cache:
-            return _hash_cache[key]
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(_HASH_CHUNK):
-            digest.update(chunk)
-    value = digest.hexdigest()
-    with _hash_lock:
-        _hash_cache[key] = value
-    return value
+        raise ModelFileError(f"{path}: cannot read weights file ({exc.strerror or exc})") from exc
 
 
 # -- card / weights consistency ------------------------------------------------------------------

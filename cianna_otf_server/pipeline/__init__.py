@@ -7,7 +7,8 @@ steps are public so that a scheduler can batch the forward pass of many jobs tog
 from ._boxes import Boxes, diou, diou_matrix
 from ._catalogue import CORE_COLUMNS, classic_catalogue, make_catalogue, parameter_values, yolo_catalogue
 from ._decode import DecodeSettings, decode_batch, decode_patch, decode_settings, first_nms
-from ._detect import YoloDetection, check_network, detect, prepare_network, resolve_precision, run_network
+from ._detect import (YoloDetection, check_network, detect, prepare_network, resolve_precision, run_detection,
+                      run_network)
 from ._image import SkyImage, open_image
 from ._merge import drop_edge_boxes, keep_in_region, merge_tiles, second_nms, to_image_coordinates
 from ._normalise import normalise, normalise_tensor, normalised_blank
@@ -50,6 +51,7 @@ __all__ = [
     "plan_tiles",
     "prepare_network",
     "resolve_precision",
+    "run_detection",
     "run_network",
     "second_nms",
     "to_image_coordinates",

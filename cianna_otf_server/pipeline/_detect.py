@@ -35,7 +35,8 @@ from ._noise import NoiseMap, measure_noise
 from ._region import PixelBox, parse_region
 from ._tiling import cut_patch, iter_batches, plan_tiles
 
-__all__ = ["YoloDetection", "detect", "resolve_precision", "prepare_network", "check_network", "run_network"]
+__all__ = ["YoloDetection", "detect", "resolve_precision", "prepare_network", "check_network", "run_network",
+           "run_detection"]
 
 log = logging.getLogger(__name__)
 
@@ -214,6 +215,17 @@ def _detect_yolo(
 ) -> Table:
     detection = YoloDetection(image, card, box, precision=precision, threshold=threshold, nms=nms,
                               min_size=min_size, device=device_of(network))
+    return run_detection(detection, network, batch_size=batch_size, progress=progress)
+
+
+def run_detection(detection: "YoloDetection", network: Any, *, batch_size: int = 16,
+                  progress: Progress | None = None) -> Table:
+    """Feed every patch of a planned detection through `network`, batch by batch; the catalogue.
+
+    The one-job path (`detect`, the worker pool); the batching scheduler feeds a `YoloDetection`
+    from batches shared with other jobs instead.
+    """
+    card = detection.card
     total, done = len(detection.plan), 0
     if progress:
         progress(0, total)

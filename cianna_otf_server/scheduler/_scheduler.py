@@ -18,17 +18,20 @@ import math
 import sys
 import threading
 import time
-import traceback
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from astropy.table import Table
+
 from ..errors import UserInputError
-from ..uws import ExecutionCallbacks, Job, UWSError
+from ..jobs import JobCancelled, JobRunner, PreparedJob, report_failure
+from ..models import ModelCard
+from ..uws import ExecutionCallbacks, Job
 from ._cache import ModelCache, ModelKey, model_key
-from ._device import DeviceRunner, OutOfDeviceMemory
+from ._device import DeviceRunner, Launched, OutOfDeviceMemory
 from ._metrics import SchedulerMetrics
 from ._pool import PinnedPool, release_all
 from ._work import JobWork, ReadyPatch
@@ -60,7 +63,7 @@ class _Group:
     """Jobs whose patches may share a batch."""
 
     key: ModelKey
-    card: Any
+    card: ModelCard
     jobs: list[JobWork] = field(default_factory=list)
     batch_limit: int | None = None  # lowered after an out-of-memory error
     turn: int = 0  # round-robin position over owners
@@ -71,7 +74,7 @@ class BatchingScheduler:
 
     SWITCH_INTERVAL = 0.0005  # seconds (Python's default is 0.005)
 
-    def __init__(self, runner: Any, settings: SchedulerSettings | None = None,
+    def __init__(self, runner: JobRunner, settings: SchedulerSettings | None = None,
                  metrics: SchedulerMetrics | None = None, device_runner_factory: Any = None) -> None:
         self.runner = runner
         self.settings = settings or SchedulerSettings()
@@ -171,16 +174,11 @@ class BatchingScheduler:
         except BaseException as exc:  # noqa: BLE001 - reported to the job
             self._fail(job.job_id, exc)
             return
-        if not prepared.card.is_network:
+        detection = prepared.detection
+        if detection is None:
             self._run_whole(job, prepared, cancelled)
             return
-        try:
-            key = model_key(prepared.card, prepared.precision, "any")
-            detection = prepared.yolo_detection()
-        except BaseException as exc:  # noqa: BLE001
-            prepared.close()
-            self._fail(job.job_id, exc)
-            return
+        key = model_key(prepared.card, prepared.precision, "any")
         batch = max(self.settings.batch_for(d.device) for d in self.devices)
         work = JobWork(job.job_id, job.owner, prepared.card, key, detection, prepared,
                        prefetch=self.settings.prefetch or 2 * batch)
@@ -196,7 +194,7 @@ class BatchingScheduler:
             group.jobs.append(work)
             self._schedule_fill(work)
 
-    def _run_whole(self, job: Job, prepared: Any, cancelled: threading.Event) -> None:
+    def _run_whole(self, job: Job, prepared: PreparedJob, cancelled: threading.Event) -> None:
         """Jobs without a network (the classic finder) run in one go on a post thread."""
         def run() -> None:
             try:
@@ -261,7 +259,7 @@ class BatchingScheduler:
 
     def _compose(self, group: _Group, batch: int) -> list[tuple[JobWork, list[ReadyPatch]]]:
         """Owners take turns; each owner's job with the fewest remaining patches goes first."""
-        owners: dict[Any, list[JobWork]] = {}
+        owners: dict[str | None, list[JobWork]] = {}
         for work in group.jobs:
             if work.ready:
                 owners.setdefault(work.owner, []).append(work)
@@ -384,7 +382,7 @@ class BatchingScheduler:
         return group, parts, launched
 
     def _collect(self, device: DeviceRunner, group: _Group, parts: list[tuple[JobWork, list[ReadyPatch]]],
-                 launched: Any) -> None:
+                 launched: Launched) -> None:
         try:
             outputs, elapsed = device.collect(launched)
         except BaseException as exc:  # noqa: BLE001
@@ -444,8 +442,6 @@ class BatchingScheduler:
 
     def _progress(self, job_id: str, done: int, total: int, cancelled: threading.Event,
                   throttle: bool = False, work: JobWork | None = None) -> None:
-        from ..jobs import JobCancelled
-
         if cancelled.is_set():
             raise JobCancelled(job_id)
         if throttle and work is not None:
@@ -456,9 +452,7 @@ class BatchingScheduler:
         if self._callbacks is not None:
             self._callbacks.job_progress(job_id, done, total)
 
-    def _complete(self, job_id: str, prepared: Any, table: Any) -> None:
-        from ..jobs import JobCancelled
-
+    def _complete(self, job_id: str, prepared: PreparedJob, table: Table) -> None:
         with self._cond:
             cancelled = self._cancel.get(job_id)
         try:
@@ -466,9 +460,8 @@ class BatchingScheduler:
                 raise JobCancelled(job_id)
             outcome = self.runner.finish(prepared, table)
         except BaseException as exc:  # noqa: BLE001
-            if cancelled is not None and cancelled.is_set():  # aborted while finishing: nothing kept
-                exc = JobCancelled(job_id)
-            self._fail(job_id, exc)
+            aborted = cancelled is not None and cancelled.is_set()  # aborted while finishing: nothing kept
+            self._fail(job_id, JobCancelled(job_id) if aborted else exc)
             return
         finally:
             prepared.close()
@@ -489,25 +482,10 @@ class BatchingScheduler:
         self._fail(work.job_id, exc)
 
     def _fail(self, job_id: str, exc: BaseException) -> None:
-        from ..jobs import JobCancelled
-
         self._forget(job_id)
         self.metrics.job_finished(job_id)
-        if self._callbacks is None:
-            return
-        if isinstance(exc, JobCancelled):  # aborted, deleted or out of time: let the service tidy up
-            stopped = getattr(self._callbacks, "job_stopped", None)
-            if stopped is not None:
-                stopped(job_id)
-            return
-        if isinstance(exc, (UserInputError, UWSError)):
-            self._callbacks.job_failed(job_id, str(exc))
-        elif isinstance(exc, MemoryError):
-            self._callbacks.job_failed(job_id, "the job ran out of memory; try a smaller region or image")
-        else:
-            log.error("job %s failed: %s", job_id, "".join(traceback.format_exception(exc)))
-            self._callbacks.job_failed(job_id, f"internal error while running the job: {type(exc).__name__}: {exc}",
-                                       "".join(traceback.format_exception(exc)))
+        if self._callbacks is not None:
+            report_failure(self._callbacks, job_id, exc)
 
     def _detach(self, work: JobWork) -> None:
         for gkey, group in list(self._groups.items()):
@@ -530,7 +508,7 @@ class BatchingScheduler:
                 depths[group.key.name] = depths.get(group.key.name, 0) + waiting
             return depths
 
-    def _load(self, card: Any, device: str, precision: str) -> Any:
+    def _load(self, card: ModelCard, device: str, precision: str) -> Any:
         from ..pipeline import prepare_network
 
         network = prepare_network(card, device=device, precision=precision)

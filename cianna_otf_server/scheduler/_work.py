@@ -12,22 +12,23 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
-
 import numpy as np
 
-from ..pipeline import YoloDetection, cut_raw_patch
+from ..jobs import PreparedJob
+from ..models import ModelCard
+from ..pipeline import Tile, YoloDetection, cut_raw_patch
 from ._cache import ModelKey
+from ._pool import PinnedPool, PinnedSlot
 
 
 @dataclass
 class ReadyPatch:
     """A cut (not yet normalised) patch and when it became ready."""
 
-    tile: Any
-    pixels: np.ndarray  # [C, H, W] float32, image units, NaN outside the image
+    tile: Tile
+    pixels: np.ndarray  # [C, H, W] float32, model-domain units, NaN outside the image
     ready_at: float
-    slot: Any = None  # the pinned buffer holding `pixels`, returned to its pool after the copy
+    slot: PinnedSlot | None = None  # the pinned buffer holding `pixels`, returned to its pool after the copy
 
 
 @dataclass
@@ -36,10 +37,10 @@ class JobWork:
 
     job_id: str
     owner: str | None
-    card: Any
+    card: ModelCard
     key: ModelKey  # the model version and precision (device filled by the worker)
     detection: YoloDetection
-    prepared: Any  # what the runner needs to finish the job
+    prepared: PreparedJob  # what the runner needs to finish the job
     prefetch: int = 64
     submitted_at: float = field(default_factory=time.monotonic)
     cancelled: threading.Event = field(default_factory=threading.Event)
@@ -75,7 +76,7 @@ class JobWork:
         return (not self.fully_cut and not self.filling and not self.cancelled.is_set()
                 and len(self.ready) < self.prefetch)
 
-    def cut(self, tile: Any, pool: Any = None) -> ReadyPatch:
+    def cut(self, tile: Tile, pool: PinnedPool | None = None) -> ReadyPatch:
         """Read one raw patch from the image (no shared state touched: call without the lock).
 
         With a `pool`, the patch goes straight into pinned memory for an asynchronous copy to

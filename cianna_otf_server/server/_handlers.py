@@ -425,7 +425,7 @@ def _match_image(context: Any, upload: Upload | None, reference: str | None, opt
             path.write_bytes(upload.body)
         elif reference is not None and reference.startswith(("http://", "https://")):
             name = _safe_name(Path(urlparse(reference).path).name)
-            path = context.runner.download(reference, Path(folder) / "image.fits")
+            path = context.runner.preparer.fetcher.download(reference, Path(folder) / "image.fits")
         else:
             path = Path(str(reference))
             name = path.name

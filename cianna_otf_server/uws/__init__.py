@@ -17,6 +17,7 @@ from ._errors import (
 from ._events import JobEvents
 from ._files import JobFiles
 from ._models import (
+    ValidatedParameters,
     ABORTABLE_PHASES,
     ACTIVE_PHASES,
     FINAL_PHASES,
@@ -42,6 +43,7 @@ from ._xml import (
 )
 
 __all__ = [
+    "ValidatedParameters",
     "ABORTABLE_PHASES", "ACTIVE_PHASES", "FINAL_PHASES", "ErrorSummary", "ExecutionCallbacks",
     "InvalidPhaseError", "InvalidRequestError", "Job", "JobEvents", "JobExecutor", "JobFiles",
     "JobFilter", "JobParameter", "JobResult", "JobService", "JobStore", "ParameterPolicy",

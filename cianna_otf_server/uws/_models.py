@@ -6,6 +6,8 @@ Everything above the storage layer speaks these records; only `_storage` knows S
 
 from __future__ import annotations
 
+from typing import Any
+
 import enum
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -94,6 +96,16 @@ class ErrorSummary:
     detail: str | None = None
 
 
+@dataclass(frozen=True)
+class ValidatedParameters:
+    """What a parameter policy makes of a job's parameters: the canonical list (shown in the UWS
+    documents) and the worker's typed request as plain data (``None`` until the job is complete
+    enough to run, e.g. before its IMAGE arrives)."""
+
+    parameters: list[JobParameter]
+    spec: dict[str, Any] | None = None
+
+
 @dataclass
 class Job:
     """A UWS job as the service knows it."""
@@ -114,6 +126,7 @@ class Job:
     progress_done: int = 0
     progress_total: int = 0
     warnings: list[str] = field(default_factory=list)  # what makes the result doubtful or incomplete
+    spec: dict[str, Any] | None = None  # the worker's typed request, as plain data (opaque to UWS)
 
     def parameter(self, name: str) -> str | None:
         """The value of a parameter, matched case-insensitively, or None."""

@@ -27,6 +27,7 @@ from ._errors import (
 from ._events import JobEvents
 from ._files import JobFiles
 from ._models import (
+    ValidatedParameters,
     ABORTABLE_PHASES,
     ACTIVE_PHASES,
     ErrorSummary,
@@ -74,8 +75,8 @@ class ServiceLimits:
 class ParameterPolicy(Protocol):
     """Validates and normalises a job's parameters (detection knobs, model names, regions)."""
 
-    def validate(self, parameters: list[JobParameter]) -> list[JobParameter]:
-        """Return the canonical parameters or raise `InvalidRequestError` with a clear message."""
+    def validate(self, parameters: list[JobParameter]) -> ValidatedParameters:
+        """The canonical parameters and the worker's typed request, or `InvalidRequestError` with a clear message."""
 
 
 class ExecutionCallbacks(Protocol):
@@ -84,7 +85,7 @@ class ExecutionCallbacks(Protocol):
     def job_started(self, job_id: str) -> bool: ...
     def job_progress(self, job_id: str, done: int, total: int) -> None: ...
     def job_completed(self, job_id: str, results: list[JobResult], warnings: Sequence[str] = ()) -> None: ...
-    def job_failed(self, job_id: str, message: str, detail: str | None = None) -> None: ...
+    def job_failed(self, job_id: str, message: str, detail: str | None = None, error_type: str = "fatal") -> None: ...
     def job_stopped(self, job_id: str) -> None: ...
 
 
@@ -213,7 +214,7 @@ class JobService:
             detection = [p for p in detection if p.name.upper() != upload.name.upper()]
             detection.append(JobParameter(upload.name.upper(), self.href(job_id, f"parameters/{upload.name.upper()}"),
                                           by_reference=True, is_post=True))
-        detection = self.policy.validate(detection)
+        validated = self.policy.validate(detection)
         job = Job(
             job_id=job_id,
             owner=owner,
@@ -222,7 +223,8 @@ class JobService:
             run_id=control.get("RUNID"),
             execution_duration=self._execution_duration(control.get("EXECUTIONDURATION")),
             destruction=self._destruction(control.get("DESTRUCTION"), now),
-            parameters=detection,
+            parameters=validated.parameters,
+            spec=validated.spec,
         )
         if run is not None:
             self._check_queue_room(owner)
@@ -363,7 +365,7 @@ class JobService:
             validated = self.policy.validate(list(merged.values()))
             for upload in uploads:
                 self.files.store_upload(job_id, upload.name.upper(), upload.body)
-            self.store.replace_parameters(job_id, validated)
+            self.store.replace_parameters(job_id, validated.parameters, validated.spec)
         if "RUNID" in control:
             self.store.update(job_id, run_id=control["RUNID"])
         if "EXECUTIONDURATION" in control:
@@ -394,8 +396,8 @@ class JobService:
         else:  # aborted, timed out or deleted while finishing: nothing of it is kept
             self._drop_output(job_id)
 
-    def job_failed(self, job_id: str, message: str, detail: str | None = None) -> None:
-        if self.store.set_error(job_id, ErrorSummary(message, "fatal", detail),
+    def job_failed(self, job_id: str, message: str, detail: str | None = None, error_type: str = "fatal") -> None:
+        if self.store.set_error(job_id, ErrorSummary(message, error_type, detail),
                                 [Phase.QUEUED, Phase.EXECUTING], utc_now()):
             self.files.discard_partial(job_id)
             self.events.notify(job_id)

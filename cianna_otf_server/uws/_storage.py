@@ -12,6 +12,7 @@ import threading
 from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from ._models import ErrorSummary, Job, JobFilter, JobParameter, JobResult, Phase, format_time, parse_time
 
@@ -33,7 +34,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     progress_done INTEGER NOT NULL DEFAULT 0,
     progress_total INTEGER NOT NULL DEFAULT 0,
     seq INTEGER NOT NULL,
-    warnings TEXT
+    warnings TEXT,
+    spec TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_owner ON jobs(owner);
 CREATE INDEX IF NOT EXISTS jobs_phase ON jobs(phase);
@@ -107,6 +109,8 @@ class JobStore:
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
         if "warnings" not in columns:  # added with the domain checks: a JSON list of sentences
             self._db.execute("ALTER TABLE jobs ADD COLUMN warnings TEXT")
+        if "spec" not in columns:  # added with typed requests: the worker's request as JSON
+            self._db.execute("ALTER TABLE jobs ADD COLUMN spec TEXT")
 
     def close(self) -> None:
         with self._lock:
@@ -122,7 +126,7 @@ class JobStore:
                 self._db.execute(
                     "INSERT INTO jobs (job_id, owner, run_id, phase, creation_time, start_time, end_time,"
                     " execution_duration, destruction, quote, error_message, error_type, error_detail,"
-                    " progress_done, progress_total, seq) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    " progress_done, progress_total, seq, spec) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (
                         job.job_id, job.owner, job.run_id, job.phase.value, format_time(job.creation_time),
                         _time(job.start_time), _time(job.end_time), job.execution_duration,
@@ -131,6 +135,7 @@ class JobStore:
                         job.error.error_type if job.error else None,
                         job.error.detail if job.error else None,
                         job.progress_done, job.progress_total, seq,
+                        json.dumps(job.spec) if job.spec is not None else None,
                     ),
                 )
                 self._write_parameters(job.job_id, job.parameters)
@@ -168,12 +173,16 @@ class JobStore:
             error_message=error.message, error_type=error.error_type, error_detail=error.detail,
         )
 
-    def replace_parameters(self, job_id: str, parameters: list[JobParameter]) -> None:
+    def replace_parameters(self, job_id: str, parameters: list[JobParameter],
+                           spec: dict[str, Any] | None = None) -> None:
+        """Replace a job's parameters and its worker spec together."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 self._db.execute("DELETE FROM parameters WHERE job_id = ?", (job_id,))
                 self._write_parameters(job_id, parameters)
+                self._db.execute("UPDATE jobs SET spec = ? WHERE job_id = ?",
+                                 (json.dumps(spec) if spec is not None else None, job_id))
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -310,4 +319,5 @@ class JobStore:
             progress_done=int(row["progress_done"]),
             progress_total=int(row["progress_total"]),
             warnings=json.loads(row["warnings"]) if row["warnings"] else [],
+            spec=json.loads(row["spec"]) if row["spec"] else None,
         )

@@ -1,0 +1,84 @@
+"""A finished detection's result files: the catalogue in its formats, the regions, the provenance.
+
+Everything is written into the job's work folder, then published together, so a crash or an
+abort never leaves a half-written result visible.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from astropy.table import Table
+
+from ..catalogue import FORMATS, write_catalogue
+from ..uws import JobFiles, JobResult
+from ._prepare import PreparedJob
+
+__all__ = ["JobOutcome", "ResultWriter"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class JobOutcome:
+    """What a finished job publishes: its result files, and what makes them doubtful or incomplete."""
+
+    results: list[JobResult]
+    warnings: list[str]
+
+
+class ResultWriter:
+    """Writes and publishes a job's results; `job_url` builds the job's absolute URL (provenance)."""
+
+    def __init__(self, files: JobFiles, job_url: Callable[[str], str] | None = None) -> None:
+        self.files = files
+        self.job_url = job_url or (lambda job_id: job_id)
+
+    def write(self, prepared: PreparedJob, table: Table) -> JobOutcome:
+        """Write the catalogue in its formats and the provenance, then publish them together.
+
+        The catalogue's warnings (unknown unit, no beam, an image outside the model's domain)
+        travel with the outcome to the job's jobInfo.
+        """
+        from ..provenance import ProvenanceRecord, write_provenance
+
+        job, request, card, work = prepared.job, prepared.request, prepared.card, prepared.work
+        table.meta["job_url"] = self.job_url(job.job_id)
+        media_type, extension = FORMATS[request.response_format]
+        outputs = [("result", f"result{extension}", request.response_format, media_type)]
+        if request.response_format != "votable":
+            outputs.append(("votable", "catalogue.xml", "votable", FORMATS["votable"][0]))
+        outputs.append(("regions", "regions.reg", "ds9", FORMATS["ds9"][0]))
+        results: list[JobResult] = []
+        for result_id, name, fmt, media in outputs:
+            write_catalogue(table, work / name, fmt)
+            results.append(JobResult(result_id, name, media))
+
+        record = ProvenanceRecord(
+            job_id=job.job_id,
+            job_url=self.job_url(job.job_id),
+            owner=job.owner,
+            started=prepared.started,
+            ended=None,
+            card=card,
+            image_name=request.image.name,
+            image_sha256=prepared.image_sha,
+            hdu=prepared.hdu,
+            region=request.region or (f"PIXELS {request.pixels}" if request.pixels else None),
+            parameters={p.name: p.value for p in job.parameters},
+            device=prepared.device,
+            precision=prepared.precision if card.is_network else None,
+            n_sources=len(table),
+            catalogue_file="result" + extension,
+        )
+        write_provenance(record, work / "provenance.json", "json")
+        results.append(JobResult("provenance", "provenance.json", "application/json"))
+
+        for result in results:  # all written: publish them together
+            target = self.files.publish(job.job_id, work / result.file_name)
+            result.size = target.stat().st_size
+        log.info("job %s: %d sources with %s in %.2f s", job.job_id, len(table), card.name, time.time() - prepared.time)
+        return JobOutcome(results, [str(w) for w in table.meta.get("warnings", ()) or ()])
