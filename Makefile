@@ -59,4 +59,4 @@ test-all: install
 	$(BIN)/python -m pytest -q
 
 clean:
-	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache jupyter_extension/static/aladin-lite
+	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache cianna_otf_jupyter/static/aladin-lite

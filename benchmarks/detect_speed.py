@@ -23,7 +23,7 @@ import torch
 
 from cianna_otf_server.models import DEFAULT_MODEL, default_registry
 from cianna_otf_server.pipeline import detect
-from cianna_otf_server.simulate import write_simulation
+from cianna_otf_server.sky.simulate import write_simulation
 
 
 def timed(path: Path, card, device: str, precision: str, repeats: int) -> tuple[float, int]:

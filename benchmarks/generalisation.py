@@ -8,7 +8,7 @@ SDC1-like default sky as the in-domain reference), writes each image to a tempor
 and runs every model on it through the pipeline's `detect(path, card, device="cpu")`, the same
 reader and adaptation users get. Detections are matched to the truth one-to-one in pixels
 within one beam FWHM (major axis, at least 2 px); detections on a lobe of a simulated double
-count as true (`cianna_otf_server.quality.quality_report`).
+count as true (`cianna_otf_server.sky.quality.quality_report`).
 
 Part 2 runs every model on the real observed images of `real_images.py` (fetched into
 ``--cache``; skipped with a message when unavailable). Without a truth catalogue, each run is
@@ -107,7 +107,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from generalisation_domains import DOMAINS, QUICK_DOMAINS, Domain, simulate_domain  # noqa: E402
 
-from cianna_otf_server.quality import DEFAULT_SNR_BINS, match_catalogues, quality_report  # noqa: E402
+from cianna_otf_server.sky.quality import DEFAULT_SNR_BINS, match_catalogues, quality_report  # noqa: E402
 
 SNR_MIN = 5.0
 FLUX_SNR = (10.0, 20.0)

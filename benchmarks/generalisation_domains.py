@@ -5,7 +5,7 @@ beam, noise, density, doubles, artefacts, blanks) plus a list of transforms appl
 written image afterwards, the way real images differ from a simulated one: the unit
 (``mJy/beam``), degenerate FREQ/STOKES axes, a NaN frame, a flipped x axis (``CDELT1 > 0``),
 a Galactic frame, another projection. The skies are of the kinds the domain-randomisation
-sampler (`cianna_otf_server.simulate.random_domain`) draws for training; they differ from its
+sampler (`cianna_otf_server.sky.simulate.random_domain`) draws for training; they differ from its
 draws only by being fixed, specific settings (plus a few outside its ranges on purpose: noise
 down to 1e-7 Jy/beam, beams of 1.2 and 12 pixels) and by the header variations, which no
 training sky has.
@@ -30,7 +30,7 @@ from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
 
-from cianna_otf_server.simulate import SimulationOptions, simulate_sky
+from cianna_otf_server.sky.simulate import SimulationOptions, simulate_sky
 
 __all__ = [
     "DOMAINS",

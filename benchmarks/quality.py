@@ -27,8 +27,8 @@ import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 
-from cianna_otf_server.quality import DEFAULT_SNR_BINS, match_catalogues, quality_report
-from cianna_otf_server.simulate import write_simulation
+from cianna_otf_server.sky.quality import DEFAULT_SNR_BINS, match_catalogues, quality_report
+from cianna_otf_server.sky.simulate import write_simulation
 
 #: First held-out seed; image k uses HELD_OUT_SEED + k. Training skies draw seeds above 10**7,
 #: its validation skies 2000000 + k and its threshold tuning 2100000 + k.

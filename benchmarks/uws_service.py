@@ -105,7 +105,7 @@ def main() -> int:
     parser.add_argument("--out", default="benchmarks/results/uws_service.json")
     args = parser.parse_args()
 
-    from cianna_otf_server.simulate import write_simulation
+    from cianna_otf_server.sky.simulate import write_simulation
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

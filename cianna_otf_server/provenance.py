@@ -20,6 +20,8 @@ from urllib.parse import quote
 from prov.constants import PROV
 from prov.model import ProvDocument
 
+from .errors import UserInputError
+
 from . import __version__
 from .uws import utc_now
 
@@ -162,6 +164,25 @@ def write_provenance(record: ProvenanceRecord, path: str | Path, fmt: str = "jso
     return path
 
 
+#: What clients write for each format (RESPONSEFORMAT values), as well as the formats' own names.
+FORMAT_ALIASES = {"application/json": "json", "prov-json": "json", "prov-n": "provn",
+                  "text/provenance-notation": "provn", "prov-xml": "xml", "application/xml": "xml"}
+
+
+def response_format(text: str) -> str:
+    """The provenance format a RESPONSEFORMAT value names (json, provn or xml).
+
+    Raises
+    ------
+    UserInputError
+        For any other value (HTTP 400).
+    """
+    fmt = FORMAT_ALIASES.get(text.strip().lower(), text.strip().lower())
+    if fmt not in FORMATS:
+        raise UserInputError("provenance RESPONSEFORMAT must be json, provn or xml")
+    return fmt
+
+
 def convert(json_bytes: bytes, fmt: str) -> bytes:
     """Re-serialise a stored PROV-JSON document in another format (for RESPONSEFORMAT)."""
     if fmt == "json":
@@ -169,4 +190,5 @@ def convert(json_bytes: bytes, fmt: str) -> bytes:
     return serialise(ProvDocument.deserialize(content=json_bytes.decode(), format="json"), fmt)
 
 
-__all__ = ["FORMATS", "ProvenanceRecord", "build_document", "convert", "serialise", "write_provenance"]
+__all__ = ["FORMATS", "FORMAT_ALIASES", "ProvenanceRecord", "build_document", "convert", "response_format",
+           "serialise", "write_provenance"]

@@ -24,30 +24,9 @@ import pyvo
 from prov.model import ProvDocument
 from pyvo.dal import DALQueryError, DALServiceError
 
-from cianna_otf_server.jobs import LocalPoolExecutor
+from cianna_otf_server.testing import HoldingExecutor  # noqa: F401 - hosts configure it from here
 
 WAIT_TIMEOUT = 60.0  # seconds: every job here takes well under one
-
-
-class HoldingExecutor(LocalPoolExecutor):
-    """The local worker pool, except that jobs with a RUNID starting with ``hold`` stay QUEUED.
-
-    Used as ``executor_class(runner, config)`` so a test can abort a job it knows is queued.
-    """
-
-    def __init__(self, runner, settings) -> None:
-        super().__init__(runner, settings.workers)
-        self.held: set[str] = set()
-
-    def submit(self, job) -> None:
-        if (job.run_id or "").startswith("hold"):
-            self.held.add(job.job_id)
-            return
-        super().submit(job)
-
-    def cancel(self, job_id: str) -> None:
-        self.held.discard(job_id)
-        super().cancel(job_id)
 
 
 # -- helpers: what a user writes in a notebook ---------------------------------------------

@@ -10,7 +10,7 @@ from scipy.spatial import cKDTree
 
 from cianna_otf_server.models import ClassicSpec
 from cianna_otf_server.pipeline._classic import find_sources_classic
-from cianna_otf_server.simulate import simulate_sky
+from cianna_otf_server.sky.simulate import simulate_sky
 
 BEAM_AREA = math.pi / (4 * math.log(2)) * 2.5 * 2.5  # 1.5 arcsec FWHM on 0.6 arcsec pixels
 

@@ -183,7 +183,7 @@ def test_main_returns_codes_in_process(capsys):
 
 
 def test_internal_error_is_one_line_with_hint(monkeypatch, capsys):
-    import cianna_otf_server._cli_models as models_cli
+    import cianna_otf_server.cli.models as models_cli
 
     def boom(args):
         raise RuntimeError("something broke\nover two lines")
@@ -198,7 +198,7 @@ def test_internal_error_is_one_line_with_hint(monkeypatch, capsys):
 
 # -- end to end, once the simulator, the pipeline and the writers are installed -----------------
 needs_pipeline = pytest.mark.skipif(
-    not (has("cianna_otf_server.simulate", "write_simulation")
+    not (has("cianna_otf_server.sky.simulate", "write_simulation")
          and has("cianna_otf_server.pipeline", "detect")
          and has("cianna_otf_server.catalogue", "write_catalogue")),
     reason="simulator, pipeline or catalogue writers not available yet",
@@ -207,7 +207,7 @@ needs_pipeline = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def simulated(tmp_path_factory) -> Path:
-    if not has("cianna_otf_server.simulate", "write_simulation"):
+    if not has("cianna_otf_server.sky.simulate", "write_simulation"):
         pytest.skip("simulator not available yet")
     folder = tmp_path_factory.mktemp("sim")
     result = cli("simulate", "sky.fits", "--size", "256", "--seed", "3", "--truth", "truth.vot", cwd=folder)

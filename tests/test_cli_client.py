@@ -20,7 +20,7 @@ from astropy.io.votable import parse_single_table
 import cianna_otf_server.cli
 
 TOKEN = "cli-client-test-token"
-CLIENT_MODULES = ("cianna_otf_server._cli_submit", "cianna_otf_server._cli_jobs")
+CLIENT_MODULES = ("cianna_otf_server.cli.submit", "cianna_otf_server.cli.jobs")
 
 # Until the client commands are listed in cli.COMMAND_MODULES, run the same main() with them added.
 if all(module in cianna_otf_server.cli.COMMAND_MODULES for module in CLIENT_MODULES):

@@ -11,7 +11,7 @@ import cianna_otf_server.cli as cli
 
 pytest.importorskip("shtab")
 
-MODULE = "cianna_otf_server._cli_completion"
+MODULE = "cianna_otf_server.cli.completion"
 
 
 @pytest.fixture(autouse=True)

@@ -25,9 +25,9 @@ from cianna_otf_server.client import (
     NotFoundError,
     ServiceBusyError,
     WaitTimeoutError,
-    _raise_for_status,
-    _region_parameter,
 )
+from cianna_otf_server.client._client import _region_parameter
+from cianna_otf_server.client._errors import _raise_for_status
 
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
 
@@ -318,9 +318,6 @@ def test_submit_reports_upload_progress(client, sky_fits, monkeypatch):
     import io
     import os
 
-    import cianna_otf_server.client as client_module
-
-    monkeypatch.setattr(client_module, "UPLOAD_CHUNK", 4096)  # several chunks from a small test image
     size = os.path.getsize(sky_fits)
     seen: list[tuple[int, int]] = []
     job = client.submit(sky_fits, model="classic", run_id="streamed",

@@ -22,7 +22,7 @@ from test_cli_client import CLI, TOKEN, _clean_env, server  # noqa: E402,F401 - 
 from textual.widgets import DataTable  # noqa: E402
 
 from cianna_otf_server.client import Client  # noqa: E402
-from cianna_otf_server.dashboard import Dashboard  # noqa: E402
+from cianna_otf_server.tui import Dashboard  # noqa: E402
 
 
 def _rows(app) -> dict[str, list[str]]:

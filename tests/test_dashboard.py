@@ -17,7 +17,7 @@ pytest.importorskip("textual")
 from textual.widgets import DataTable, Static  # noqa: E402
 
 from cianna_otf_server.client import Client  # noqa: E402
-from cianna_otf_server.dashboard import Dashboard, parse_filter, parse_metrics  # noqa: E402
+from cianna_otf_server.tui import Dashboard, parse_filter, parse_metrics  # noqa: E402
 from cianna_otf_server.models import DEFAULT_MODEL  # noqa: E402
 
 
@@ -148,7 +148,7 @@ def test_helpers():
 
 
 def test_command_line_options():
-    from cianna_otf_server import _cli_dashboard
+    from cianna_otf_server.cli import dashboard as _cli_dashboard
 
     parser = argparse.ArgumentParser()
     _cli_dashboard.register(parser.add_subparsers())

@@ -362,7 +362,7 @@ class TestModelRankingAndWarnings:
 
     @staticmethod
     def simulated(path: Path, **options) -> Path:
-        from cianna_otf_server.simulate import simulate_sky
+        from cianna_otf_server.sky.simulate import simulate_sky
 
         hdul, _truth = simulate_sky(256, seed=5, **options)
         hdul.writeto(path)

@@ -16,7 +16,7 @@ from generalisation_domains import (DOMAINS, FIRST_SEED, QUICK_DOMAINS, flip_x, 
                                     nan_frame, relabel_projection, simulate_domain, to_4d, to_galactic, to_mjy)
 
 from cianna_otf_server.pipeline import open_image  # noqa: E402
-from cianna_otf_server.simulate import SimulationOptions, simulate_sky  # noqa: E402
+from cianna_otf_server.sky.simulate import SimulationOptions, simulate_sky  # noqa: E402
 
 SIZE = 256
 

@@ -52,7 +52,7 @@ def test_scheduler_on_cuda_batches_jobs_in_every_precision(tmp_path: Path) -> No
     from cianna_otf_server.jobs import DetectionParameterPolicy, DetectionRunner
     from cianna_otf_server.models import ModelRegistry
     from cianna_otf_server.scheduler import BatchingScheduler, SchedulerSettings
-    from cianna_otf_server.simulate import write_simulation
+    from cianna_otf_server.sky.simulate import write_simulation
     from cianna_otf_server.uws import JobFiles, JobService, JobStore, Phase
 
     write_tiny_yolo(tmp_path / "models")
@@ -95,7 +95,7 @@ def test_jobs_spread_over_several_gpus(tmp_path: Path) -> None:
     from cianna_otf_server.jobs import DetectionParameterPolicy, DetectionRunner
     from cianna_otf_server.models import ModelRegistry
     from cianna_otf_server.scheduler import BatchingScheduler, SchedulerMetrics, SchedulerSettings
-    from cianna_otf_server.simulate import write_simulation
+    from cianna_otf_server.sky.simulate import write_simulation
     from cianna_otf_server.uws import JobFiles, JobService, JobStore, Phase
 
     write_tiny_yolo(tmp_path / "models")

@@ -112,9 +112,9 @@ async def test_done_when_end_to_end_and_restart(jp_otf, jp_serverapp, tmp_path):
     """
     from prov.model import ProvActivity, ProvDocument
 
-    from cianna_otf_server.quality import match_catalogues
+    from cianna_otf_server.sky.quality import match_catalogues
     from cianna_otf_server.server import ServiceContext
-    from cianna_otf_server.simulate import write_simulation
+    from cianna_otf_server.sky.simulate import write_simulation
     from cianna_otf_server.uws import JobFilter, Phase
 
     url, token, app = await start(jp_otf)

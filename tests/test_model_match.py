@@ -24,7 +24,7 @@ from cianna_otf_server.client import Client, ClientError
 from cianna_otf_server.model_match import HEADER_ONLY_WARNING, match_file, read_header_only
 from cianna_otf_server.models import ModelRegistry
 from cianna_otf_server.server import ServiceConfig
-from cianna_otf_server.simulate import simulate_sky
+from cianna_otf_server.sky.simulate import simulate_sky
 from domain_models import write_domain_models
 from uws_helpers import ImageServer
 

@@ -340,7 +340,7 @@ def test_survey_notebook_merges_the_fields_without_duplicates(standalone, tmp_pa
     import numpy as np
     from astropy.coordinates import SkyCoord
 
-    from cianna_otf_server.quality import quality_report
+    from cianna_otf_server.sky.quality import quality_report
 
     merged = read_votable(Path(result["path"]))
     assert len(merged) == result["merged"] and sorted(merged["id"]) == list(range(1, len(merged) + 1))
@@ -483,9 +483,9 @@ def test_binder_configuration_is_consistent():
     (wanted,) = re.findall(r'-e "\.\[([\w,-]+)\]"', script)
     assert set(wanted.split(",")) <= set(extras), (wanted, sorted(extras))
     # every file of the repository it names exists, and the module it runs is part of the package
-    for path in re.findall(r"\b((?:jupyter-config|jupyter_extension|notebooks)/[\w./-]+)", script):
+    for path in re.findall(r"\b((?:jupyter-config|cianna_otf_jupyter|notebooks)/[\w./-]+)", script):
         assert (ROOT / path).exists(), path
     assert "jupyter-config/jupyter_server_config.d/cianna_otf_jupyter.json" in script
     assert "etc/jupyter/jupyter_server_config.d" in script
     assert "python -m cianna_otf_jupyter.fetch_aladin" in script
-    assert (ROOT / "jupyter_extension" / "fetch_aladin.py").is_file()
+    assert (ROOT / "cianna_otf_jupyter" / "fetch_aladin.py").is_file()

@@ -12,7 +12,7 @@ from astropy.wcs import WCS, FITSFixedWarning
 
 from cianna_otf_server.errors import UserInputError
 from cianna_otf_server.pipeline._beam import Beam, estimate_beam, parse_beam, read_beam
-from cianna_otf_server.simulate import simulate_sky
+from cianna_otf_server.sky.simulate import simulate_sky
 
 ARCSEC = 1.0 / 3600.0
 AIPS_LINE = "AIPS   CLEAN BMAJ=  1.5000E-03 BMIN=  1.2000E-03 BPA=  25.00"

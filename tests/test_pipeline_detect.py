@@ -43,7 +43,7 @@ def _yolo_card(**tiling):
 
 @pytest.fixture(scope="module")
 def sky_file(tmp_path_factory):
-    from cianna_otf_server.simulate import write_simulation
+    from cianna_otf_server.sky.simulate import write_simulation
 
     path = tmp_path_factory.mktemp("sky") / "sky.fits"
     write_simulation(path, size=300, seed=3)

@@ -16,7 +16,7 @@ from cianna_otf_server.models import card_from_dict, default_registry
 from cianna_otf_server.pipeline import Boxes, detect, full_box, open_image
 from cianna_otf_server.pipeline._domain import DomainView, drop_blank_boxes, plan_domain, rank_models
 from cianna_otf_server.pipeline._noise import measure_noise
-from cianna_otf_server.simulate import simulate_sky
+from cianna_otf_server.sky.simulate import simulate_sky
 
 
 def _card(domain: dict | None = None, name: str = "net") -> object:

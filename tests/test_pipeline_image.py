@@ -117,7 +117,7 @@ def _without_beam(header: fits.Header) -> fits.Header:
 
 
 def _simulated_without_beam(bunit="JY/BEAM"):
-    from cianna_otf_server.simulate import simulate_sky
+    from cianna_otf_server.sky.simulate import simulate_sky
 
     hdul, _ = simulate_sky(384, seed=3, pixel_scale=1.0, beam_bmaj=3.0, beam_bmin=3.0, noise=2e-6)
     header = _without_beam(hdul[0].header)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from astropy.table import Table
 
-from cianna_otf_server.quality import match_catalogues, quality_report
+from cianna_otf_server.sky.quality import match_catalogues, quality_report
 
 
 def _truth(n=200, seed=0):

@@ -14,7 +14,7 @@ import pytest
 from cianna_otf_server.jobs import DetectionParameterPolicy, DetectionRunner
 from cianna_otf_server.models import ModelRegistry
 from cianna_otf_server.scheduler import BatchingScheduler, DeviceRunner, OutOfDeviceMemory, SchedulerSettings
-from cianna_otf_server.simulate import write_simulation
+from cianna_otf_server.sky.simulate import write_simulation
 from cianna_otf_server.uws import JobFiles, JobService, JobStore, Phase
 
 sys.path.insert(0, str(Path(__file__).parent))

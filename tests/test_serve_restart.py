@@ -61,7 +61,7 @@ class ServeProcess:
 @pytest.fixture(scope="module")
 def big_images(tmp_path_factory) -> Path:
     """Images large enough (3072 px) that one job is still running when the server is killed."""
-    from cianna_otf_server.simulate import write_simulation
+    from cianna_otf_server.sky.simulate import write_simulation
 
     root = tmp_path_factory.mktemp("images")
     write_simulation(root / "big.fits", 3072, seed=5)
@@ -120,7 +120,7 @@ def test_one_configuration_for_every_hosting_mode(tmp_path):
     import argparse
 
     from cianna_otf_jupyter.extension import CiannaOTF
-    from cianna_otf_server._cli_serve import register, service_config
+    from cianna_otf_server.cli.serve import register, service_config
     from cianna_otf_server.server import ServiceConfig, settings_table
 
     readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
@@ -145,3 +145,33 @@ def test_one_configuration_for_every_hosting_mode(tmp_path):
     bad = parser.parse_args(["serve", "--workers", "0"])
     with pytest.raises(Exception, match="workers"):
         service_config(bad)
+
+
+def _peak_rss_mb(pid: int) -> float:
+    """The process's peak resident memory (VmHWM), MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024.0
+    raise AssertionError("no VmHWM in /proc status")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc to read the server's memory")
+def test_a_large_upload_streams_to_disk(tmp_path: Path) -> None:
+    """A 300 MB upload raises the real server's peak memory by far less than its size."""
+    from cianna_otf_server.client import Client
+
+    image = tmp_path / "large.fits"
+    with image.open("wb") as handle:  # a sparse file: quick to make, 300 MB on the wire
+        handle.truncate(300 * 1024 * 1024)
+    server = ServeProcess(tmp_path / "data", tmp_path, _free_port())
+    try:
+        before = _peak_rss_mb(server.process.pid)
+        with Client(server.url, token=TOKEN) as client:
+            job = client.submit(image, model="classic", run=False, upload_progress=lambda sent, total: None)
+        after = _peak_rss_mb(server.process.pid)
+        stored = tmp_path / "data" / "jobs" / job.job_id / "uploads" / "IMAGE"
+        assert stored.stat().st_size == 300 * 1024 * 1024
+        assert after - before < 50.0, f"peak RSS grew by {after - before:.0f} MB for a 300 MB upload"
+        assert not any((tmp_path / "data" / "tmp").glob("upload-*/*")), "nothing left in the scratch folder"
+    finally:
+        server.stop()

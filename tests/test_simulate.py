@@ -11,7 +11,7 @@ from astropy.table import Table
 from astropy.wcs import WCS
 
 from cianna_otf_server.errors import UserInputError
-from cianna_otf_server.simulate import simulate_sky, write_simulation
+from cianna_otf_server.sky.simulate import simulate_sky, write_simulation
 
 SIZE = 512
 
@@ -132,7 +132,7 @@ def test_written_file_matches_the_in_memory_image(tmp_path):
 
 
 def test_strip_boundaries_do_not_show(monkeypatch):
-    import cianna_otf_server.simulate as simulate
+    import cianna_otf_server.sky.simulate as simulate
 
     whole, _ = simulate_sky(200, seed=9)
     monkeypatch.setattr(simulate, "_STRIP_PIXELS", 200 * 64)
@@ -141,7 +141,7 @@ def test_strip_boundaries_do_not_show(monkeypatch):
 
 
 def test_truth_in_csv_and_fits(tmp_path):
-    from cianna_otf_server.simulate import write_truth
+    from cianna_otf_server.sky.simulate import write_truth
 
     _, truth = simulate_sky(128, seed=1)
     write_truth(truth, tmp_path / "t.csv")

@@ -16,7 +16,7 @@ from astropy.io import fits
 from astropy.table import Table
 
 from cianna_otf_server.errors import UserInputError
-from cianna_otf_server.simulate import (SimulationOptions, _draw, random_domain, simulate_sky, write_simulation,
+from cianna_otf_server.sky.simulate import (SimulationOptions, _draw, random_domain, simulate_sky, write_simulation,
                                         write_truth)
 
 NOISE = 3.0e-7
@@ -78,7 +78,7 @@ def test_default_skies_are_unchanged(size, seed, options, digest, summary):
 
 
 def test_batch_and_chunk_sizes_do_not_change_a_pixel(monkeypatch):
-    import cianna_otf_server.simulate as simulate
+    import cianna_otf_server.sky.simulate as simulate
 
     options = dict(density=40000.0, extended_fraction=0.6, size_median=6.0)
     whole, _ = simulate_sky(300, seed=12, **options)

@@ -11,8 +11,8 @@ import torch
 from cianna_otf_server.cianna import decode_yolo, load_network
 from cianna_otf_server.models import ModelRegistry, default_registry
 from cianna_otf_server.pipeline import decode_patch, decode_settings, detect, parameter_values
-from cianna_otf_server.quality import quality_report
-from cianna_otf_server.simulate import simulate_sky
+from cianna_otf_server.sky.quality import quality_report
+from cianna_otf_server.sky.simulate import simulate_sky
 from cianna_otf_server.training import (
     DEMO_NORMALISATION,
     DEMO_PARAMETERS,

@@ -8,8 +8,8 @@ from datetime import timedelta
 
 import pytest
 
+from cianna_otf_server.testing import PassPolicy, RecordingExecutor
 from cianna_otf_server.uws import (
-    ValidatedParameters,
     InvalidPhaseError,
     JobFiles,
     JobResult,
@@ -19,33 +19,6 @@ from cianna_otf_server.uws import (
     UnknownJobError,
     utc_now,
 )
-
-
-class RecordingExecutor:
-    def __init__(self) -> None:
-        self.submitted: list[str] = []
-        self.cancelled: list[str] = []
-        self.started = False
-
-    def attach(self, callbacks) -> None:
-        self.callbacks = callbacks
-
-    def start(self) -> None:
-        self.started = True
-
-    def submit(self, job) -> None:
-        self.submitted.append(job.job_id)
-
-    def cancel(self, job_id: str) -> None:
-        self.cancelled.append(job_id)
-
-    def shutdown(self, wait: bool = True) -> None:
-        pass
-
-
-class PassPolicy:
-    def validate(self, parameters):
-        return ValidatedParameters(parameters)
 
 
 def make_service(tmp_path, store=None):

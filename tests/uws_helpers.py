@@ -3,45 +3,27 @@ and a tiny local HTTP server that serves FITS images, quickly or as slowly as a 
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from lxml import etree
+from cianna_otf_server.testing import (  # noqa: F401 - re-exported for the UWS tests
+    FINAL_PHASES as FINAL,
+    UWS_NAMESPACES as NS,
+    UWS_TIME as TIME,
+    assert_uws_valid as assert_valid,
+    is_nil,
+    job_phase as phase,
+    parse_xml as parse,
+    uws_text as text,
+    wait_for_phase as wait_for,
+)
 
-UWS = "http://www.ivoa.net/xml/UWS/v1.0"
-XLINK = "http://www.w3.org/1999/xlink"
-XSI = "http://www.w3.org/2001/XMLSchema-instance"
-NS = {"uws": UWS, "xlink": XLINK, "xsi": XSI}
+UWS = NS["uws"]
+XLINK = NS["xlink"]
+XSI = NS["xsi"]
 VOTABLE_NS = "http://www.ivoa.net/xml/VOTable/v1.3"
-FINAL = {"COMPLETED", "ERROR", "ABORTED", "ARCHIVED"}
-#: A UWS time: ISO 8601, UTC with Z, never +00:00.
-TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
-
-
-def parse(body: bytes) -> etree._Element:
-    return etree.fromstring(body)
-
-
-def assert_valid(schema, body: bytes) -> etree._Element:
-    """Parse `body`, check it against UWS.xsd and return the root."""
-    root = parse(body)
-    if not schema.validate(root):
-        raise AssertionError(f"invalid against UWS.xsd: {schema.error_log}\n{body.decode()}")
-    return root
-
-
-def text(root: etree._Element, name: str) -> str | None:
-    element = root.find(f"uws:{name}", NS)
-    assert element is not None, f"no uws:{name}"
-    return element.text
-
-
-def is_nil(root: etree._Element, name: str) -> bool:
-    element = root.find(f"uws:{name}", NS)
-    return element is not None and element.get(f"{{{XSI}}}nil") == "true" and not (element.text or "").strip()
 
 
 def create(standalone, session=None, data=None, files=None, expect: int = 303) -> str:
@@ -68,25 +50,6 @@ def image_job(standalone, sky_fits: Path, session=None, run: bool = True, **para
         data["PHASE"] = "RUN"
     with open(sky_fits, "rb") as handle:
         return create(standalone, session, data=data, files={"IMAGE": ("sky.fits", handle, "application/fits")})
-
-
-def phase(session, job_url: str) -> str:
-    response = session.get(f"{job_url}/phase")
-    assert response.status_code == 200, response.text
-    return response.text.strip()
-
-
-def wait_for(session, job_url: str, phases: set[str] = FINAL, timeout: float = 30.0) -> etree._Element:
-    """Poll (with short blocking WAITs) until the job reaches one of `phases`; return its XML."""
-    deadline = time.monotonic() + timeout
-    while True:
-        response = session.get(job_url, params={"WAIT": "1"})
-        assert response.status_code == 200, response.text
-        root = parse(response.content)
-        if text(root, "phase") in phases:
-            return root
-        if time.monotonic() > deadline:
-            raise AssertionError(f"job stayed {text(root, 'phase')}, wanted {sorted(phases)}")
 
 
 def job_id(job_url: str) -> str:

@@ -12,30 +12,19 @@ import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 
+from ._formats import CATALOGUE_FORMATS, catalogue_format
 from ._votable import _text, catalogue_to_votable_bytes, flat_meta
 
 __all__ = ["FORMATS", "write_catalogue", "catalogue_to_bytes", "read_catalogue"]
 
-# name: (media type, file extension)
+#: name: (media type, result-file suffix), read from the one format table.
 FORMATS: dict[str, tuple[str, str]] = {
-    "votable": ("application/x-votable+xml", ".xml"),
-    "csv": ("text/csv", ".csv"),
-    "fits": ("application/fits", ".fits"),
-    "ds9": ("text/plain", ".reg"),
+    name: (fmt.media_type, fmt.result_suffix) for name, fmt in CATALOGUE_FORMATS.items()
 }
-
-_ALIASES = {"vot": "votable", "xml": "votable", "fit": "fits", "reg": "ds9", "region": "ds9", "regions": "ds9"}
 
 
 def _format(name: str) -> str:
-    key = str(name).strip().lower()
-    for prefix in ("application/x-votable+xml", "text/xml"):
-        if key.startswith(prefix):
-            return "votable"
-    key = _ALIASES.get(key, key)
-    if key not in FORMATS:
-        raise ValueError(f"unknown catalogue format {name!r}; choose one of {', '.join(FORMATS)}")
-    return key
+    return catalogue_format(name).name
 
 
 def catalogue_to_bytes(table: Table, format: str = "votable", **options: Any) -> bytes:

@@ -11,10 +11,11 @@ import math
 from pathlib import Path
 from urllib.parse import urlparse
 
+from ..catalogue import FORMAT_NAMES, catalogue_format, format_for_media_type
 from ..errors import UnknownModelError
 from ..models import DEFAULT_MODEL
 from ..uws import InvalidRequestError, Job, JobParameter, ValidatedParameters
-from ._request import (REGION_KEYS, RESPONSE_FORMATS, DetectionRequest, ImagePath, ImageSource, ImageUrl,
+from ._request import (REGION_KEYS, DetectionRequest, ImagePath, ImageSource, ImageUrl,
                        UploadedImage)
 
 PRECISIONS = ("fp32", "fp16", "bf16")
@@ -136,9 +137,9 @@ class DetectionParameterPolicy:
             elif key == "MIN_SIZE":
                 _number(key, value, 0.0)
             elif key == "RESPONSEFORMAT":
-                if value.lower() not in RESPONSE_FORMATS:
+                if format_for_media_type(value) is None:
                     raise InvalidRequestError(
-                        f"RESPONSEFORMAT must be one of votable, csv, fits, ds9 (or their MIME types), not {value!r}")
+                        f"RESPONSEFORMAT must be one of {', '.join(FORMAT_NAMES)} (or their MIME types), not {value!r}")
             elif key in REGION_KEYS:
                 check_region_syntax(key, value)
             elif key == "UNIT":
@@ -252,7 +253,7 @@ def request_from_parameters(parameters: list[JobParameter]) -> DetectionRequest 
         threshold=float(params["THRESHOLD"]) if "THRESHOLD" in params else None,
         nms=float(params["NMS"]) if "NMS" in params else None,
         min_size=float(params["MIN_SIZE"]) if "MIN_SIZE" in params else None,
-        response_format=RESPONSE_FORMATS[params.get("RESPONSEFORMAT", "votable").lower()],
+        response_format=catalogue_format(params.get("RESPONSEFORMAT", "votable")).name,
         unit=params.get("UNIT"),
         beam=params.get("BEAM"),
     )

@@ -13,20 +13,8 @@ from pathlib import Path
 from typing import Any, Union
 
 
-__all__ = ["UploadedImage", "ImageUrl", "ImagePath", "ImageSource", "DetectionRequest", "RESPONSE_FORMATS",
-           "REGION_KEYS"]
+__all__ = ["UploadedImage", "ImageUrl", "ImagePath", "ImageSource", "DetectionRequest", "REGION_KEYS"]
 
-RESPONSE_FORMATS = {
-    "votable": "votable",
-    "application/x-votable+xml": "votable",
-    "text/xml": "votable",
-    "csv": "csv",
-    "text/csv": "csv",
-    "fits": "fits",
-    "application/fits": "fits",
-    "ds9": "ds9",
-    "text/x-ds9": "ds9",
-}
 REGION_KEYS = ("CIRCLE", "POLYGON", "POS", "PIXELS")
 
 

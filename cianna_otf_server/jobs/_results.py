@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from astropy.table import Table
 
-from ..catalogue import FORMATS, write_catalogue
+from ..catalogue import CATALOGUE_FORMATS, write_catalogue
 from ..uws import JobFiles, JobResult
 from ._prepare import PreparedJob
 
@@ -47,11 +47,11 @@ class ResultWriter:
 
         job, request, card, work = prepared.job, prepared.request, prepared.card, prepared.work
         table.meta["job_url"] = self.job_url(job.job_id)
-        media_type, extension = FORMATS[request.response_format]
-        outputs = [("result", f"result{extension}", request.response_format, media_type)]
-        if request.response_format != "votable":
-            outputs.append(("votable", "catalogue.xml", "votable", FORMATS["votable"][0]))
-        outputs.append(("regions", "regions.reg", "ds9", FORMATS["ds9"][0]))
+        main = CATALOGUE_FORMATS[request.response_format]
+        outputs = [("result", f"result{main.result_suffix}", main.name, main.media_type)]
+        if main.name != "votable":
+            outputs.append(("votable", "catalogue.xml", "votable", CATALOGUE_FORMATS["votable"].media_type))
+        outputs.append(("regions", "regions.reg", "ds9", CATALOGUE_FORMATS["ds9"].media_type))
         results: list[JobResult] = []
         for result_id, name, fmt, media in outputs:
             write_catalogue(table, work / name, fmt)
@@ -72,7 +72,7 @@ class ResultWriter:
             device=prepared.device,
             precision=prepared.precision if card.is_network else None,
             n_sources=len(table),
-            catalogue_file="result" + extension,
+            catalogue_file="result" + main.result_suffix,
         )
         write_provenance(record, work / "provenance.json", "json")
         results.append(JobResult("provenance", "provenance.json", "application/json"))

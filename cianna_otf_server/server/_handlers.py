@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import re
 import tempfile
 import time
@@ -17,14 +18,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from tornado import httputil, web
+from tornado import web
 
 from ..errors import UnknownModelError, UserInputError
 from ..provenance import FORMATS as PROVENANCE_FORMATS
 from ..provenance import convert as convert_provenance
+from ..provenance import response_format as provenance_format
 from ..uws import (
     InvalidRequestError,
-    JobFilter,
     PayloadTooLargeError,
     Phase,
     UnknownResourceError,
@@ -35,15 +36,17 @@ from ..uws import (
     job_document,
     job_list_document,
     parameters_document,
-    parse_time,
     results_document,
 )
+from ._form import StreamingForm
+from ._query import job_filter, wait_request
 
 log = logging.getLogger(__name__)
 
 XML = "application/xml; charset=UTF-8"
 TEXT = "text/plain; charset=UTF-8"
 FORM_OVERHEAD = 1024 * 1024  # multipart boundaries and the other form fields
+FILE_BLOCK = 1024 * 1024  # bytes of a file sent at a time
 VOTABLE = "application/x-votable+xml"
 
 
@@ -68,10 +71,10 @@ class ServiceHandlerMixin:
 
     # -- request bodies: streamed, so an oversized upload is refused (413) before it is read ----
     def start_body(self) -> None:
-        """Check the declared size and prepare to receive the body; called by the base's prepare."""
+        """Check the declared size and prepare to parse the body as it arrives; called by the base's prepare."""
         limit = self.context.config.max_upload_bytes + FORM_OVERHEAD
-        self._body_chunks: list[bytes] = []
         self._body_size = 0
+        self._uploads: list[Upload] = []
         declared = self.request.headers.get("Content-Length")
         if declared and declared.isdigit() and int(declared) > limit:
             self.set_header("Connection", "close")
@@ -80,34 +83,32 @@ class ServiceHandlerMixin:
         connection = getattr(self.request, "connection", None)
         if connection is not None and hasattr(connection, "set_max_body_size"):
             connection.set_max_body_size(limit)
+        self._form = StreamingForm(self.request.headers.get("Content-Type", ""), self.context.data_dir / "tmp")
 
     def data_received(self, chunk: bytes) -> None:
         self._body_size += len(chunk)
         if self._body_size <= self.context.config.max_upload_bytes + FORM_OVERHEAD:
-            self._body_chunks.append(chunk)
+            self._form.write(chunk)  # uploaded files go to disk as they arrive
 
     def parse_body(self) -> None:
-        """Parse the streamed form body (urlencoded or multipart) into arguments and files."""
-        chunks = getattr(self, "_body_chunks", None)
-        if not chunks:
+        """Finish the streamed form body (urlencoded or multipart): its fields become arguments."""
+        form = getattr(self, "_form", None)
+        if form is None:
             return
         if self._body_size > self.context.config.max_upload_bytes + FORM_OVERHEAD:
             raise PayloadTooLargeError(
                 f"the request body is {self._body_size} bytes; uploads are limited to "
                 f"{self.context.config.max_upload_bytes} bytes")
-        body = b"".join(chunks)
-        self._body_chunks = []
-        arguments: dict[str, list[bytes]] = {}
-        try:
-            httputil.parse_body_arguments(self.request.headers.get("Content-Type", ""), body, arguments,
-                                          self.request.files, self.request.headers)
-        except httputil.HTTPInputError as exc:
-            raise InvalidRequestError(f"the request body is not a valid form: {exc}") from None
-        for name, values in arguments.items():
-            self.request.body_arguments.setdefault(name, []).extend(values)
-            self.request.arguments.setdefault(name, []).extend(values)
+        form.finish()
+        for name, value in form.fields:
+            self.request.body_arguments.setdefault(name, []).append(value)
+            self.request.arguments.setdefault(name, []).append(value)
+        self._uploads = list(form.uploads)
 
     def on_finish(self) -> None:
+        form = getattr(self, "_form", None)
+        if form is not None:  # what no job kept
+            form.cleanup()
         self.context.metrics.http_requests.labels(self.endpoint, str(self.get_status())).inc()
         started = getattr(self, "_started", None)
         if started is not None:
@@ -133,15 +134,22 @@ class ServiceHandlerMixin:
         return found
 
     def uploads(self) -> list[Upload]:
-        return [
-            Upload(name, item["filename"], item["body"])
-            for name, items in self.request.files.items()
-            for item in items
-        ]
+        """The files of the request's multipart body, received into the scratch folder."""
+        return list(getattr(self, "_uploads", []))
 
     def send_xml(self, body: bytes) -> None:
         self.set_header("Content-Type", XML)
         self.finish(body)
+
+    async def send_file(self, path: Path, media_type: str) -> None:
+        """A file as the response body, a block at a time (a 4 GB uploaded image never sits in memory)."""
+        self.set_header("Content-Type", media_type)
+        self.set_header("Content-Length", str(path.stat().st_size))
+        with path.open("rb") as handle:
+            while block := handle.read(FILE_BLOCK):
+                self.write(block)
+                await self.flush()
+        self.finish()
 
     def send_text(self, text: str) -> None:
         self.set_header("Content-Type", TEXT)
@@ -205,27 +213,6 @@ def _guard(method):
     wrapper.__name__ = method.__name__
     wrapper.__doc__ = method.__doc__
     return wrapper
-
-
-def _job_filter(handler: ServiceHandlerMixin) -> JobFilter:
-    phases, after, last = [], None, None
-    for name, value in handler.form_parameters():
-        key = name.upper()
-        if key == "PHASE":
-            try:
-                phases.append(Phase(value.strip().upper()))
-            except ValueError:
-                raise InvalidRequestError(f"PHASE={value} is not a UWS phase") from None
-        elif key == "AFTER":
-            try:
-                after = parse_time(value)
-            except ValueError:
-                raise InvalidRequestError(f"AFTER={value} is not an ISO 8601 instant") from None
-        elif key == "LAST":
-            if not value.strip().isdigit() or int(value) <= 0:
-                raise InvalidRequestError(f"LAST={value} must be a positive integer")
-            last = int(value)
-    return JobFilter(tuple(phases), after, last)
 
 
 class ServiceRootHandler(ServiceHandlerMixin):
@@ -327,8 +314,8 @@ class ModelsHandler(ServiceHandlerMixin):
             if "IMAGE" in values:
                 raise InvalidRequestError("give IMAGE once: as an upload or as a URL or path, not both")
             limit = self.context.config.max_upload_bytes
-            if len(upload.body) > limit:
-                raise PayloadTooLargeError(f"upload {upload.name!r} is {len(upload.body)} bytes; the limit is {limit}")
+            if upload.size > limit:
+                raise PayloadTooLargeError(f"upload {upload.name!r} is {upload.size} bytes; the limit is {limit}")
         elif "IMAGE" in values:
             reference = self.context.policy.check_image_reference(values["IMAGE"])
         else:
@@ -422,7 +409,7 @@ def _match_image(context: Any, upload: Upload | None, reference: str | None, opt
         if upload is not None:
             name = _safe_name(upload.filename)
             path = Path(folder) / name
-            path.write_bytes(upload.body)
+            os.replace(upload.path, path)
         elif reference is not None and reference.startswith(("http://", "https://")):
             name = _safe_name(Path(urlparse(reference).path).name)
             path = context.runner.preparer.fetcher.download(reference, Path(folder) / "image.fits")
@@ -516,7 +503,7 @@ class JobListHandler(ServiceHandlerMixin):
 
     @_guard
     def get(self) -> None:
-        jobs = self.service.list_jobs(self.owner, _job_filter(self))
+        jobs = self.service.list_jobs(self.owner, job_filter(self.form_parameters()))
         self.send_xml(job_list_document(jobs, self.context.href))
 
     @_guard
@@ -532,24 +519,11 @@ class JobHandler(ServiceHandlerMixin):
 
     @_guard
     async def get(self, job_id: str) -> None:
-        wait = self.parameter("WAIT")
+        wait = wait_request(self.form_parameters())
         if wait is None:
             job = self.service.get(self.owner, job_id)
         else:
-            try:
-                timeout = float(wait)
-            except ValueError:
-                timeout = float("nan")
-            if timeout != timeout:  # NaN
-                raise InvalidRequestError(f"WAIT={wait} must be a number of seconds (-1: as long as allowed)")
-            phase_text = self.parameter("PHASE")
-            phase = None
-            if phase_text:
-                try:
-                    phase = Phase(phase_text.upper())
-                except ValueError:
-                    raise InvalidRequestError(f"PHASE={phase_text} is not a UWS phase") from None
-            job = await self.service.wait(self.owner, job_id, timeout, phase)
+            job = await self.service.wait(self.owner, job_id, *wait)
         self.send_xml(job_document(job, self.context.href))
 
     @_guard
@@ -665,24 +639,20 @@ class ResultHandler(ServiceHandlerMixin):
     endpoint = "result"
 
     @_guard
-    def get(self, job_id: str, result_id: str) -> None:
+    async def get(self, job_id: str, result_id: str) -> None:
         path, result = self.service.result_path(self.owner, job_id, result_id)
         if not path.is_file():
             raise UnknownResourceError(f"the file of result {result_id!r} is missing")
-        body = path.read_bytes()
-        media_type = result.mime_type
-        fmt = (self.parameter("RESPONSEFORMAT") or "").lower()
-        if result_id == "provenance" and fmt:
-            aliases = {"application/json": "json", "prov-json": "json", "prov-n": "provn",
-                       "text/provenance-notation": "provn", "prov-xml": "xml", "application/xml": "xml"}
-            fmt = aliases.get(fmt, fmt)
-            if fmt not in PROVENANCE_FORMATS:
-                raise InvalidRequestError("provenance RESPONSEFORMAT must be json, provn or xml")
-            body, media_type = convert_provenance(body, fmt), PROVENANCE_FORMATS[fmt]
-        self.set_header("Content-Type", media_type)
-        extension = path.suffix
-        self.set_header("Content-Disposition", f'inline; filename="{job_id}-{result_id}{extension}"')
-        self.finish(body)
+        requested = self.parameter("RESPONSEFORMAT")
+        disposition = f'inline; filename="{job_id}-{result_id}{path.suffix}"'
+        if result_id == "provenance" and requested:
+            fmt = provenance_format(requested)
+            self.set_header("Content-Type", PROVENANCE_FORMATS[fmt])
+            self.set_header("Content-Disposition", disposition)
+            self.finish(convert_provenance(path.read_bytes(), fmt))
+            return
+        self.set_header("Content-Disposition", disposition)
+        await self.send_file(path, result.mime_type)
 
 
 class ParametersHandler(ServiceHandlerMixin):
@@ -702,14 +672,13 @@ class ParameterHandler(ServiceHandlerMixin):
     endpoint = "parameter"
 
     @_guard
-    def get(self, job_id: str, name: str) -> None:
+    async def get(self, job_id: str, name: str) -> None:
         job = self.service.get(self.owner, job_id)
         for parameter in job.parameters:
             if parameter.name.upper() == name.upper():
                 if parameter.by_reference:
                     path = self.service.upload_path(self.owner, job_id, parameter.name)
-                    self.set_header("Content-Type", "application/octet-stream")
-                    self.finish(path.read_bytes())
+                    await self.send_file(path, "application/octet-stream")
                 else:
                     self.send_text(parameter.value)
                 return
@@ -731,11 +700,8 @@ class SyncHandler(ServiceHandlerMixin):
 
     async def _run(self) -> None:
         self.remember_host()
-        parameters = [(k, v) for k, v in self.form_parameters() if k.upper() != "PHASE"] + [("PHASE", "RUN")]
-        job = self.service.create(self.owner, parameters, self.uploads())
-        deadline = time.monotonic() + self.context.config.sync_timeout_seconds
-        while job.phase in (Phase.QUEUED, Phase.EXECUTING) and time.monotonic() < deadline:
-            job = await self.service.wait(self.owner, job.job_id, deadline - time.monotonic())
+        job = await self.service.run_sync(self.owner, self.form_parameters(), self.uploads(),
+                                          self.context.config.sync_timeout_seconds)
         if job.phase == Phase.COMPLETED:
             self.see_other(self.context.href(job.job_id, "results/result"))
         elif job.phase == Phase.ERROR:

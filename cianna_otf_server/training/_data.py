@@ -25,7 +25,7 @@ from ..cianna._spec import YoloHead
 from ..models._card import NormalisationSpec
 from ..pipeline._noise import NoiseMap, measure_noise
 from ..pipeline._tiling import Tile, cut_patch
-from ..simulate import SimulationOptions, random_domain, simulate_sky
+from ..sky.simulate import SimulationOptions, random_domain, simulate_sky
 from ._config import TRAINING_SEED_FLOOR, VALIDATION_SEED_BASE, TrainConfig, recipe_of
 from ._targets import (PatchTruth, apparent_shape, encode_parameters, encode_targets, source_boxes,
                        truth_corners)

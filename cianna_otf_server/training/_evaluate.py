@@ -15,7 +15,7 @@ from astropy.table import Table
 from ..cianna import CiannaNetwork, decode_yolo
 from ..models._card import YoloSpec
 from ..pipeline._decode import DecodeSettings, decode_patch
-from ..quality import match_catalogues
+from ..sky.quality import match_catalogues
 from ._data import Sample, batches
 from ._loss import YoloLoss
 from ._model import activate, forward_raw

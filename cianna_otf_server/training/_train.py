@@ -26,7 +26,7 @@ from .. import __version__
 from ..cianna import CiannaNetwork
 from ..models._card import ModelCard
 from ..pipeline._decode import decode_settings
-from ..simulate import SimulationOptions
+from ..sky.simulate import SimulationOptions
 from ._config import TUNING_SEED_BASE, TrainConfig, recipe_of
 from ._data import TrainingStream, collate, validation_samples
 from ._evaluate import validate
@@ -265,7 +265,7 @@ def finish(config: TrainConfig, average: CiannaNetwork, options: RunOptions, *, 
         "tuned_recall_snr5": round(chosen["recall_snr5"], 4),
         "tuned_min_precision": options.min_precision,
         "recipe": config.recipe,
-        "simulation": ({"random_domain": "cianna_otf_server.simulate.random_domain(rng, size=sky_size) per sky",
+        "simulation": ({"random_domain": "cianna_otf_server.sky.simulate.random_domain(rng, size=sky_size) per sky",
                         **{k: v for k, v in config.simulation.items() if isinstance(v, (int, float, bool, str))}}
                        if recipe_of(config).randomised else
                        {k: v for k, v in simulation.items() if isinstance(v, (int, float, bool, str))}),
@@ -299,7 +299,7 @@ def describe(config: TrainConfig, n_params: int, patches: int, simulation: dict[
             "detector: see the generalisation benchmark in the README for what it does on unseen and real images."
         )
         training_data = (
-            f"Simulated skies from cianna_otf_server.simulate (cianna-otf {__version__}), each of a random domain "
+            f"Simulated skies from cianna_otf_server.sky.simulate (cianna-otf {__version__}), each of a random domain "
             f"drawn by simulate.random_domain: {config.sky_size}x{config.sky_size} px, pixel scales 0.5-10 arcsec, "
             f"beam major axes {low:g}-{high:g} px (axis ratio 0.5-1, any position angle), noise 1e-6 to 1e-2 "
             "Jy/beam correlated like the beam (85%) or white, smooth noise variations and primary-beam rises, "
@@ -322,7 +322,7 @@ def describe(config: TrainConfig, n_params: int, patches: int, simulation: dict[
     )
     opts_text = ", ".join(f"{k}={v}" for k, v in simulation.items())
     training_data = (
-        f"Simulated skies from cianna_otf_server.simulate (cianna-otf {__version__}): {config.sky_size}x"
+        f"Simulated skies from cianna_otf_server.sky.simulate (cianna-otf {__version__}): {config.sky_size}x"
         f"{config.sky_size} px images, a fresh random sky for every {config.crops_per_sky} patches of "
         f"{config.patch_size}x{config.patch_size} px ({patches:,} patches in all), SimulationOptions({opts_text}). "
         f"Targets: every true source of peak SNR >= {config.targets.min_snr:g}; fainter ones are ignored."

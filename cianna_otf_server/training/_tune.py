@@ -21,7 +21,7 @@ from ..pipeline._detect import YoloDetection, run_network
 from ..pipeline._image import open_image
 from ..pipeline._region import full_box
 from ..pipeline._tiling import iter_batches
-from ..quality import quality_report
+from ..sky.quality import quality_report
 from ._config import TrainConfig
 from ._data import simulate_training_sky
 from ._evaluate import MATCH_RADIUS_PIX

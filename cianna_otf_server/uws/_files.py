@@ -37,12 +37,19 @@ class JobFiles:
             raise ValueError(f"invalid parameter name {name!r}")
         return self.job_dir(job_id) / "uploads" / name
 
-    def store_upload(self, job_id: str, name: str, body: bytes) -> Path:
+    def store_upload(self, job_id: str, name: str, source: Path | bytes) -> Path:
+        """Keep an upload for a job: move the received file `source` in (or write bytes)."""
         path = self.upload_file(job_id, name)
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_suffix(".part")
-        temporary.write_bytes(body)
-        os.replace(temporary, path)
+        if isinstance(source, (bytes, bytearray)):
+            temporary = path.with_suffix(".part")
+            temporary.write_bytes(source)
+            os.replace(temporary, path)
+        else:
+            try:
+                os.replace(source, path)  # the scratch folder shares the file system: a rename
+            except OSError:  # another file system (a scratch folder configured elsewhere): copy
+                shutil.copyfile(source, path)
         return path
 
     def work_dir(self, job_id: str) -> Path:

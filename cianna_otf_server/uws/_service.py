@@ -14,6 +14,7 @@ import secrets
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Protocol
 
 from ._errors import (
@@ -50,11 +51,15 @@ UWS_CONTROL = {"PHASE", "RUNID", "EXECUTIONDURATION", "DESTRUCTION", "ACTION", "
 
 @dataclass
 class Upload:
-    """An inline (multipart) upload for parameter `name`."""
+    """An inline (multipart) upload for parameter `name`, received into the file `path` (`size` bytes).
+
+    Uploads are streamed to disk as they arrive; keeping one for a job moves the file.
+    """
 
     name: str
     filename: str
-    body: bytes
+    path: Path
+    size: int
 
 
 @dataclass
@@ -204,9 +209,9 @@ class JobService:
         if run is not None and run.strip().upper() != "RUN":
             raise InvalidRequestError(f"PHASE={run} is not allowed at creation; use PHASE=RUN or nothing")
         for upload in uploads:
-            if len(upload.body) > self.limits.max_upload_bytes:
+            if upload.size > self.limits.max_upload_bytes:
                 raise PayloadTooLargeError(
-                    f"upload {upload.name!r} is {len(upload.body)} bytes; the limit is {self.limits.max_upload_bytes}"
+                    f"upload {upload.name!r} is {upload.size} bytes; the limit is {self.limits.max_upload_bytes}"
                 )
         job_id = secrets.token_hex(8)
         now = utc_now()
@@ -231,7 +236,7 @@ class JobService:
         self.files.create(job_id)
         try:
             for upload in uploads:
-                self.files.store_upload(job_id, upload.name.upper(), upload.body)
+                self.files.store_upload(job_id, upload.name.upper(), upload.path)
             self.store.add(job)
         except BaseException:
             self.files.delete(job_id)
@@ -239,6 +244,23 @@ class JobService:
         if run is not None:
             self._queue(job)
         return self.store.get(job_id) or job
+
+    async def run_sync(self, owner: str | None, parameters: list[tuple[str, str]], uploads: Iterable[Upload],
+                       timeout: float) -> Job:
+        """Create and queue a job (any ``PHASE`` given is replaced by RUN), then wait for its end.
+
+        Returns the job once it is no longer QUEUED or EXECUTING, or after `timeout` seconds
+        (then still running: the caller continues with it as an asynchronous job).
+        """
+        parameters = [(k, v) for k, v in parameters if k.upper() != "PHASE"] + [("PHASE", "RUN")]
+        job = self.create(owner, parameters, uploads)
+        deadline = asyncio.get_running_loop().time() + timeout
+        while job.phase in (Phase.QUEUED, Phase.EXECUTING):
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                break
+            job = await self.wait(owner, job.job_id, left)
+        return job
 
     def _split(self, parameters: list[tuple[str, str]]) -> tuple[dict[str, str], list[JobParameter]]:
         control: dict[str, str] = {}
@@ -357,14 +379,14 @@ class JobService:
             for parameter in new:
                 merged[parameter.name.upper()] = parameter
             for upload in uploads:
-                if len(upload.body) > self.limits.max_upload_bytes:
+                if upload.size > self.limits.max_upload_bytes:
                     raise PayloadTooLargeError(
-                        f"upload {upload.name!r} is {len(upload.body)} bytes; the limit is {self.limits.max_upload_bytes}")
+                        f"upload {upload.name!r} is {upload.size} bytes; the limit is {self.limits.max_upload_bytes}")
                 merged[upload.name.upper()] = JobParameter(
                     upload.name.upper(), self.href(job_id, f"parameters/{upload.name.upper()}"), True, True)
             validated = self.policy.validate(list(merged.values()))
             for upload in uploads:
-                self.files.store_upload(job_id, upload.name.upper(), upload.body)
+                self.files.store_upload(job_id, upload.name.upper(), upload.path)
             self.store.replace_parameters(job_id, validated.parameters, validated.spec)
         if "RUNID" in control:
             self.store.update(job_id, run_id=control["RUNID"])

@@ -1,6 +1,6 @@
 """The ``cianna-otf`` command line.
 
-Each subcommand lives in its own ``_cli_<name>.py`` module exposing ``register(subparsers)``,
+Each subcommand lives in its own module of this package exposing ``register(subparsers)``,
 which adds its parser and sets ``handler`` (a function ``(args) -> int``); `COMMAND_MODULES`
 lists them in the order ``--help`` shows them. Adding a command (``serve``, ``submit``,
 ``status``, ``jobs``, ``fetch``, ``abort``, ``delete``, ``dashboard``) means adding a module and
@@ -22,19 +22,19 @@ import sys
 import traceback
 from typing import Sequence
 
-from . import __version__
-from ._cli_common import PROG, CliParser, add_common_options, debug_enabled
-from .errors import UserInputError
+from .. import __version__
+from ._common import PROG, CliParser, add_common_options, debug_enabled
+from ..errors import UserInputError
 
 COMMAND_MODULES: tuple[str, ...] = (
-    "cianna_otf_server._cli_detect",
-    "cianna_otf_server._cli_simulate",
-    "cianna_otf_server._cli_models",
-    "cianna_otf_server._cli_serve",
-    "cianna_otf_server._cli_submit",
-    "cianna_otf_server._cli_jobs",
-    "cianna_otf_server._cli_dashboard",
-    "cianna_otf_server._cli_completion",
+    "cianna_otf_server.cli.detect",
+    "cianna_otf_server.cli.simulate",
+    "cianna_otf_server.cli.models",
+    "cianna_otf_server.cli.serve",
+    "cianna_otf_server.cli.submit",
+    "cianna_otf_server.cli.jobs",
+    "cianna_otf_server.cli.dashboard",
+    "cianna_otf_server.cli.completion",
 )
 
 
@@ -117,6 +117,3 @@ def _silence_stdout() -> None:
     except (OSError, ValueError):
         pass
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,7 +1,7 @@
 """Detection quality against a truth catalogue: cross-matching, precision, recall, F1, errors.
 
 Used by the quality benchmark (``benchmarks/quality.py``) and by tests, on simulated images
-whose truth table comes from `cianna_otf_server.simulate`. Matching is one-to-one and
+whose truth table comes from `cianna_otf_server.sky.simulate`. Matching is one-to-one and
 nearest first: every pair closer than the radius is a candidate, pairs are taken in order of
 increasing separation, and a source already taken is skipped. Sky positions are matched as
 unit vectors in a KD-tree (exact great-circle ordering, fast for millions of rows); pixel

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from ._cli_common import add_common_options, info, int_at_least, require_output_dir
-from .errors import UserInputError
+from ._common import add_common_options, info, int_at_least, require_output_dir
+from ..errors import UserInputError
 
 NAME = "simulate"
 MIN_SIZE = 32  # pixels: smaller images hold too few beams to be of any use
@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     if args.truth:
         require_output_dir(args.truth, "truth catalogue")
 
-    from .simulate import write_simulation
+    from ..sky.simulate import write_simulation
 
     start = time.perf_counter()
     try:

@@ -6,7 +6,7 @@ us, or expanded by the shell: both work), or ``http(s)://`` URLs, which the serv
 itself. A local file is uploaded; ``--remote`` sends paths by reference instead, for a server
 that reads them from its data roots (a shared file system).
 
-Exit codes are those of `_cli_jobs` (0, 2 user-fixable, 1 service failure); with ``--wait``,
+Exit codes are those of `cianna_otf_server.cli.jobs` (0, 2 user-fixable, 1 service failure); with ``--wait``,
 a job that ends in ERROR or ABORTED prints its error and gives exit code 1, after the
 catalogues of the other jobs have been written.
 """
@@ -22,10 +22,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._cli_common import add_common_options, add_header_options, add_region_options, info, warn_lines
-from ._cli_jobs import (
-    CATALOGUE_FORMATS,
-    FORMAT_SUFFIX,
+from ._common import add_common_options, add_header_options, add_region_options, info, warn_lines
+from ._remote import (
     add_json_option,
     add_service_options,
     check_output_target,
@@ -33,21 +31,20 @@ from ._cli_jobs import (
     download,
     error_line,
     format_for_output,
-    job_dict,
     make_client,
+    output_suffix,
     print_json,
     write_output,
 )
-from .errors import UserInputError
+from ..catalogue import FORMAT_NAMES
+from ..errors import UserInputError
 
 if TYPE_CHECKING:
-    from .client import Job
+    from ..client import Job
 
 NAME = "submit"
 FITS_SUFFIXES: tuple[str, ...] = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fts.gz")
 _GLOB_CHARS = set("*?[")
-#: Catalogue suffixes in an output directory: a FITS catalogue must not look like (or replace) an image.
-DIR_SUFFIX: dict[str, str] = {"fits": ".cat.fits"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -91,7 +88,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("-o", "--output", metavar="OUT",
                         help="write the catalogue to OUT ('-': stdout) once the job completes; with "
                         "several images OUT is a directory receiving STEM.vot|.csv|.cat.fits|.reg files; implies --wait")
-    parser.add_argument("--format", "-f", choices=CATALOGUE_FORMATS,
+    parser.add_argument("--format", "-f", choices=FORMAT_NAMES,
                         help="catalogue format (default: from the OUT suffix .vot/.xml, .csv, .fits, .reg; "
                         "else votable); the job is asked for it (RESPONSEFORMAT)")
     add_json_option(parser, "the jobs (a list)")
@@ -172,7 +169,7 @@ def output_targets(images: list[str], output: str, fmt: str) -> list[str]:
     except OSError as exc:
         raise UserInputError(f"cannot create the folder {output}: {exc.strerror or exc}") from None
     stems = [_image_stem(image) for image in images]
-    suffix = DIR_SUFFIX.get(fmt, FORMAT_SUFFIX[fmt])
+    suffix = output_suffix(fmt, in_folder=True)  # a FITS catalogue must not look like an image
     targets = []
     for index, stem in enumerate(stems):
         if stems.count(stem) > 1:  # the same file name in two folders: keep both catalogues
@@ -351,7 +348,9 @@ def make_progress(labels: list[str]) -> PlainProgress | RichProgress:
 
 # -- the command ---------------------------------------------------------------------------
 def run(args: argparse.Namespace) -> int:
-    from .client import JobFailedError, WaitTimeoutError
+    from ..client import job_dict
+
+    from ..client import JobFailedError, WaitTimeoutError
 
     images = expand_images(args.images, remote=args.remote)
     if args.json and args.output == "-":

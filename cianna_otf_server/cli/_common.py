@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Iterable, NoReturn
 
-from .errors import UserInputError
+from ..errors import UserInputError
 
 PROG = "cianna-otf"
 DEBUG_ENV = "CIANNA_OTF_DEBUG"
@@ -62,7 +62,7 @@ def debug_enabled(args: argparse.Namespace) -> bool:
 
 def registry_from_args(args: argparse.Namespace):
     """The model registry for this command: ``--models-dir`` directories first, then the usual ones."""
-    from .models import ModelRegistry
+    from ..models import ModelRegistry
 
     directories = [Path(d).expanduser() for d in getattr(args, "models_dir", None) or []]
     for directory in directories:

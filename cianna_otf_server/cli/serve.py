@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING
 
 from traitlets import Bool, Float, Int, Type
 
-from ._cli_common import add_common_options, info
-from .errors import UnknownModelError, UserInputError
-from .models import DEFAULT_MODEL, ModelRegistry
+from ._common import add_common_options, info
+from ..errors import UnknownModelError, UserInputError
+from ..models import DEFAULT_MODEL, ModelRegistry
 
 if TYPE_CHECKING:
-    from .server import ServiceConfig
+    from ..server import ServiceConfig
 
 NAME = "serve"
 TOKEN_ENV = "CIANNA_OTF_TOKEN"
@@ -43,7 +43,7 @@ LEGACY_OPTIONS: dict[str, tuple[str, float | None]] = {
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``serve`` to the command line: its options are the service's settings (`ServiceConfig`)."""
-    from .server import ServiceConfig
+    from ..server import ServiceConfig
 
     parser = subparsers.add_parser(
         NAME,
@@ -113,7 +113,7 @@ def service_config(args: argparse.Namespace) -> "ServiceConfig":
     from traitlets.config import Config
     from traitlets.config.loader import JSONFileConfigLoader, PyFileConfigLoader
 
-    from .server import ServiceConfig
+    from ..server import ServiceConfig
 
     base = Config()
     if args.config:
@@ -142,7 +142,7 @@ def service_config(args: argparse.Namespace) -> "ServiceConfig":
 
 def run(args: argparse.Namespace) -> int:
     """Build the configuration, check it, then serve until a signal arrives."""
-    from .server import default_tokens, serve
+    from ..server import default_tokens, serve
 
     if not 0 < args.port < 65536:
         raise UserInputError(f"--port must be between 1 and 65535, not {args.port}")

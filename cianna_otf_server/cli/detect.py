@@ -7,7 +7,7 @@ import logging
 import time
 from pathlib import Path
 
-from ._cli_common import (
+from ._common import (
     add_common_options,
     add_header_options,
     add_models_dir_option,
@@ -20,18 +20,11 @@ from ._cli_common import (
     warn_lines,
     write_atomically,
 )
-from .errors import ImageError, UserInputError
-from .models import DEFAULT_MODEL
+from ..catalogue import CATALOGUE_FORMATS, FORMAT_NAMES, format_for_suffix
+from ..errors import ImageError, UserInputError
+from ..models import DEFAULT_MODEL
 
 NAME = "detect"
-FORMATS: tuple[str, ...] = ("votable", "csv", "fits", "ds9")
-SUFFIX_FORMATS: dict[str, str] = {
-    ".vot": "votable", ".votable": "votable", ".xml": "votable",
-    ".csv": "csv",
-    ".fits": "fits", ".fit": "fits", ".fts": "fits",
-    ".reg": "ds9",
-}
-FORMAT_SUFFIX: dict[str, str] = {"votable": ".vot", "csv": ".csv", "fits": ".fits", "ds9": ".reg"}
 _FITS_MAGIC = (b"SIMPLE  =", b"\x1f\x8b", b"BZh")  # plain FITS, gzip, bzip2 (astropy reads both)
 
 log = logging.getLogger(__name__)
@@ -58,7 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help=f"model name (see 'cianna-otf models'; default: {DEFAULT_MODEL})")
     parser.add_argument("-o", "--output", required=True, metavar="OUT",
                         help="catalogue file to write; '-' writes to stdout")
-    parser.add_argument("--format", "-f", choices=FORMATS,
+    parser.add_argument("--format", "-f", choices=FORMAT_NAMES,
                         help="catalogue format (default: from the OUT suffix .vot/.xml, .csv, "
                         ".fits, .reg; votable for stdout)")
     add_region_options(parser)
@@ -91,11 +84,11 @@ def output_format(output: str, given: str | None) -> str:
         return given
     if output == "-":
         return "votable"
-    suffix = Path(output).suffix.lower()
-    if suffix in SUFFIX_FORMATS:
-        return SUFFIX_FORMATS[suffix]
+    implied = format_for_suffix(output)
+    if implied:
+        return implied
     raise UserInputError(
-        f"cannot tell the catalogue format from {output!r}; give --format ({'|'.join(FORMATS)}) "
+        f"cannot tell the catalogue format from {output!r}; give --format ({'|'.join(FORMAT_NAMES)}) "
         "or use a .vot, .xml, .csv, .fits or .reg suffix"
     )
 
@@ -122,8 +115,8 @@ def run(args: argparse.Namespace) -> int:
     if args.device == "cuda" and card.is_network:
         _require_cuda()
 
-    from .catalogue import write_catalogue
-    from .pipeline import detect
+    from ..catalogue import write_catalogue
+    from ..pipeline import detect
 
     log.info("detecting sources in %s with model %s %s", image, card.name, card.version)
     start = time.perf_counter()
@@ -134,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
         unit=args.unit, beam=args.beam,
     )
     elapsed = time.perf_counter() - start
-    write_atomically(args.output, FORMAT_SUFFIX[fmt],
+    write_atomically(args.output, CATALOGUE_FORMATS[fmt].file_suffix,
                      lambda tmp: write_catalogue(table, tmp, format=fmt))
     count = len(table)
     where = "stdout" if args.output == "-" else args.output

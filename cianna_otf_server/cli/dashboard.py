@@ -1,4 +1,4 @@
-"""``cianna-otf dashboard``: the live terminal UI of the job service (see `cianna_otf_server.dashboard`).
+"""``cianna-otf dashboard``: the live terminal UI of the job service (see `cianna_otf_server.tui`).
 
 Like the other client commands it takes ``--url`` and ``--token`` (else ``$CIANNA_OTF_URL``,
 ``$CIANNA_OTF_TOKEN``, the client config file). A missing URL or a missing textual exits 2
@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import argparse
 
-from ._cli_common import add_common_options
-from ._cli_jobs import add_service_options, client_command, make_client
-from .errors import UserInputError
+from ._common import add_common_options
+from ._remote import add_service_options, client_command, make_client
+from ..errors import UserInputError
 
 NAME = "dashboard"
 
@@ -48,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_dashboard(args: argparse.Namespace) -> int:
     try:
-        from .dashboard import Dashboard
+        from ..tui import Dashboard
     except ImportError as exc:
         raise UserInputError(f"the dashboard needs textual ({exc}): pip install textual") from None
     with make_client(args) as client:

@@ -65,7 +65,7 @@ from astropy.table import Table
 from astropy.wcs import WCS
 from scipy.signal import oaconvolve
 
-from .errors import UserInputError
+from ..errors import UserInputError
 
 __all__ = [
     "SimulationOptions",
@@ -352,7 +352,7 @@ def _make_header(ny: int, nx: int, opts: SimulationOptions, seed: int, n_sources
     header["SPECSYS"] = "TOPOCENT"
     header["TELESCOP"] = "SIMULATED"
     header["OBJECT"] = "cianna-otf simulated sky"
-    header["ORIGIN"] = "cianna_otf_server.simulate"
+    header["ORIGIN"] = "cianna_otf_server.sky.simulate"
     header["SIMSEED"] = (seed, "random seed of the simulation")
     header["SIMNOISE"] = (opts.noise, "[Jy/beam] thermal noise standard deviation")
     header["SIMNSRC"] = (n_sources, "number of simulated sources")
@@ -1315,7 +1315,7 @@ def write_truth(truth: Table, path: str | os.PathLike, *, overwrite: bool = Fals
         resource = votable.resources[0]
         vtable = resource.tables[0]
         vtable.name = "truth"
-        vtable.description = "Simulated sources (cianna_otf_server.simulate)"
+        vtable.description = "Simulated sources (cianna_otf_server.sky.simulate)"
         units = {"noise": "Jy/beam", "beam_bmaj": "arcsec", "beam_bmin": "arcsec", "beam_pa": "deg",
                  "pixel_scale": "arcsec", "frequency": "Hz"}
         for key, unit in units.items():

@@ -15,14 +15,14 @@ import sys
 import textwrap
 from typing import Any
 
-from ._cli_common import (
+from ._common import (
     add_common_options,
     add_header_options,
     add_models_dir_option,
     registry_from_args,
     require_input_file,
 )
-from .errors import ModelCardError, UserInputError
+from ..errors import ModelCardError, UserInputError
 
 NAME = "models"
 
@@ -69,7 +69,7 @@ def _add_options(parser: argparse.ArgumentParser) -> None:
 
 def _print_service_models(args: argparse.Namespace) -> int:
     """The model table (or JSON) of the service at ``--url``."""
-    from ._cli_jobs import make_client
+    from ._remote import make_client
 
     args.token = getattr(args, "token", None)
     cards = make_client(args).models()
@@ -93,7 +93,7 @@ def run_list(args: argparse.Namespace) -> int:
         if getattr(args, option, None) is not None:
             raise UserInputError(f"--{option} goes with --for IMAGE")
     if getattr(args, "url", None):
-        from ._cli_jobs import client_command
+        from ._remote import client_command
 
         return client_command(_print_service_models)(args)
     entries = registry_from_args(args).list()
@@ -127,7 +127,7 @@ def run_match(args: argparse.Namespace) -> int:
     if isinstance(hdu, str) and hdu.strip().isdigit():
         hdu = int(hdu)
     if getattr(args, "url", None):
-        from ._cli_jobs import client_command, make_client
+        from ._remote import client_command, make_client
 
         def ask(args: argparse.Namespace) -> int:
             args.token = getattr(args, "token", None)
@@ -136,8 +136,8 @@ def run_match(args: argparse.Namespace) -> int:
             return 0
 
         return client_command(ask)(args)
-    from .model_match import match_file
-    from .models import DEFAULT_MODEL
+    from ..model_match import match_file
+    from ..models import DEFAULT_MODEL
 
     path = require_input_file(args.for_image, "image")
     result = match_file(path, registry_from_args(args), hdu=hdu, unit=args.unit, beam=args.beam,

@@ -16,8 +16,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ._cli_common import add_common_options
-from .errors import UserInputError
+from ._common import add_common_options
+from ..errors import UserInputError
 
 NAME = "completion"
 SHELLS = ("bash", "zsh", "tcsh")
@@ -64,7 +64,7 @@ def completion_script(shell: str) -> str:
         import shtab
     except ImportError:
         raise UserInputError("shell completion needs the shtab package: pip install shtab") from None
-    from .cli import build_parser  # here, not at import: cli imports this module
+    from . import build_parser  # here, not at import: cli imports this module
 
     parser = build_parser()
     _mark_paths(parser, shtab)

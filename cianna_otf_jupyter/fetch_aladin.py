@@ -1,7 +1,7 @@
 """Fetch Aladin Lite's ES module from the npm registry into the extension's static folder.
 
 Run at install or build time (``python -m cianna_otf_jupyter.fetch_aladin``, or
-``python jupyter_extension/fetch_aladin.py`` from a checkout), never at run time: the point is a
+``python cianna_otf_jupyter/fetch_aladin.py`` from a checkout), never at run time: the point is a
 notebook view that renders with no network. ``npm pack aladin-lite@VERSION`` downloads the
 package tarball (npm checks its integrity against the registry); ``package/dist/aladin.js`` (one
 self-contained ES module, WebAssembly inlined) and the licence files (LGPL-3.0-or-later) are

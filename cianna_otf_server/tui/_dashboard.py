@@ -1,4 +1,4 @@
-"""``cianna-otf dashboard``: a terminal UI (textual) over the job service, through the Python client.
+"""The terminal dashboard (textual) over the job service, through the Python client.
 
 It shows the caller's jobs in a live table (id, phase, model, owner, age, progress), refreshed
 every few seconds in a worker thread (the client is blocking), the detail of the selected job
@@ -28,7 +28,7 @@ from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
 if TYPE_CHECKING:
-    from .client import Client, Job
+    from ..client import Client, Job
 
 #: The phases ``f`` cycles through (None: all jobs).
 FILTER_CYCLE: tuple[str | None, ...] = (None, "PENDING", "QUEUED", "EXECUTING", "COMPLETED", "ERROR", "ABORTED")
@@ -67,7 +67,7 @@ def job_row(job: Job) -> tuple[str, ...]:
 
 def job_detail(job: Job) -> str:
     """The detail pane of one job: the `cianna-otf status` text, plus every parameter and result URL."""
-    from ._cli_jobs import format_job
+    from ..client import format_job
 
     lines = [format_job(job)]
     if job.parameters:
@@ -249,7 +249,7 @@ class Dashboard(App[None]):
         self.call_from_thread(self._apply, jobs, metrics)
 
     def _fetch_jobs(self) -> dict[str, Job]:
-        from .client import NotFoundError
+        from ..client import NotFoundError
 
         fresh: dict[str, Job] = {}
         for summary in self.client.jobs(last=MAX_JOBS):
@@ -429,7 +429,7 @@ class Dashboard(App[None]):
 
 
 def _message(exc: Exception) -> str:
-    from ._cli_jobs import client_message
+    from ..client import client_message
 
     return client_message(exc) if hasattr(exc, "message") else f"{type(exc).__name__}: {exc}"
 

@@ -1,0 +1,48 @@
+"""Test doubles and UWS checks for code that embeds or drives the service.
+
+A project that hosts the job service (a science platform's own Jupyter image, a site's
+deployment) tests its integration with these rather than with copies of its own:
+
+* `HoldingExecutor`: the local worker pool, except that jobs whose RUNID starts with ``hold``
+  stay QUEUED until aborted or deleted (``c.CiannaOTF.executor_class``), for tests of abort,
+  delete and queue listings that must not race a fast job;
+* `RecordingExecutor` and `PassPolicy`: a `JobService` with no worker at all, the test playing
+  the worker through the recorded callbacks;
+* `ServiceThread`: a standalone server on a free loopback port in a background thread, with one
+  token per user;
+* the UWS checks: a job document valid against the UWS 1.1 schema, its phase, waiting for a phase.
+
+Nothing here is imported by the service itself.
+"""
+
+from ._doubles import HoldingExecutor, PassPolicy, RecordingExecutor
+from ._server import ServiceThread
+from ._uws import (
+    FINAL_PHASES,
+    UWS_NAMESPACES,
+    UWS_TIME,
+    assert_uws_valid,
+    is_nil,
+    job_phase,
+    load_uws_schema,
+    parse_xml,
+    uws_text,
+    wait_for_phase,
+)
+
+__all__ = [
+    "FINAL_PHASES",
+    "HoldingExecutor",
+    "PassPolicy",
+    "RecordingExecutor",
+    "ServiceThread",
+    "UWS_NAMESPACES",
+    "UWS_TIME",
+    "assert_uws_valid",
+    "is_nil",
+    "job_phase",
+    "load_uws_schema",
+    "parse_xml",
+    "uws_text",
+    "wait_for_phase",
+]
