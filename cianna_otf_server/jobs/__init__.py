@@ -7,7 +7,7 @@ from ._parameters import DetectionParameterPolicy, check_region_syntax, request_
 from ._request import DetectionRequest, ImagePath, ImageSource, ImageUrl, UploadedImage
 from ._prepare import JobPreparer, PreparedJob, RunnerLimits
 from ._results import JobOutcome, ResultWriter
-from ._runner import DetectionRunner, JobRunner
+from ._runner import DetectionRunner, JobRunner, NetworkSource
 
 __all__ = [
     "DetectionParameterPolicy",
@@ -24,6 +24,7 @@ __all__ = [
     "JobOutcome",
     "JobPreparer",
     "JobRunner",
+    "NetworkSource",
     "LocalPoolExecutor",
     "PreparedJob",
     "ResultWriter",

@@ -11,19 +11,28 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from astropy.table import Table
 
-from ..models import ModelRegistry
+from ..models import ModelCard, ModelRegistry
 from ..uws import Job, JobFiles
 from ._outcomes import JobCancelled
 from ._prepare import JobPreparer, PreparedJob, RunnerLimits
 from ._results import JobOutcome, ResultWriter
 
-__all__ = ["JobRunner", "DetectionRunner"]
+if TYPE_CHECKING:  # torch is imported when a network is first loaded
+    import torch
+
+__all__ = ["JobRunner", "DetectionRunner", "NetworkSource"]
 
 Progress = Callable[[int, int], None]
+
+
+class NetworkSource(Protocol):
+    """Where a runner takes its loaded networks from (the scheduler's model cache, or a test's)."""
+
+    def get(self, card: ModelCard, device: str, precision: str) -> torch.nn.Module: ...
 
 
 class JobRunner(Protocol):
@@ -49,7 +58,7 @@ class DetectionRunner:
 
     def __init__(self, registry: ModelRegistry, files: JobFiles, *, device: str = "cpu",
                  limits: RunnerLimits | None = None, job_url: Callable[[str], str] | None = None,
-                 networks: Any = None) -> None:
+                 networks: NetworkSource | None = None) -> None:
         self.preparer = JobPreparer(registry, files, device=device, limits=limits)
         self.writer = ResultWriter(files, job_url)
         self.registry, self.files, self.device = registry, files, device

@@ -18,9 +18,10 @@ import math
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -35,6 +36,9 @@ from ._device import DeviceRunner, Launched, OutOfDeviceMemory
 from ._metrics import SchedulerMetrics
 from ._pool import PinnedPool, release_all
 from ._work import JobWork, ReadyPatch
+
+if TYPE_CHECKING:  # torch is imported when a network is first loaded
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +79,8 @@ class BatchingScheduler:
     SWITCH_INTERVAL = 0.0005  # seconds (Python's default is 0.005)
 
     def __init__(self, runner: JobRunner, settings: SchedulerSettings | None = None,
-                 metrics: SchedulerMetrics | None = None, device_runner_factory: Any = None) -> None:
+                 metrics: SchedulerMetrics | None = None,
+                 device_runner_factory: Callable[[str, SchedulerMetrics], DeviceRunner] | None = None) -> None:
         self.runner = runner
         self.settings = settings or SchedulerSettings()
         self.metrics = metrics or SchedulerMetrics()
@@ -508,7 +513,7 @@ class BatchingScheduler:
                 depths[group.key.name] = depths.get(group.key.name, 0) + waiting
             return depths
 
-    def _load(self, card: ModelCard, device: str, precision: str) -> Any:
+    def _load(self, card: ModelCard, device: str, precision: str) -> torch.nn.Module:
         from ..pipeline import prepare_network
 
         network = prepare_network(card, device=device, precision=precision)
