@@ -78,10 +78,25 @@ class NoiseMap:
         """
         ny_m, nx_m = self.rms.shape
         ox, oy = self.origin
-        wy = _weights(self._coords(y0 - oy, y1 - oy, ny_m), ny_m)
-        wx = _weights(self._coords(x0 - ox, x1 - ox, nx_m), nx_m)
+        wy = self._axis_weights(y0 - oy, y1 - oy, ny_m)
+        wx = self._axis_weights(x0 - ox, x1 - ox, nx_m)
         rms = np.maximum(wy @ self.rms @ wx.T, self.floor)
         return (wy @ self.background @ wx.T).astype(np.float32), rms.astype(np.float32)
+
+    def _axis_weights(self, start: int, stop: int, n_mesh: int) -> np.ndarray:
+        """Weights of pixels ``start..stop-1`` (window coordinates), sliced from the axis table when it is small.
+
+        A source's cut-out needs a few dozen rows of weights; evaluating the spline for them
+        costs more than the cut-out itself, and the measurement of a catalogue asks for
+        hundreds. The weights depend only on the pixel's index, so one table per axis serves
+        every window; pixels before the first and beyond the last mesh centre share the edge
+        rows, as the clipped coordinates do.
+        """
+        table = _axis_table(n_mesh, self.mesh)
+        if table is None:
+            return _weights(self._coords(start, stop, n_mesh), n_mesh)
+        index = np.clip(np.arange(start, stop), 0, len(table) - 1)
+        return table[index]
 
     def at(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """The rms at 0-based pixel positions (arrays), image units."""
@@ -113,6 +128,22 @@ def _basis(n: int) -> Any:
     if k % 2 == 0:  # make_interp_spline needs an odd degree without extra end conditions
         k -= 1
     return make_interp_spline(np.arange(n, dtype=np.float64), np.eye(n), k=max(k, 1))
+
+
+#: The largest per-axis weight table kept (entries; 4 M float64 = 32 MB).
+_AXIS_TABLE_ENTRIES = 4 * 1024 * 1024
+
+
+@lru_cache(maxsize=8)
+def _axis_table(n_mesh: int, mesh: int) -> np.ndarray | None:
+    """``[n_mesh * mesh, n_mesh]`` weights of every pixel of an axis, or None when too large to keep."""
+    pixels = n_mesh * mesh
+    if pixels * n_mesh > _AXIS_TABLE_ENTRIES:
+        return None
+    coords = np.clip((np.arange(pixels, dtype=np.float64) + 0.5) / mesh - 0.5, 0.0, n_mesh - 1.0)
+    table = _weights(coords, n_mesh)
+    table.setflags(write=False)
+    return table
 
 
 def _weights(coords: np.ndarray, n: int) -> np.ndarray:

@@ -1,0 +1,157 @@
+"""A whole survey image end to end, FITS to VOTable: seconds, megapixels per second and host memory.
+
+The image is simulated straight to disk in strips (a 32768 x 32768 float32 image is the full
+SDC1 field, 4 GiB; it is never held in memory), then each model detects its sources with the
+pipeline a user of ``cianna-otf detect`` runs, and the catalogue is written as a VOTable. The
+first run of each model warms it up on a 2048 x 2048 image and is not timed.
+
+Host memory is the peak of the process's anonymous resident memory (``RssAnon``, sampled every
+20 ms): the memory-mapped image's pages are page cache, not the process's own. ``--profile``
+adds the functions that took the most time, so a figure comes with what bounds it.
+
+    python benchmarks/whole_image.py --size 32768 --models yolo-demo yolo-demo-sdc1 \
+        --device cuda --precision fp16 --out benchmarks/results/whole_image_h200.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import json
+import platform
+import pstats
+import tempfile
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from cianna_otf_server import __version__
+from cianna_otf_server.catalogue import write_catalogue
+from cianna_otf_server.models import default_registry
+from cianna_otf_server.pipeline import detect
+from cianna_otf_server.sky.simulate import write_simulation
+
+
+def anon_rss_bytes() -> int:
+    """The process's anonymous resident memory now (Linux ``RssAnon``), 0 where unknown."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+class PeakMemory:
+    """Samples `anon_rss_bytes` in a thread while the ``with`` block runs; `peak` is the largest seen."""
+
+    def __init__(self, period: float = 0.02) -> None:
+        self.period, self.peak, self.start = period, 0, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, anon_rss_bytes())
+            time.sleep(self.period)
+
+    def __enter__(self) -> PeakMemory:
+        self.start = anon_rss_bytes()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, anon_rss_bytes())
+
+
+def run_once(image: Path, card, device: str, precision: str, out: Path, profile: bool) -> dict:
+    """Detect and write the VOTable once; the figures of that run."""
+    profiler = cProfile.Profile() if profile else None
+    with PeakMemory() as memory:
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        if profiler:
+            profiler.enable()
+        table = detect(str(image), card, device=device, precision=precision)
+        write_catalogue(table, out, "votable")
+        if profiler:
+            profiler.disable()
+        seconds = time.perf_counter() - start
+    result = {"seconds": round(seconds, 3), "sources": len(table),
+              "anon_rss_peak_mb": round(memory.peak / 2**20, 1),
+              "anon_rss_growth_mb": round((memory.peak - memory.start) / 2**20, 1)}
+    if profiler:
+        text = io.StringIO()
+        pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(25)
+        result["profile_top"] = text.getvalue().splitlines()[-32:]
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=32768, help="image side in pixels")
+    parser.add_argument("--image", default=None, help="an existing FITS image instead of a simulated one")
+    parser.add_argument("--models", nargs="+", default=["yolo-demo", "yolo-demo-sdc1"])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--precision", default="fp16" if torch.cuda.is_available() else "fp32")
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--profile", action="store_true", help="add the 25 costliest functions of the last run")
+    parser.add_argument("--workdir", default=None, help="where the image is written (default: a temporary folder)")
+    parser.add_argument("--out", default=None, help="write the figures as JSON here")
+    args = parser.parse_args(argv)
+
+    registry = default_registry()
+    report: dict = {
+        "benchmark": "whole_image", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "cianna_otf": __version__, "torch": torch.__version__, "python": platform.python_version(),
+        "machine": platform.machine(), "cpu_threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "device": args.device, "precision": args.precision, "runs": [],
+    }
+    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+        tmp_path = Path(tmp)
+        warm = tmp_path / "warm.fits"
+        write_simulation(warm, 2048, seed=1_000_002)
+        if args.image:
+            image = Path(args.image)
+            report["image"] = str(image)
+        else:
+            image = tmp_path / f"sky{args.size}.fits"
+            start = time.perf_counter()
+            write_simulation(image, args.size, seed=1_000_003)
+            report["simulation_seconds"] = round(time.perf_counter() - start, 1)
+            report["image"] = f"simulated {args.size} x {args.size} float32"
+        from astropy.io import fits
+
+        with fits.open(image, memmap=True) as hdus:
+            ny, nx = hdus[0].data.shape[-2:]
+        report["pixels"] = int(nx) * int(ny)
+        report["image_gib"] = round(image.stat().st_size / 2**30, 2)
+        for name in args.models:
+            card = registry.verify(name)
+            precision = args.precision if card.is_network else "fp32"
+            detect(str(warm), card, device=args.device, precision=precision)
+            for repeat in range(args.repeats):
+                last = repeat == args.repeats - 1
+                run = run_once(image, card, args.device, precision, tmp_path / "sources.xml", args.profile and last)
+                run.update(model=f"{card.name} {card.version}", precision=precision, repeat=repeat,
+                           mpx_per_s=round(report["pixels"] / 1e6 / run["seconds"], 1))
+                report["runs"].append(run)
+                print(f"{card.name:16s} {precision:5s} {run['seconds']:8.2f} s  {run['mpx_per_s']:8.1f} Mpx/s  "
+                      f"{run['sources']:7d} sources  anon RSS peak {run['anon_rss_peak_mb']:.0f} MB", flush=True)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
