@@ -128,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
             start = time.perf_counter()
             write_simulation(image, args.size, seed=1_000_003)
             report["simulation_seconds"] = round(time.perf_counter() - start, 1)
+            print(f"simulated {args.size} x {args.size} in {report['simulation_seconds']} s", flush=True)
             report["image"] = f"simulated {args.size} x {args.size} float32"
         from astropy.io import fits
 
