@@ -121,10 +121,11 @@ def test_bad_token_shows_an_error(standalone, client, sky_fits):
     async def scenario():
         app = Dashboard(Client(standalone.url, token="wrong-token"), refresh_seconds=0.5)
         async with app.run_test(size=(160, 40)) as pilot:
-            await _until(pilot, lambda: "error" in _text(app, "#status"))
+            # the status line and the notification are two updates: wait for both
+            await _until(pilot, lambda: "error" in _text(app, "#status")
+                         and any(n.severity == "error" for n in app._notifications))
             assert _rows(app) == {}
             assert app.query_one("#status").has_class("error")
-            assert any(n.severity == "error" for n in app._notifications)
 
     asyncio.run(scenario())
 

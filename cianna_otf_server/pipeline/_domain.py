@@ -475,20 +475,23 @@ def drop_blank_boxes(boxes: Boxes, image: Any, max_blank: float = MAX_BLANK_FRAC
         return boxes
     ny, nx = image.shape
     keep = np.ones(len(boxes), dtype=bool)
+    # plain floats once: Boxes' derived columns are computed on each access
+    x_mins, x_maxs = boxes.x_min.tolist(), boxes.x_max.tolist()
+    y_mins, y_maxs = boxes.y_min.tolist(), boxes.y_max.tolist()
+    centres_x, centres_y = boxes.x_center.tolist(), boxes.y_center.tolist()
     for k in range(len(boxes)):
-        xa, xb = int(math.floor(boxes.x_min[k])), int(math.ceil(boxes.x_max[k]))
-        ya, yb = int(math.floor(boxes.y_min[k])), int(math.ceil(boxes.y_max[k]))
+        xa, xb = int(math.floor(x_mins[k])), int(math.ceil(x_maxs[k]))
+        ya, yb = int(math.floor(y_mins[k])), int(math.ceil(y_maxs[k]))
         area = max(1, (xb - xa) * (yb - ya))
         cxa, cxb, cya, cyb = max(0, xa), min(nx, xb), max(0, ya), min(ny, yb)
         if cxa >= cxb or cya >= cyb:
             keep[k] = False
             continue
-        window = np.asarray(image.data[cya:cyb, cxa:cxb])
-        finite = np.isfinite(window)
-        if 1.0 - finite.sum() / area > max_blank:
+        finite = np.isfinite(np.asarray(image.data[cya:cyb, cxa:cxb]))
+        if 1.0 - int(np.count_nonzero(finite)) / area > max_blank:
             keep[k] = False
             continue
-        ix = int(np.clip(math.floor(boxes.x_center[k] + 0.5), cxa, cxb - 1)) - cxa
-        iy = int(np.clip(math.floor(boxes.y_center[k] + 0.5), cya, cyb - 1)) - cya
+        ix = min(max(int(math.floor(centres_x[k] + 0.5)), cxa), cxb - 1) - cxa
+        iy = min(max(int(math.floor(centres_y[k] + 0.5)), cya), cyb - 1) - cya
         keep[k] = bool(finite[iy, ix])
     return boxes.take(keep)

@@ -106,10 +106,15 @@ def measure_sources(pixels: object, boxes: Boxes, beam_major: float, beam_minor:
     ny, nx = (int(v) for v in pixels.shape)  # type: ignore[attr-defined]
     beam_area = math.pi * beam_major * beam_minor / (4.0 * math.log(2.0))
     reach = max(2, int(math.ceil(1.2 * beam_major)))
+    # the box columns as plain floats once: Boxes' derived columns are computed on each access
+    centres_x, centres_y = boxes.x_center.tolist(), boxes.y_center.tolist()
+    widths, heights = boxes.width.tolist(), boxes.height.tolist()
+    x_mins, x_maxs = boxes.x_min.tolist(), boxes.x_max.tolist()
+    y_mins, y_maxs = boxes.y_min.tolist(), boxes.y_max.tolist()
     for k in range(n):
-        cx, cy = float(boxes.x_center[k]), float(boxes.y_center[k])
-        half_w = max(reach, int(math.ceil(0.5 * boxes.width[k])) + 1)
-        half_h = max(reach, int(math.ceil(0.5 * boxes.height[k])) + 1)
+        cx, cy, width, height = centres_x[k], centres_y[k], widths[k], heights[k]
+        half_w = max(reach, int(math.ceil(0.5 * width)) + 1)
+        half_h = max(reach, int(math.ceil(0.5 * height)) + 1)
         xa, xb = max(0, int(math.floor(cx)) - half_w), min(nx, int(math.floor(cx)) + half_w + 1)
         ya, yb = max(0, int(math.floor(cy)) - half_h), min(ny, int(math.floor(cy)) + half_h + 1)
         if xa >= xb or ya >= yb:
@@ -120,8 +125,8 @@ def measure_sources(pixels: object, boxes: Boxes, beam_major: float, beam_minor:
             continue
         # the brightest pixel near the box centre: within a beam, or the inner half of a big box
         yy, xx = np.mgrid[ya:yb, xa:xb]
-        near = ((xx - cx) / max(reach, 0.5 * boxes.width[k])) ** 2 + \
-               ((yy - cy) / max(reach, 0.5 * boxes.height[k])) ** 2 <= 1.0
+        near = ((xx - cx) / max(reach, 0.5 * width)) ** 2 + \
+               ((yy - cy) / max(reach, 0.5 * height)) ** 2 <= 1.0
         candidates = np.where(finite & near, window, -np.inf)
         if not np.isfinite(candidates).any():
             continue
@@ -130,7 +135,7 @@ def measure_sources(pixels: object, boxes: Boxes, beam_major: float, beam_minor:
         out["x"][k], out["y"][k], out["peak"][k] = xx[iy, ix], yy[iy, ix], peak
         if not peak > 0:
             continue
-        radius = max(1.5, beam_major, 0.35 * max(float(boxes.width[k]), float(boxes.height[k])))
+        radius = max(1.5, beam_major, 0.35 * max(width, height))
         fit = _fit_gaussian(window, xx, yy, ix, iy, peak, beam_major, radius)
         if fit is not None:
             fx, fy, fpeak, cov = fit
@@ -142,11 +147,11 @@ def measure_sources(pixels: object, boxes: Boxes, beam_major: float, beam_minor:
             out["angle"][k] = (math.degrees(math.atan2(-vx, vy)) + 90.0) % 180.0 - 90.0
             out["integral"][k] = fpeak * 2.0 * math.pi * math.sqrt(max(np.linalg.det(cov), 0.0)) / beam_area
             fitted[k] = True
-        box_area = float(boxes.width[k] * boxes.height[k])
+        box_area = width * height
         gaussian_area = (out["major"][k] * out["minor"][k]) if fitted[k] else 0.0
         if not fitted[k] or box_area > COMPLEX_AREA * max(gaussian_area, beam_major * beam_minor):
-            inside = finite & (xx >= boxes.x_min[k] - 0.5) & (xx <= boxes.x_max[k] - 0.5) & \
-                (yy >= boxes.y_min[k] - 0.5) & (yy <= boxes.y_max[k] - 0.5)
+            inside = finite & (xx >= x_mins[k] - 0.5) & (xx <= x_maxs[k] - 0.5) & \
+                (yy >= y_mins[k] - 0.5) & (yy <= y_maxs[k] - 0.5)
             level = ISLAND_SNR if snr else 0.05 * peak
             significant = inside & (window > level)
             if significant.any():
@@ -179,23 +184,27 @@ def _fit_gaussian(window: np.ndarray, xx: np.ndarray, yy: np.ndarray, ix: int, i
     dy = (yy[y0:y1, x0:x1][good] - yy[iy, ix]).astype(np.float64)
     design = np.column_stack([np.ones_like(dx), dx, dy, dx * dx, dx * dy, dy * dy])
     weight = v  # sqrt of the I^2 weights
-    try:
-        coef, *_ = np.linalg.lstsq(design * weight[:, None], np.log(v) * weight, rcond=None)
+    lhs, rhs = design * weight[:, None], np.log(v) * weight
+    try:  # the 6 x 6 normal equations: one small solve instead of an SVD per source
+        coef = np.linalg.solve(lhs.T @ lhs, lhs.T @ rhs)
     except np.linalg.LinAlgError:
-        return None
-    a, b, c, d, e, f = coef
-    precision = -2.0 * np.array([[d, 0.5 * e], [0.5 * e, f]])
-    try:
-        if np.any(np.linalg.eigvalsh(precision) <= 0):
+        try:
+            coef, *_ = np.linalg.lstsq(lhs, rhs, rcond=None)
+        except np.linalg.LinAlgError:
             return None
-        cov = np.linalg.inv(precision)
-    except np.linalg.LinAlgError:
+    a, b, c, d, e, f = (float(value) for value in coef)
+    # precision matrix [[p, q], [q, r]] = -2 [[d, e/2], [e/2, f]]; 2 x 2 algebra in closed form
+    p, q, r = -2.0 * d, -e, -2.0 * f
+    det = p * r - q * q
+    if not (p > 0 and r > 0 and det > 0):  # both eigenvalues positive: a maximum
         return None
-    centre = cov @ np.array([b, c])
-    if np.hypot(*centre) > 1.5:
+    cov = np.array([[r, -q], [-q, p]]) / det
+    cx, cy = cov[0, 0] * b + cov[0, 1] * c, cov[1, 0] * b + cov[1, 1] * c
+    if math.hypot(cx, cy) > 1.5:
         return None
-    log_peak = a + 0.5 * float(np.array([b, c]) @ centre)
-    sigmas = np.sqrt(np.linalg.eigvalsh(cov))
-    if not (np.all(np.isfinite(sigmas)) and sigmas.min() > 0.2 and sigmas.max() < 50.0 * beam_major):
+    log_peak = a + 0.5 * (b * cx + c * cy)
+    half_trace, spread = 0.5 * (cov[0, 0] + cov[1, 1]), math.hypot(0.5 * (cov[0, 0] - cov[1, 1]), cov[0, 1])
+    low, high = half_trace - spread, half_trace + spread  # the covariance's eigenvalues
+    if not (low > 0.04 and high < (50.0 * beam_major) ** 2 and math.isfinite(high)):
         return None
-    return float(xx[iy, ix] + centre[0]), float(yy[iy, ix] + centre[1]), float(math.exp(log_peak)), cov
+    return float(xx[iy, ix] + cx), float(yy[iy, ix] + cy), float(math.exp(log_peak)), cov
