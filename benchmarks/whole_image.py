@@ -149,12 +149,18 @@ def main(argv: list[str] | None = None) -> int:
                 run.update(model=f"{card.name} {card.version}", precision=precision, repeat=repeat,
                            mpx_per_s=round(report["pixels"] / 1e6 / run["seconds"], 1))
                 report["runs"].append(run)
+                write_report(report, args.out)  # after every run: a run cut short keeps the ones before
                 print(f"{card.name:16s} {precision:5s} {run['seconds']:8.2f} s  {run['mpx_per_s']:8.1f} Mpx/s  "
                       f"{run['sources']:7d} sources  anon RSS peak {run['anon_rss_peak_mb']:.0f} MB", flush=True)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    write_report(report, args.out)
     return 0
+
+
+def write_report(report: dict, out: str | None) -> None:
+    """The figures so far as JSON at `out` (nothing without one)."""
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":
