@@ -21,15 +21,16 @@ def file_sha256(path: str | os.PathLike) -> str:
     Read in 4 MiB chunks, so a multi-GB file costs no memory. Raises `OSError` when the file
     cannot be read (callers say which kind of file it was).
     """
-    path = Path(path).resolve()
-    stat = path.stat()
+    given = Path(path)  # read through the name given: a /proc/self/fd link reads the file already opened
+    path = given.resolve()
+    stat = given.stat()
     key = (str(path), stat.st_mtime_ns, stat.st_size)
     with _LOCK:
         cached = _CACHE.get(key)
     if cached is not None:
         return cached
     digest = hashlib.sha256()
-    with path.open("rb") as handle:
+    with given.open("rb") as handle:
         while chunk := handle.read(_CHUNK):
             digest.update(chunk)
     value = digest.hexdigest()

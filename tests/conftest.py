@@ -46,8 +46,9 @@ def service_settings(tmp_path):
     """Settings for a test server: data under tmp_path, a fast reaper, short waits."""
     from cianna_otf_server.server import ServiceConfig
 
+    # URL images on: the tests serve their images from a local (loopback) server
     return ServiceConfig(data_dir=tmp_path / "service", reaper_interval_seconds=0.5, max_wait_seconds=30.0,
-                           data_roots=[tmp_path])
+                         data_roots=[tmp_path], allow_http_images=True, allow_private_image_hosts=True)
 
 
 @pytest.fixture

@@ -64,8 +64,8 @@ def images(tmp_path_factory) -> dict[str, Path]:
 def service_settings(tmp_path, models_dir, images):
     """The test server sees our models and may read the images folder by path."""
     return ServiceConfig(data_dir=tmp_path / "service", reaper_interval_seconds=0.5, max_wait_seconds=30.0,
-                           models_dirs=[models_dir], data_roots=[images["sdc1"].parent],
-                           max_upload_bytes=MAX_UPLOAD)
+                         models_dirs=[models_dir], data_roots=[images["sdc1"].parent],
+                         max_upload_bytes=MAX_UPLOAD, allow_http_images=True, allow_private_image_hosts=True)
 
 
 def post_match(standalone, path: Path | None = None, body: bytes | None = None, **data):

@@ -137,6 +137,11 @@ def test_one_configuration_for_every_hosting_mode(tmp_path):
     assert (config.max_queued_total, config.workers) == (7, 5)  # the file's, then the options'
     assert config.max_upload_bytes == 2 * 1024 * 1024 and config.sync_timeout_seconds == 9.0
     assert config.allow_http_images is False
+    urls = service_config(parser.parse_args(["serve", "--http-images", "--image-url-allow", "https://archive.org/x/",
+                                             "--image-url-allow", ".nrao.edu", "--max-download-bytes", "5"]))
+    assert urls.allow_http_images and urls.image_url_allow == ["https://archive.org/x/", ".nrao.edu"]
+    assert urls.download_limit == 5 and config.download_limit == config.max_upload_bytes
+    assert not urls.allow_private_image_hosts
     for name in names:  # every setting has an option
         option = "--" + name.replace("_", "-")
         assert option in parser._subparsers._group_actions[0].choices["serve"]._option_string_actions or \

@@ -157,3 +157,16 @@ def test_non_utf8_and_malformed_bodies_never_give_500(standalone, sky_fits):
     response = session.post(f"{standalone.url}/async", data=b"\x00\x01\x02", headers={"Content-Type": "application/json"},
                             allow_redirects=False)
     assert_no_trace(response)
+
+
+def test_request_fields_are_bounded_and_never_echoed(standalone):
+    session = standalone.session("alice")
+    huge = "x" * 1_000_000
+    for data in ({"RUNID": huge}, {"MODEL": huge}, {"IMAGE": huge}, {f"P{i}": "1" for i in range(100)}):
+        response = session.post(f"{standalone.url}/async", data=data, allow_redirects=False)
+        assert response.status_code == 400, (list(data)[:1], response.status_code)
+        assert len(response.content) < 2000 and "x" * 100 not in response.text
+    long_model = "y" * 1000
+    response = session.post(f"{standalone.url}/async", data={"MODEL": long_model}, allow_redirects=False)
+    assert response.status_code == 400 and "y" * 100 not in response.text
+    assert session.get(f"{standalone.url}/async").content.count(b"jobref") == 0

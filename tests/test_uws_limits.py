@@ -121,6 +121,23 @@ def test_queue_limits_are_503_with_retry_after(small_queue, standalone, image_se
 
 
 # -- execution duration and destruction -------------------------------------------------------------
+@pytest.fixture
+def slow_reaper(service_settings):
+    """The destruction sweep only every 30 s: execution durations must not wait for it."""
+    service_settings.reaper_interval_seconds = 30.0
+    return service_settings
+
+
+def test_execution_duration_holds_to_the_second(slow_reaper, standalone, image_server):
+    session = standalone.session("alice")
+    started = time.monotonic()
+    url = slow_job(standalone, image_server, session, expect_executing=False, EXECUTIONDURATION="1")
+    root = wait_for(session, url, timeout=20)
+    elapsed = time.monotonic() - started
+    assert text(root, "phase") == "ERROR" and "execution duration of 1 s" in session.get(f"{url}/error").text
+    assert 1.0 <= elapsed < 4.0, elapsed
+
+
 def test_execution_duration_is_enforced(any_executor, standalone, image_server):
     session = standalone.session("alice")
     started = time.monotonic()

@@ -102,6 +102,47 @@ def test_paths_outside_the_data_roots_are_refused(standalone, sky_fits, tmp_path
     assert session.get(f"{standalone.url}/async").content.count(b"jobref") == 0
 
 
+def test_a_file_swapped_for_a_link_after_creation_is_not_read(standalone, sky_fits, tmp_path):
+    """The data-root check holds at run time: a file or folder replaced by a link to the outside is refused."""
+    session = standalone.session("alice")
+    data = tmp_path / "data"
+    (data / "sub").mkdir(parents=True)
+    outside_dir = tmp_path.parent / f"{tmp_path.name}-outside"
+    outside_dir.mkdir()
+    outside = outside_dir / "secret.fits"
+    shutil.copy(sky_fits, outside)
+    messages = []
+    for swap in ("file", "folder", "missing"):
+        if (data / "sub").is_symlink():
+            (data / "sub").unlink()
+        (data / "sub").mkdir(exist_ok=True)
+        if (data / "sub" / "field.fits").is_symlink():
+            (data / "sub" / "field.fits").unlink()
+        shutil.copy(sky_fits, data / "sub" / "field.fits")
+        job = create(standalone, session, data={"MODEL": "classic", "IMAGE": str(data / "sub" / "field.fits")})
+        if swap == "file":
+            (data / "sub" / "field.fits").unlink()
+            (data / "sub" / "field.fits").symlink_to(outside)
+        elif swap == "folder":
+            shutil.rmtree(data / "sub")
+            (data / "sub").symlink_to(outside_dir, target_is_directory=True)
+            outside.rename(outside_dir / "field.fits")
+        else:  # a link to an outside file that does not exist
+            (data / "sub" / "field.fits").unlink()
+            (data / "sub" / "field.fits").symlink_to(outside_dir / "nothing.fits")
+        assert session.post(f"{job}/phase", data={"PHASE": "RUN"}).status_code in (200, 303)
+        root = wait_for(session, job)
+        assert text(root, "phase") == "ERROR", swap
+        messages.append(session.get(f"{job}/error").text)
+        provenance = session.get(f"{job}/results/provenance")
+        assert provenance.status_code == 404, "nothing of the outside file is recorded"
+        if swap == "folder":
+            (outside_dir / "field.fits").rename(outside)
+    assert all("not available in the data directories" in m for m in messages), messages
+    assert len(set(messages)) == 1, "existing and missing outside files read the same"
+    assert str(outside_dir) not in "".join(messages)
+
+
 def test_image_by_http_url(standalone, image_server, sky_fits):
     session = standalone.session("alice")
     url = create(standalone, session, data={"IMAGE": f"{image_server.url}/sky.fits", "PHASE": "RUN"})

@@ -75,7 +75,7 @@ def slow_fits_header(size: int = 4096) -> bytes:
 
 
 class ImageServer:
-    """Serves ``/sky.fits`` (the given bytes) and ``/slow.fits`` (a FITS file trickled slowly,
+    """Serves ``/sky.fits`` (the given bytes), ``/redirect/TARGET`` (a 302 to TARGET) and ``/slow.fits`` (a FITS file trickled slowly,
     64 KiB every 50 ms, so a job that downloads it stays EXECUTING until aborted) on 127.0.0.1."""
 
     CHUNK = 64 * 1024
@@ -93,7 +93,12 @@ class ImageServer:
                 pass
 
             def do_GET(self) -> None:
-                if self.path == "/sky.fits":
+                if self.path.startswith("/redirect/"):  # /redirect/TARGET: 302 to TARGET
+                    self.send_response(302)
+                    self.send_header("Location", self.path[len("/redirect/"):])
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                elif self.path == "/sky.fits":
                     self.send_response(200)
                     self.send_header("Content-Type", "application/fits")
                     self.send_header("Content-Length", str(len(server.sky)))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from typing import TYPE_CHECKING
 
-from traitlets import Bool, Float, Int, Type
+from traitlets import Bool, Float, Int, List, Type
 
 from ._common import add_common_options, info
 from ..errors import UnknownModelError, UserInputError
@@ -77,8 +77,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           help=f"{traits['models_dirs'].help} (repeatable)")
     settings.add_argument("--data-root", dest="data_roots", action="append", default=None, metavar="DIR",
                           help=f"{traits['data_roots'].help} (repeatable)")
+    settings.add_argument("--http-images", dest="allow_http_images", action="store_true", default=None,
+                          help="fetch IMAGE given as an http(s) URL (see --image-url-allow; default: off)")
     settings.add_argument("--no-http-images", dest="allow_http_images", action="store_false", default=None,
-                          help="refuse IMAGE given as an http(s) URL")
+                          help="refuse IMAGE given as an http(s) URL (the default)")
     settings.add_argument("--max-upload-mb", dest="max_upload_bytes", type=float, default=None,
                           help="largest upload in MB (default: 1024)")
     settings.add_argument("--max-wait", dest="max_wait_seconds", type=float, default=None,
@@ -100,6 +102,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         if isinstance(trait, Bool):
             settings.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None,
                                   help=trait.help + default_text)
+        elif isinstance(trait, List):
+            settings.add_argument(flag, dest=name, action="append", default=None, metavar=name.upper(),
+                                  help=trait.help + " (repeatable)")
         else:
             kind = {Int: int, Float: float}.get(type(trait), str)
             settings.add_argument(flag, dest=name, type=kind, default=None, metavar=name.upper(),

@@ -2,6 +2,7 @@
 
 from ._executor import LocalPoolExecutor
 from ._fetch import ImageFetcher, image_sha256
+from ._url_policy import UrlPolicy, UrlRefused
 from ._outcomes import Failure, FailureKind, JobCancelled, classify_failure, report_failure
 from ._parameters import DetectionParameterPolicy, check_region_syntax, request_from_job, request_from_parameters
 from ._request import DetectionRequest, ImagePath, ImageSource, ImageUrl, UploadedImage
@@ -16,6 +17,8 @@ __all__ = [
     "Failure",
     "FailureKind",
     "ImageFetcher",
+    "UrlPolicy",
+    "UrlRefused",
     "ImagePath",
     "ImageSource",
     "ImageUrl",

@@ -15,6 +15,7 @@ from ..catalogue import FORMAT_NAMES, catalogue_format, format_for_media_type
 from ..errors import UnknownModelError
 from ..models import DEFAULT_MODEL
 from ..uws import InvalidRequestError, Job, JobParameter, ValidatedParameters
+from ._url_policy import UrlPolicy, UrlRefused
 from ._request import (REGION_KEYS, DetectionRequest, ImagePath, ImageSource, ImageUrl,
                        UploadedImage)
 
@@ -29,7 +30,7 @@ def _number(name: str, value: str, low: float | None = None, high: float | None 
     try:
         number = float(value)
     except ValueError:
-        raise InvalidRequestError(f"{name} must be a number, not {value!r}") from None
+        raise InvalidRequestError(f"{name} must be a number, not {shown(value)!r}") from None
     if not math.isfinite(number) or (low is not None and number < low) or (high is not None and number > high):
         bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
         raise InvalidRequestError(f"{name} must be {bounds}, not {value}")
@@ -86,6 +87,11 @@ def check_region_syntax(key: str, value: str) -> str:
     raise InvalidRequestError(f"unknown region parameter {key}")
 
 
+def shown(value: str, limit: int = 80) -> str:
+    """A user's value as quoted back in an error: cut short, so an error never echoes a long input."""
+    return value if len(value) <= limit else value[:limit] + "..."
+
+
 class DetectionParameterPolicy:
     """Validates detection parameters against the model registry and the configured data roots.
 
@@ -98,10 +104,11 @@ class DetectionParameterPolicy:
     """
 
     def __init__(self, registry, data_roots: list[Path] | None = None, allow_http: bool = True,
-                 default_model: str = DEFAULT_MODEL) -> None:
+                 default_model: str = DEFAULT_MODEL, url_policy: UrlPolicy | None = None) -> None:
         self.registry = registry
         self.data_roots = [Path(p).resolve() for p in (data_roots or [])]
-        self.allow_http = allow_http
+        self.url_policy = url_policy or UrlPolicy(enabled=allow_http)
+        self.allow_http = self.url_policy.enabled
         self.default_model = default_model
 
     def validate(self, parameters: list[JobParameter]) -> ValidatedParameters:
@@ -123,7 +130,7 @@ class DetectionParameterPolicy:
                 try:
                     value = self.registry.get(value).name
                 except UnknownModelError as exc:
-                    raise InvalidRequestError(str(exc)) from None
+                    raise InvalidRequestError(str(exc).replace(value, shown(value, 40))) from None
             elif key == "PRECISION":
                 value = value.lower()
                 if value not in PRECISIONS:
@@ -139,7 +146,7 @@ class DetectionParameterPolicy:
             elif key == "RESPONSEFORMAT":
                 if format_for_media_type(value) is None:
                     raise InvalidRequestError(
-                        f"RESPONSEFORMAT must be one of {', '.join(FORMAT_NAMES)} (or their MIME types), not {value!r}")
+                        f"RESPONSEFORMAT must be one of {', '.join(FORMAT_NAMES)} (or their MIME types), not {shown(value)!r}")
             elif key in REGION_KEYS:
                 check_region_syntax(key, value)
             elif key == "UNIT":
@@ -165,12 +172,12 @@ class DetectionParameterPolicy:
         try:
             parsed = urlparse(value)
         except ValueError as exc:  # e.g. an unbalanced '[' in the host
-            raise InvalidRequestError(f"IMAGE {value!r} is not a valid URL: {exc}") from None
+            raise InvalidRequestError(f"IMAGE {shown(value)!r} is not a valid URL: {exc}") from None
         if parsed.scheme in ("http", "https"):
-            if not self.allow_http:
-                raise InvalidRequestError("this service does not fetch images by URL; upload the file instead")
-            if not parsed.netloc:
-                raise InvalidRequestError(f"IMAGE URL {value!r} has no host")
+            try:
+                self.url_policy.check_url(value)
+            except UrlRefused as exc:
+                raise InvalidRequestError(f"IMAGE URL: {exc}") from None
             return value
         if parsed.scheme and parsed.scheme != "file" and len(parsed.scheme) > 1:
             raise InvalidRequestError(f"IMAGE URLs must be http or https, not {parsed.scheme}:")

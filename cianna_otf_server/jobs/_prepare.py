@@ -8,9 +8,10 @@ worker pool runs in one go and the batching scheduler feeds from shared batches.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Callable
@@ -22,7 +23,9 @@ from ..models import ModelCard, ModelRegistry
 from ..pipeline import PixelBox, SkyImage, YoloDetection, detect, open_image, parse_region, resolve_precision
 from ..uws import Job, JobFiles, utc_now
 from ._fetch import ImageFetcher, image_sha256
+from ._url_policy import UrlPolicy
 from ._parameters import DetectionRequest, request_from_job
+from ._request import ImagePath
 
 __all__ = ["RunnerLimits", "PreparedJob", "JobPreparer"]
 
@@ -34,8 +37,12 @@ class RunnerLimits:
     """Limits on what one job may read."""
 
     max_image_pixels: int = 32768 * 32768
-    max_download_bytes: int = 8 * 1024**3
+    max_download_bytes: int = 1024**3
     download_timeout: float = 60.0
+    download_deadline: float = 300.0
+    url_policy: UrlPolicy = field(default_factory=lambda: UrlPolicy(enabled=True))
+    #: The data roots a path IMAGE must still be inside when the job runs (empty: not checked again).
+    data_roots: tuple[Path, ...] = ()
 
 
 @dataclass
@@ -92,7 +99,9 @@ class JobPreparer:
         self.files = files
         self.device = device
         self.limits = limits or RunnerLimits()
-        self.fetcher = ImageFetcher(files, self.limits.max_download_bytes, self.limits.download_timeout)
+        self.fetcher = ImageFetcher(files, self.limits.max_download_bytes, self.limits.download_timeout,
+                                    self.limits.url_policy, self.limits.download_deadline,
+                                    self.limits.data_roots)
 
     def prepare(self, job: Job, cancelled: threading.Event) -> PreparedJob:
         """Model, image (fetched, checked, opened), region and, for a network, the planned detection."""
@@ -102,9 +111,17 @@ class JobPreparer:
         if card.is_network:
             self.registry.verify(card.name)
         work = self.files.work_dir(job.job_id)
-        path = self.fetcher.local_file(job.job_id, request.image, work, cancelled)
-        image_sha = image_sha256(path)
-        image = open_image(path, hdu=request.hdu, unit=request.unit, beam=request.beam)
+        if isinstance(request.image, ImagePath):  # opened once, here, and read through what was opened
+            fd, path = self.fetcher.open_data_file(request.image.path)
+            try:
+                image_sha = image_sha256(path)
+                image = open_image(path, hdu=request.hdu, unit=request.unit, beam=request.beam)
+            finally:
+                os.close(fd)
+        else:
+            path = self.fetcher.local_file(job.job_id, request.image, work, cancelled)
+            image_sha = image_sha256(path)
+            image = open_image(path, hdu=request.hdu, unit=request.unit, beam=request.beam)
         try:
             pixels = int(image.shape[0]) * int(image.shape[1])
             if pixels > self.limits.max_image_pixels:

@@ -50,10 +50,19 @@ class ServiceConfig(Configurable):
     default_model = Unicode(DEFAULT_MODEL, help="Model of the jobs that name none.").tag(config=True)
     # -- what a job may read ---------------------------------------------------------------------
     data_roots = List(_Path(), help="Directories from which IMAGE may be given as a path.").tag(config=True)
-    allow_http_images = Bool(True, help="Allow IMAGE as an http(s) URL fetched by the server.").tag(config=True)
+    allow_http_images = Bool(False, help="Allow IMAGE as an http(s) URL fetched by the server (off: the "
+                             "server fetches nothing).").tag(config=True)
+    image_url_allow = List(Unicode(), help="Where URL images may come from: URL prefixes "
+                           "(https://archive.example.org/surveys/) or host names (archive.example.org; "
+                           ".example.org for its subdomains); empty: any public host.").tag(config=True)
+    allow_private_image_hosts = Bool(False, help="Let URL images come from loopback, link-local and private "
+                                     "addresses (an on-site archive); off, they are refused at every redirect "
+                                     "and connection.").tag(config=True)
     max_upload_bytes = Int(1024**3, help="Largest accepted upload, bytes (larger: 413).").tag(config=True)
-    max_download_bytes = Int(8 * 1024**3, help="Largest image fetched by URL, bytes.").tag(config=True)
-    download_timeout = Float(60.0, help="Seconds a URL fetch may wait for data.").tag(config=True)
+    max_download_bytes = Int(None, allow_none=True, help="Largest image fetched by URL, bytes (unset: "
+                             "max_upload_bytes).").tag(config=True)
+    download_timeout = Float(60.0, help="Seconds a URL fetch may wait for data between reads.").tag(config=True)
+    download_deadline_seconds = Float(300.0, help="Seconds a whole URL fetch may take.").tag(config=True)
     max_image_pixels = Int(32768 * 32768, help="Largest image a job may process, pixels.").tag(config=True)
     # -- queue and job lifetimes -----------------------------------------------------------------
     max_queued_per_owner = Int(100, help="Queued or running jobs per user before 503.").tag(config=True)
@@ -100,12 +109,14 @@ class ServiceConfig(Configurable):
 
     @validate("max_upload_bytes", "max_download_bytes", "max_image_pixels", "default_execution_duration",
               "max_execution_duration", "batch_size")
-    def _not_negative(self, proposal: dict[str, Any]) -> int:
+    def _not_negative(self, proposal: dict[str, Any]) -> int | None:
+        if proposal["value"] is None:  # max_download_bytes unset: the upload limit
+            return None
         if int(proposal["value"]) < 0:
             raise ValueError(f"{proposal['trait'].name} must not be negative, not {proposal['value']}")
         return int(proposal["value"])
 
-    @validate("download_timeout", "default_destruction_days", "max_destruction_days", "max_wait_seconds",
+    @validate("download_timeout", "download_deadline_seconds", "default_destruction_days", "max_destruction_days", "max_wait_seconds",
               "sync_timeout_seconds", "reaper_interval_seconds", "max_wait", "model_budget_mb")
     def _positive(self, proposal: dict[str, Any]) -> float:
         if not float(proposal["value"]) > 0:
@@ -148,8 +159,20 @@ class ServiceConfig(Configurable):
         """What one job may read (`jobs.RunnerLimits`)."""
         from ..jobs import RunnerLimits
 
-        return RunnerLimits(max_image_pixels=self.max_image_pixels, max_download_bytes=self.max_download_bytes,
-                            download_timeout=self.download_timeout)
+        return RunnerLimits(max_image_pixels=self.max_image_pixels, max_download_bytes=self.download_limit,
+                            download_timeout=self.download_timeout, download_deadline=self.download_deadline_seconds,
+                            url_policy=self.url_policy(), data_roots=tuple(self.data_root_paths))
+
+    @property
+    def download_limit(self) -> int:
+        """The largest image fetched by URL: `max_download_bytes`, else the upload limit."""
+        return self.max_upload_bytes if self.max_download_bytes is None else self.max_download_bytes
+
+    def url_policy(self) -> Any:
+        """Which URLs and addresses the server may fetch images from (`jobs.UrlPolicy`)."""
+        from ..jobs import UrlPolicy
+
+        return UrlPolicy.from_settings(self.allow_http_images, self.image_url_allow, self.allow_private_image_hosts)
 
     def scheduler_settings(self) -> Any:
         """The batching scheduler's settings (`scheduler.SchedulerSettings`), threads sized to the host."""

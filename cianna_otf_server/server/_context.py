@@ -45,8 +45,8 @@ class ServiceContext:
         # blocking request work (opening an image to rank the models for it) runs here, off the event loop
         self.blocking = ThreadPoolExecutor(max_workers=2, thread_name_prefix="otf-request")
         self.policy = DetectionParameterPolicy(
-            self.registry, data_roots=config.data_root_paths, allow_http=config.allow_http_images,
-            default_model=config.default_model,
+            self.registry, data_roots=config.data_root_paths, default_model=config.default_model,
+            url_policy=config.url_policy(),
         )
         self.service = JobService(self.store, self.files, self.executor, self.policy,
                                   self.href, config.service_limits(), self.events)
@@ -81,6 +81,7 @@ class ServiceContext:
         self.service.startup()
         if self._reaper is None:
             self._reaper = loop.create_task(self._reap_forever())
+            self._deadlines = loop.create_task(self._stop_overdue_forever())
         log.info("CIANNA On-The-Fly service at %s (data in %s, device %s)", self.root_path,
                  self.data_dir, self.device)
 
@@ -92,9 +93,21 @@ class ServiceContext:
             except Exception:  # the reaper must keep running
                 log.exception("job reaper failed")
 
+    #: Seconds between checks of the running jobs' execution durations.
+    DEADLINE_INTERVAL = 0.5
+
+    async def _stop_overdue_forever(self) -> None:
+        while True:
+            await asyncio.sleep(min(self.DEADLINE_INTERVAL, self.config.reaper_interval_seconds))
+            try:
+                self.service.stop_overdue()
+            except Exception:  # the watch must keep running
+                log.exception("execution-duration check failed")
+
     def stop(self) -> None:
         if self._reaper is not None:
             self._reaper.cancel()
+            self._deadlines.cancel()
             self._reaper = None
         self.service.shutdown(wait=True)  # running jobs stop at their next patch and are requeued at restart
         self.blocking.shutdown(wait=False, cancel_futures=True)

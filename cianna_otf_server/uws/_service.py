@@ -46,6 +46,11 @@ from ._xml import has_non_xml_characters, xml_safe
 log = logging.getLogger(__name__)
 
 #: Parameters the UWS layer itself interprets; they are job fields, not detection parameters.
+#: Bounds of a request's fields: a job list or document must stay small whatever a client sends.
+MAX_PARAMETERS = 64
+MAX_NAME_CHARS = 64
+MAX_VALUE_CHARS = 4096
+
 UWS_CONTROL = {"PHASE", "RUNID", "EXECUTIONDURATION", "DESTRUCTION", "ACTION", "WAIT", "REQUEST"}
 
 
@@ -263,10 +268,17 @@ class JobService:
         return job
 
     def _split(self, parameters: list[tuple[str, str]]) -> tuple[dict[str, str], list[JobParameter]]:
+        if len(parameters) > MAX_PARAMETERS:
+            raise InvalidRequestError(f"a job takes at most {MAX_PARAMETERS} parameters, not {len(parameters)}")
         control: dict[str, str] = {}
         detection: list[JobParameter] = []
         for name, value in parameters:
             key = name.upper()
+            if len(name) > MAX_NAME_CHARS:
+                raise InvalidRequestError(f"a parameter name is longer than {MAX_NAME_CHARS} characters")
+            if len(value) > MAX_VALUE_CHARS:  # never echoed: the name alone, cut short
+                raise InvalidRequestError(
+                    f"parameter {xml_safe(name[:40])!r} is longer than {MAX_VALUE_CHARS} characters")
             if has_non_xml_characters(name) or has_non_xml_characters(value):
                 raise InvalidRequestError(
                     f"parameter {xml_safe(name)!r} holds control characters, which a UWS job cannot carry")
@@ -454,6 +466,15 @@ class JobService:
         for job_id in destroyed:
             log.info("destroying job %s (destruction time reached)", job_id)
             self._destroy(job_id)
+        return destroyed, self.stop_overdue(now)
+
+    def stop_overdue(self, now: datetime | None = None) -> list[str]:
+        """Stop the EXECUTING jobs past their execution duration (ERROR with a message saying so).
+
+        Cheap (the running jobs only), so the host calls it every half second: a job's limit
+        holds to within a second, not to the destruction sweep's interval.
+        """
+        now = now or utc_now()
         overdue = []
         for job_id in self.store.ids_in_phase([Phase.EXECUTING]):
             job = self.store.get(job_id)
@@ -467,4 +488,4 @@ class JobService:
                 if self.store.set_error(job_id, ErrorSummary(message), [Phase.EXECUTING], now):
                     self.files.discard_partial(job_id)
                     self.events.notify(job_id)
-        return destroyed, overdue
+        return overdue
