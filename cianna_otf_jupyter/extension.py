@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import os
 from pathlib import Path
 
 from jupyter_core.paths import jupyter_data_dir
@@ -52,7 +53,22 @@ class CiannaOTF(ServiceConfig, ExtensionApp):
         base_url = self.serverapp.base_url if self.serverapp is not None else "/"
         values = {name: getattr(self, name) for name in ServiceConfig.class_trait_names(config=True)}
         values["root_path"] = url_path_join(base_url, SERVICE_PATH)
+        if not values.get("public_url"):
+            values["public_url"] = self._server_origin()
         return ServiceConfig(**values)
+
+    def _server_origin(self) -> str:
+        """``scheme://host:port`` of this server, from its configuration (never from a request's Host).
+
+        Under JupyterHub, the single-user server's public URL as the hub gives it
+        (``JUPYTERHUB_PUBLIC_URL``); otherwise the server's own connection URL.
+        """
+        from urllib.parse import urlsplit
+
+        public = os.environ.get("JUPYTERHUB_PUBLIC_URL", "")
+        url = public or (self.serverapp.connection_url if self.serverapp is not None else "")
+        parts = urlsplit(url)
+        return f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else ""
 
     def initialize_handlers(self) -> None:
         self.context = ServiceContext(self.service_config())

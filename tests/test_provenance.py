@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import time
 import platform
 from datetime import datetime, timezone
 
@@ -107,6 +108,7 @@ def check_job_document(document: ProvDocument, *, job_url: str, owner: str, imag
 def test_served_provenance_of_a_completed_job(standalone, sky_fits):
     """Run a job with a region, an HDU and detection knobs; check its PROV in every format."""
     session = standalone.session("alice")
+    standalone.settings.public_url = f"http://127.0.0.1:{standalone.port}"  # job URLs in results are absolute
     # a region of interest inside the simulated image (its centre, in pixels: FITS 1-based, inclusive)
     job = pyvo_scenarios.create_job(standalone.url, session, sky_fits, HDU="0", PIXELS="1 200 1 180",
                                     RESPONSEFORMAT="votable")
@@ -215,3 +217,25 @@ def test_serialisations_round_trip(record, fmt):
 def test_unknown_format_is_refused(record):
     with pytest.raises(ValueError, match="json, provn or xml"):
         serialise(build_document(record), "ttl")
+
+
+def test_a_request_host_header_never_reaches_results(standalone, sky_fits):
+    """Without a configured public URL, results carry the job's path; a forged Host is not kept."""
+    session = standalone.session("alice")
+    forged = {"Host": "evil.example.org", "X-Forwarded-Proto": "gopher", "X-Forwarded-Host": "evil.example.org"}
+    with open(sky_fits, "rb") as handle:
+        made = session.post(f"{standalone.url}/async", data={"MODEL": "classic", "PHASE": "RUN"}, headers=forged,
+                            files={"IMAGE": ("sky.fits", handle, "application/fits")}, allow_redirects=False)
+    assert made.status_code == 303
+    job = f"{standalone.url}{made.headers['Location']}"
+    bob_job = pyvo_scenarios.create_job(standalone.url, standalone.session("bob"), sky_fits)
+    bob_job.wait(timeout=60)
+    for url, owner_session in ((job, session), (bob_job.url, standalone.session("bob"))):
+        for _ in range(120):
+            if owner_session.get(f"{url}/phase").text.strip() in ("COMPLETED", "ERROR"):
+                break
+            time.sleep(0.5)
+        for result in ("provenance", "result"):
+            body = owner_session.get(f"{url}/results/{result}").text
+            assert "evil.example.org" not in body and "gopher" not in body
+        assert "/async/" in owner_session.get(f"{url}/results/provenance").text

@@ -46,6 +46,9 @@ class ServiceConfig(Configurable):
                        "directory, cianna-otf/service; in Jupyter the Jupyter data directory).").tag(config=True)
     root_path = Unicode("/", help="URL path of the service root (behind a proxy); in Jupyter it is "
                         "{base_url}cianna-otf/ and not configurable.").tag(config=True)
+    public_url = Unicode("", help="The service's public address (https://host[:port]), written into "
+                         "catalogues and provenance as the start of job URLs; empty: they hold the job's "
+                         "path only (no request's Host header is trusted).").tag(config=True)
     models_dirs = List(_Path(), help="Extra model directories (cards + weights).").tag(config=True)
     default_model = Unicode(DEFAULT_MODEL, help="Model of the jobs that name none.").tag(config=True)
     # -- what a job may read ---------------------------------------------------------------------

@@ -51,7 +51,6 @@ class ServiceContext:
         self.service = JobService(self.store, self.files, self.executor, self.policy,
                                   self.href, config.service_limits(), self.events)
         self._reaper: asyncio.Task[None] | None = None
-        self.public_base = ""  # scheme://host, learnt from requests, for absolute URLs in provenance
 
     def _make_executor(self, runner: DetectionRunner) -> Any:
         config = self.config
@@ -69,7 +68,14 @@ class ServiceContext:
         return f"{url}/{path}" if path else url
 
     def job_url(self, job_id: str) -> str:
-        return f"{self.public_base}{self.href(job_id)}"
+        """The job's URL as written into its catalogue and provenance.
+
+        Absolute only with a configured `public_url`: a request's Host header is the client's to
+        choose, and a URL learnt from one request would be written into other users' results.
+        Without one, the job's path on the service.
+        """
+        base = self.config.public_url.rstrip("/")
+        return f"{base}{self.href(job_id)}"
 
     def start(self) -> None:
         """Start workers, requeue interrupted jobs, and run the reaper on the current event loop."""

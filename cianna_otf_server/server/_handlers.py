@@ -164,10 +164,6 @@ class ServiceHandlerMixin:
     def job_list_url(self) -> str:
         return f"{self.context.root_path}async"
 
-    def remember_host(self) -> None:
-        if not self.context.public_base:
-            self.context.public_base = f"{self.request.protocol}://{self.request.host}"
-
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         """Plain-text errors a person can read; never a stack trace."""
         exc = kwargs.get("exc_info", (None, None, None))[1]
@@ -508,7 +504,6 @@ class JobListHandler(ServiceHandlerMixin):
 
     @_guard
     def post(self) -> None:
-        self.remember_host()
         job = self.service.create(self.owner, self.form_parameters(), self.uploads())
         self.context.metrics.jobs_created.labels(job.parameter("MODEL") or "").inc()
         self.see_other(self.job_url(job.job_id))
@@ -535,7 +530,6 @@ class JobHandler(ServiceHandlerMixin):
             return
         if action:
             raise InvalidRequestError(f"ACTION={action} is not supported; only ACTION=DELETE")
-        self.remember_host()
         self.service.update_parameters(self.owner, job_id, self.form_parameters(), self.uploads())
         self.see_other(self.job_url(job_id))
 
@@ -555,7 +549,6 @@ class PhaseHandler(ServiceHandlerMixin):
     @_guard
     def post(self, job_id: str) -> None:
         phase = (self.parameter("PHASE") or "").upper()
-        self.remember_host()
         if phase == "RUN":
             self.service.start(self.owner, job_id)
         elif phase == "ABORT":
@@ -699,7 +692,6 @@ class SyncHandler(ServiceHandlerMixin):
         await self._run()
 
     async def _run(self) -> None:
-        self.remember_host()
         job = await self.service.run_sync(self.owner, self.form_parameters(), self.uploads(),
                                           self.context.config.sync_timeout_seconds)
         if job.phase == Phase.COMPLETED:
