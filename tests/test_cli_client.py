@@ -22,14 +22,8 @@ import cianna_otf_server.cli
 TOKEN = "cli-client-test-token"
 CLIENT_MODULES = ("cianna_otf_server.cli.submit", "cianna_otf_server.cli.jobs")
 
-# Until the client commands are listed in cli.COMMAND_MODULES, run the same main() with them added.
-if all(module in cianna_otf_server.cli.COMMAND_MODULES for module in CLIENT_MODULES):
-    CLI = [sys.executable, "-m", "cianna_otf_server.cli"]
-else:
-    CLI = [sys.executable, "-c",
-           "import sys, cianna_otf_server.cli as c; "
-           f"c.COMMAND_MODULES += tuple(m for m in {CLIENT_MODULES!r} if m not in c.COMMAND_MODULES); "
-           "sys.exit(c.main(sys.argv[1:]))"]
+assert all(module in cianna_otf_server.cli.COMMAND_MODULES for module in CLIENT_MODULES)
+CLI = [sys.executable, "-m", "cianna_otf_server.cli"]
 
 
 def _free_port() -> int:

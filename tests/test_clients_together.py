@@ -1,4 +1,4 @@
-"""The issue's acceptance scenario: one job, three clients, one real ``cianna-otf serve`` process.
+"""One job, three clients, one real ``cianna-otf serve`` process.
 
 The job is submitted from the command line (a ``cianna-otf submit --wait -o`` subprocess),
 watched in the terminal dashboard (textual's test pilot shows it COMPLETED), and fetched the way

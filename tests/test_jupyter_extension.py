@@ -1,7 +1,7 @@
 """The Jupyter server extension inside a real Jupyter server (pytest-jupyter), base_url /user/alice/.
 
 Each test starts a Jupyter server (~1-2 s), so checks are grouped: pyvo scenarios; the end-to-end
-"done when" run with provenance, hrefs, data_dir and a restart; security and configuration; and
+run with provenance, hrefs, data_dir and a restart; security and configuration; and
 ownership under a multi-user identity provider.
 """
 
@@ -105,7 +105,7 @@ async def test_pyvo_scenarios(jp_otf, sky_fits):
             await asyncio.to_thread(scenario, url, session, sky_fits)
 
 
-async def test_done_when_end_to_end_and_restart(jp_otf, jp_serverapp, tmp_path):
+async def test_end_to_end_and_restart(jp_otf, jp_serverapp, tmp_path):
     """Simulated image -> pyvo upload to the extension -> wait -> VOTable with the true sources + PROV.
 
     Also: result hrefs include the base_url, the SQLite file lives in c.CiannaOTF.data_dir, and

@@ -26,8 +26,6 @@ def image_server(sky_fits):
 @pytest.fixture(params=["batching", "pool"])
 def any_executor(request, service_settings):
     """Run a test with the batching scheduler and with the one-job-per-thread pool."""
-    if not hasattr(service_settings, "executor"):
-        pytest.skip("this version of the service has a single executor")
     service_settings.executor = request.param
     service_settings.workers = 1
     return request.param
