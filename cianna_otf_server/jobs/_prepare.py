@@ -115,7 +115,8 @@ class JobPreparer:
             fd, path = self.fetcher.open_data_file(request.image.path)
             try:
                 image_sha = image_sha256(path)
-                image = open_image(path, hdu=request.hdu, unit=request.unit, beam=request.beam)
+                image = open_image(path, hdu=request.hdu, unit=request.unit, beam=request.beam,
+                                   name=Path(request.image.path).name)
             finally:
                 os.close(fd)
         else:

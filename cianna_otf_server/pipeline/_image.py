@@ -182,7 +182,8 @@ class SkyImage:
 
 
 def open_image(source: str | Path | fits.HDUList, hdu: int | str | None = None, *,
-               unit: str | None = None, beam: str | Beam | None = None, estimate: bool = True) -> SkyImage:
+               unit: str | None = None, beam: str | Beam | None = None, estimate: bool = True,
+               name: str | None = None) -> SkyImage:
     """Open a FITS image (a path or an in-memory HDUList) as a 2-D `SkyImage`.
 
     Parameters
@@ -199,6 +200,8 @@ def open_image(source: str | Path | fits.HDUList, hdu: int | str | None = None, 
     estimate : bool
         When no beam is recorded or given, estimate one from the pixels (reads at most a
         2048 x 2048 central window). False skips it, e.g. to only look at the image.
+    name : str, optional
+        The file's name in messages (default: the path's last part).
 
     Returns
     -------
@@ -220,7 +223,7 @@ def open_image(source: str | Path | fits.HDUList, hdu: int | str | None = None, 
         hdul, path, name = source, None, "the in-memory FITS image"
     else:
         path = str(source)
-        name = Path(path).name
+        name = name or Path(path).name  # a file read through a descriptor is named as the user knows it
         hdul = _open_file(path, name)
 
     index = _choose_hdu(hdul, hdu, name)
