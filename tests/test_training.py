@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from cianna_otf_server.cianna import decode_yolo, load_network
+from cianna_otf_server.cianna import decode_yolo, load_network, read_model_file
 from cianna_otf_server.models import ModelRegistry, default_registry
 from cianna_otf_server.pipeline import decode_patch, decode_settings, detect, parameter_values
 from cianna_otf_server.sky.quality import quality_report
@@ -258,6 +258,39 @@ def test_export_loads_and_reproduces_the_trained_network(tmp_path):
     assert verified.sha256 == card.sha256 and verified.training["seed"] == 2
 
 
+def test_training_continues_from_an_exported_model_and_counts_its_training(tmp_path):
+    config = _tiny_config()
+    first = train(config, RunOptions(out=tmp_path / "first", minutes=5, workers=0, max_steps=2, validation_skies=1,
+                                     tuning_images=1, tuning_size=192, command="first"), log=lambda _: None)
+    shipped = first.card.weights_file
+    second = train(config, RunOptions(out=tmp_path / "second", minutes=5, workers=0, max_steps=1,
+                                      validation_skies=1, export=False, init_weights=shipped, command="second"),
+                   log=lambda _: None)
+    state = load_checkpoint(second.checkpoint)
+    assert state["step"] == 1 and state["patches"] == config.batch_size  # a new run of its own
+    started = state["history"][0]["initialised_from"]
+    assert started["patches"] == 2 * config.batch_size and started["commands"] == ["first"]
+    # the run started from the model's weights: one small step away from them, not from a fresh draw
+    fresh = build_network(demo_spec(TINY, config.patch_size, seed=config.seed))
+    loaded = [torch.as_tensor(layer.weights) for layer in read_model_file(shipped).layers if hasattr(layer, "weights")]
+    trained = [v for k, v in state["model"].items() if k.endswith("weight_rows")]
+    initial = [m.weight_rows.detach() for m in fresh.layers if hasattr(m, "weight_rows")]
+    assert len(loaded) == len(trained) == len(initial)
+    to_model = sum(float((a - b).abs().sum()) for a, b in zip(loaded, trained))
+    to_fresh = sum(float((a - b).abs().sum()) for a, b in zip(initial, trained))
+    assert to_model < to_fresh
+
+    from cianna_otf_server.training._train import finish
+    average = build_network(demo_spec(TINY, config.patch_size, seed=config.seed))
+    average.load_state_dict(state["average"])
+    card = finish(config, average, RunOptions(out=tmp_path / "second", tuning_images=1, tuning_size=192),
+                  step=state["step"], patches=state["patches"], train_seconds=state["train_seconds"],
+                  history=state["history"], commands=state["commands"], device="cpu", log=lambda _: None)
+    assert card.training["patches"] == 3 * config.batch_size and card.training["steps"] == 3
+    assert card.training["commands"] == ["first", "second"]
+    assert card.training["continued_from"]["sha256"] == first.card.sha256
+
+
 def test_inference_spec_keeps_the_weights():
     net = build_network(demo_spec(TINY, 64, seed=4))
     spec = inference_spec(net, 256)
@@ -292,6 +325,7 @@ def test_the_shipped_demo_model_detects_simulated_sources():
     (["--minutes", "-1"], "--minutes must be positive"),
     (["--device", "gpu9"], "--device 'gpu9'"),
     (["--export-only"], "--export-only needs --resume"),
+    (["--init-weights", "no-such-model.dat"], "needs a model file and its card"),
 ])
 def test_training_command_refuses_bad_arguments_at_once(tmp_path, capsys, arguments, message):
     from cianna_otf_server.training.__main__ import main

@@ -5,6 +5,8 @@ Examples::
     python -m cianna_otf_server.training --out runs/demo --seed 1 --minutes 8 --device cuda
     python -m cianna_otf_server.training --out runs/demo --minutes 6 --device cuda --resume runs/demo/checkpoint.pt
     python -m cianna_otf_server.training --out runs/demo --resume runs/demo/checkpoint.pt --export-only
+    python -m cianna_otf_server.training --out runs/more --init-weights cianna_otf_server/models/builtin/yolo-demo.dat \
+        --lr 5e-4 --minutes 8 --device cuda
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ def _parser() -> argparse.ArgumentParser:
                              "a resumed run keeps its checkpoint's)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     parser.add_argument("--resume", type=Path, default=None, help="checkpoint to continue from")
+    parser.add_argument("--init-weights", type=Path, default=None, metavar="MODEL.dat",
+                        help="start from the weights of a model (its card beside it), e.g. the shipped yolo-demo, "
+                             "with a fresh optimiser and schedule; the new card counts the earlier training too")
     parser.add_argument("--workers", type=int, default=None, help="data worker processes (default: CPUs - 2)")
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--lr", type=float, default=None, help="peak learning rate (AdamW)")
@@ -64,6 +69,11 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         parser.error(f"--tuning-images must be 0 or more, not {args.tuning_images}")
     if args.resume is not None and not args.resume.is_file():
         parser.error(f"--resume: no checkpoint at {args.resume}")
+    if args.init_weights is not None:
+        if args.resume is not None:
+            parser.error("--init-weights starts a new run; a resumed one has its weights in its checkpoint")
+        if not args.init_weights.is_file() or not args.init_weights.with_suffix(".toml").is_file():
+            parser.error(f"--init-weights: needs a model file and its card beside it, not {args.init_weights}")
     if args.export_only and args.resume is None:
         parser.error("--export-only needs --resume CHECKPOINT")
     try:
@@ -84,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m cianna_otf_server.training " + shlex.join(sys.argv[1:] if argv is None else argv)
     options = RunOptions(
         out=args.out, device=args.device, minutes=args.minutes, resume=args.resume,
+        init_weights=args.init_weights,
         workers=args.workers if args.workers is not None else max(1, (os.cpu_count() or 2) - 2),
         max_steps=args.max_steps, validate_every_s=args.validate_every, export=not args.no_export,
         model_dir=args.model_dir, tuning_images=args.tuning_images, tuning_size=args.tuning_size,

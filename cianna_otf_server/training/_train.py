@@ -48,6 +48,7 @@ class RunOptions:
     device: str = "cpu"
     minutes: float = 5.0
     resume: Path | None = None
+    init_weights: Path | None = None  # a CIANNA file (with its card beside it) to continue training from
     workers: int = 2
     max_steps: int | None = None
     log_every: int = 50
@@ -80,6 +81,47 @@ def learning_rate(config: TrainConfig, step: int, train_seconds: float) -> float
     progress = min(1.0, train_seconds / max(config.schedule_minutes * 60.0, 1e-9))
     cosine = config.lr_final + 0.5 * (config.lr - config.lr_final) * (1.0 + math.cos(math.pi * progress))
     return warm * cosine
+
+
+@dataclass
+class PriorTraining:
+    """A shipped model to continue training from, with what its card says it was trained on."""
+
+    network: CiannaNetwork
+    record: dict[str, Any]
+
+
+def load_prior(path: str | Path) -> PriorTraining:
+    """The network in a CIANNA file and the training record of the card beside it.
+
+    Continuing from a model keeps the card honest: the new card counts the earlier patches,
+    steps, minutes and commands too (`prior_training`), not only this run's.
+    """
+    from ..cianna import read_model_file
+    from ..models._card import load_card
+
+    path = Path(path)
+    card_path = path.with_suffix(".toml")
+    if not card_path.is_file():
+        raise FileNotFoundError(f"{path}: no card {card_path.name} beside it to say how it was trained")
+    training = load_card(card_path).training
+    network = CiannaNetwork(read_model_file(path), input_bias=0.1, norm_activation="cuda")
+    record = {"model": path.name, "sha256": _sha256(path), "commands": list(training.get("commands", [])),
+              "steps": int(training.get("steps", 0)), "patches": int(training.get("patches", 0)),
+              "train_minutes": float(training.get("train_minutes", 0.0)), "date": training.get("date", ""),
+              "device": training.get("device", "")}
+    return PriorTraining(network, record)
+
+
+def prior_training(history: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The record of the model this training continued from (`load_prior`), if any."""
+    return next((h["initialised_from"] for h in history if "initialised_from" in h), None)
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -120,6 +162,13 @@ def train(config: TrainConfig, options: RunOptions, log: Callable[[str], None] =
         segment = state["segment"] + 1
         history, commands = state["history"], state["commands"]
         log(f"resumed from {options.resume}: step {step}, {train_seconds / 60:.1f} min trained")
+    elif options.init_weights is not None:
+        prior = load_prior(options.init_weights)
+        net.load_state_dict(prior.network.state_dict())
+        average.load_state_dict(prior.network.state_dict())
+        history.append({"initialised_from": prior.record})
+        log(f"weights from {options.init_weights}: {prior.record['patches']:,} patches in "
+            f"{prior.record['train_minutes']:g} min before this run")
     commands.append(options.command)
     head = net.yolo
     cell = config.patch_size // net.output_grid[0]
@@ -240,16 +289,17 @@ def finish(config: TrainConfig, average: CiannaNetwork, options: RunOptions, *, 
     simulation = {k: v for k, v in SimulationOptions.from_kwargs(dict(config.simulation)).__dict__.items()
                   if v is not None}
     n_params = sum(p.numel() for p in average.parameters())
-    description, training_data = describe(config, n_params, patches, simulation)
+    prior = prior_training(history) or {"commands": [], "steps": 0, "patches": 0, "train_minutes": 0.0}
+    description, training_data = describe(config, n_params, prior["patches"] + patches, simulation)
     validation = [h["validation"] for h in history if "validation" in h]
     training = {
         "framework": f"PyTorch {torch.__version__} (cianna_otf_server.training), bf16 autocast on GPU",
-        "commands": [c for c in commands if c],
+        "commands": [*prior["commands"], *(c for c in commands if c)],
         "seed": config.seed,
-        "steps": step,
-        "patches": patches,
+        "steps": prior["steps"] + step,
+        "patches": prior["patches"] + patches,
         "batch_size": config.batch_size,
-        "train_minutes": round(train_seconds / 60.0, 2),
+        "train_minutes": round(prior["train_minutes"] + train_seconds / 60.0, 2),
         "device": device,
         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d"),
         "optimiser": f"AdamW lr {config.lr:g} (warm-up {config.warmup_steps} steps, cosine to {config.lr_final:g} "
@@ -270,6 +320,9 @@ def finish(config: TrainConfig, average: CiannaNetwork, options: RunOptions, *, 
                        if recipe_of(config).randomised else
                        {k: v for k, v in simulation.items() if isinstance(v, (int, float, bool, str))}),
     }
+    if "model" in prior:
+        training["continued_from"] = {k: prior[k] for k in ("model", "sha256", "steps", "patches", "train_minutes",
+                                                            "date", "device")}
     if validation:
         training["final_validation"] = {k: round(v, 4) for k, v in validation[-1].items() if math.isfinite(v)}
     card = export_model(runtime, model_dir, config=config, choice=choice, version=recipe_of(config).version,
