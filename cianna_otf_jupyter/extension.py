@@ -11,6 +11,7 @@ from jupyter_server.extension.application import ExtensionApp
 from jupyter_server.utils import url_path_join
 from traitlets import Unicode, default
 
+from cianna_otf_server.errors import StorageError
 from cianna_otf_server.server import ServiceConfig, ServiceContext, make_handlers
 
 from .handlers import JupyterServiceHandler
@@ -70,8 +71,21 @@ class CiannaOTF(ServiceConfig, ExtensionApp):
         parts = urlsplit(url)
         return f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else ""
 
+    #: The running service; None when it could not be set up (its reason is in the server's log).
+    context: ServiceContext | None = None
+
     def initialize_handlers(self) -> None:
-        self.context = ServiceContext(self.service_config())
+        """Set the service up and mount it; a damaged or unwritable job database mounts nothing.
+
+        The rest of the Jupyter server keeps working; the log says which file and what to do,
+        and the service's URLs answer 404 rather than fail job by job.
+        """
+        try:
+            self.context = ServiceContext(self.service_config())
+        except StorageError as exc:
+            self.context = None
+            self.log.error("CIANNA On-The-Fly is not available in this server: %s", exc)
+            return
         self.handlers.extend(
             make_handlers("/" + SERVICE_PATH, JupyterServiceHandler, {"context": self.context, "single_user_owner": self.single_user_owner})
         )
@@ -79,7 +93,9 @@ class CiannaOTF(ServiceConfig, ExtensionApp):
         self.handlers.extend(static_handlers("/" + SERVICE_PATH))
 
     async def _start_jupyter_server_extension(self, serverapp) -> None:
-        self.context.start()
+        if self.context is not None:
+            self.context.start()
 
     async def stop_extension(self) -> None:
-        self.context.stop()
+        if self.context is not None:
+            self.context.stop()

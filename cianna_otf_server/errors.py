@@ -37,3 +37,15 @@ class ImageError(UserInputError):
 
 class RegionError(UserInputError):
     """The region of interest is malformed or does not overlap the image."""
+
+
+class StorageError(CiannaOTFError):
+    """The service cannot keep its own data (job database, job folders); not the user's doing.
+
+    Raised on purpose with a message for the operator as well as the user: which file, and what
+    to do about it (free some space, move a damaged database aside).
+    """
+
+
+class CorruptDatabaseError(StorageError):
+    """The job database file is damaged (not SQLite at all, or pages that fail a check); the service refuses it."""

@@ -133,15 +133,45 @@ def add_region_options(parser: argparse.ArgumentParser) -> None:
     """``--region`` (SODA, ICRS degrees) or ``--pixels`` (FITS 1-based), and ``--precision``.
 
     Shared by ``detect`` (local) and ``submit`` (service), which take the same region syntax.
+    Giving both is refused by the job parameters' rule (`detection_options`), in its words.
     """
-    where = parser.add_mutually_exclusive_group()
-    where.add_argument("--region", metavar="SHAPE",
-                       help="region of interest in ICRS degrees, SODA syntax: 'CIRCLE ra dec r', "
-                       "'POLYGON ra1 dec1 ra2 dec2 ...' or 'RANGE ra1 ra2 dec1 dec2'")
-    where.add_argument("--pixels", metavar="BOUNDS",
-                       help="region of interest in pixels, 'x1 x2 y1 y2' (FITS 1-based, inclusive)")
+    parser.add_argument("--region", metavar="SHAPE",
+                        help="region of interest in ICRS degrees, SODA syntax: 'CIRCLE ra dec r', "
+                        "'POLYGON ra1 dec1 ra2 dec2 ...' or 'RANGE ra1 ra2 dec1 dec2' (not with --pixels)")
+    parser.add_argument("--pixels", metavar="BOUNDS",
+                        help="region of interest in pixels, 'x1 x2 y1 y2' (FITS 1-based, inclusive; not with --region)")
     parser.add_argument("--precision", choices=("fp32", "fp16", "bf16"),
                         help="arithmetic precision of the network (default: the card's)")
+
+
+def detection_options(args: argparse.Namespace) -> dict[str, float]:
+    """Check the detection options as the service checks job parameters; the numbers, by option name.
+
+    ``--threshold``, ``--nms``, ``--min-size``, ``--region``, ``--pixels``, ``--unit`` and ``--beam``
+    go through the job parameters' own checks (`cianna_otf_server.jobs._parameters`), so the
+    command line refuses exactly what an HTTP request is refused (400) for, with the same
+    sentence, as a usage error (exit code 2).
+
+    Raises
+    ------
+    UserInputError
+        An option the service would refuse.
+    """
+    from ..jobs._parameters import check_options, region_parameter
+    from ..uws import InvalidRequestError
+
+    numbers = {"THRESHOLD": "threshold", "NMS": "nms", "MIN_SIZE": "min_size"}
+    try:
+        given = [(key, getattr(args, option, None)) for key, option in numbers.items()]
+        given += [("PIXELS", getattr(args, "pixels", None)), ("UNIT", getattr(args, "unit", None)),
+                  ("BEAM", getattr(args, "beam", None))]
+        region = getattr(args, "region", None)
+        if region is not None:
+            given.append(region_parameter(region))
+        checked = check_options(given)
+    except InvalidRequestError as exc:
+        raise UserInputError(str(exc)) from None
+    return {option: float(checked[key]) for key, option in numbers.items() if key in checked}
 
 
 def add_header_options(parser: argparse.ArgumentParser) -> None:

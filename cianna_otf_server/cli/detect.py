@@ -12,6 +12,7 @@ from ._common import (
     add_header_options,
     add_models_dir_option,
     add_region_options,
+    detection_options,
     info,
     int_at_least,
     registry_from_args,
@@ -60,12 +61,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="where the network runs (default: cpu)")
     parser.add_argument("--hdu", type=int_at_least(0), metavar="N",
                         help="FITS HDU index holding the image (default: the first with 2-D data)")
-    parser.add_argument("--threshold", type=float, metavar="T",
+    # numbers are checked by the job parameters' own rules (`detection_options`), not by argparse,
+    # so that a value the service refuses is refused here with the same sentence
+    parser.add_argument("--threshold", metavar="T",
                         help="detection threshold: objectness for a network (replaces the card's "
                         "per-prior values), in sigma for the classic finder")
-    parser.add_argument("--nms", type=float, metavar="N",
+    parser.add_argument("--nms", metavar="N",
                         help="overlap (DIoU) above which the weaker of two boxes is dropped")
-    parser.add_argument("--min-size", type=float, metavar="S", dest="min_size",
+    parser.add_argument("--min-size", metavar="S", dest="min_size",
                         help="drop boxes smaller than S pixels")
     add_models_dir_option(parser)
     add_common_options(parser)
@@ -106,6 +109,7 @@ def check_fits_file(path: Path) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Detect sources and write the catalogue; a one-line summary goes to stderr."""
+    options = detection_options(args)
     image = require_input_file(args.image, "image")
     check_fits_file(image)
     fmt = output_format(args.output, args.format)
@@ -123,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
     table = detect(
         str(image), card,
         region=args.region, pixels=args.pixels, precision=args.precision, device=args.device,
-        threshold=args.threshold, nms=args.nms, min_size=args.min_size, hdu=args.hdu,
+        threshold=options.get("threshold"), nms=options.get("nms"), min_size=options.get("min_size"), hdu=args.hdu,
         unit=args.unit, beam=args.beam,
     )
     elapsed = time.perf_counter() - start

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from traitlets import Bool, Float, Int, List, Type
 
 from ._common import add_common_options, info
-from ..errors import UnknownModelError, UserInputError
+from ..errors import StorageError, UnknownModelError, UserInputError
 from ..models import DEFAULT_MODEL, ModelRegistry
 
 if TYPE_CHECKING:
@@ -173,13 +173,33 @@ def run(args: argparse.Namespace) -> int:
         tokens, generated = default_tokens(token, args.tokens_file)
     except (OSError, ValueError) as exc:
         raise UserInputError(f"cannot read the tokens file: {exc}") from None
+    check_job_database(config)
     info(f"serving at http://{args.host}:{args.port}{config.root_path} (data in {config.data_path}, "
          f"device {config.resolved_device()})")
     if generated:
         info(f"token (send as 'Authorization: Bearer TOKEN'): {next(iter(tokens))}")
     try:
         asyncio.run(serve(config, tokens, host=args.host, port=args.port))
+    except StorageError as exc:
+        raise UserInputError(str(exc)) from None
     except OSError as exc:
         raise UserInputError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
     info("stopped")
     return 0
+
+
+def check_job_database(config: "ServiceConfig") -> None:
+    """Open the job database once (making it if absent) and check it, before anything is served.
+
+    A damaged file (``PRAGMA quick_check``) or an unwritable one ends the command with a message
+    naming it and saying what to do, and exit status 2: serving on it would accept jobs and lose them.
+    """
+    from ..uws import JobStore
+    from ..uws._storage import DATABASE_FILE
+
+    try:
+        JobStore(config.data_path / DATABASE_FILE).close()
+    except StorageError as exc:
+        raise UserInputError(str(exc)) from None
+    except OSError as exc:  # the data folder itself cannot be made
+        raise UserInputError(f"cannot use the data folder {config.data_path}: {exc.strerror or exc}") from None

@@ -10,19 +10,26 @@ A failure is one of four kinds, told apart by the exception's type, never by its
   ERROR with advice (UWS error type ``transient``: the same job may work later or smaller);
 * **internal**: anything else, a defect; ERROR with the exception named and the traceback as
   the error detail, and logged.
+
+Messages go to the job's owner, who knows nothing of the server's folders: an absolute path in
+one (a model file, a job's work folder, the descriptor a data-root file is read through) is
+shown as its last part (`without_server_paths`); the log keeps internal failures whole.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import traceback
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
+from pathlib import Path
 
 from ..errors import UserInputError
 from ..uws import ExecutionCallbacks, UWSError
 
-__all__ = ["FailureKind", "Failure", "JobCancelled", "classify_failure", "report_failure"]
+__all__ = ["FailureKind", "Failure", "JobCancelled", "classify_failure", "report_failure", "without_server_paths"]
 
 log = logging.getLogger(__name__)
 
@@ -52,17 +59,40 @@ class Failure:
         return "transient" if self.kind is FailureKind.TRANSIENT else "fatal"
 
 
+# An absolute POSIX path of at least two parts, not inside a URL ('//host/...') or a word ('Jy/beam').
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.~:/\\-])(/(?:[^\s/'\"()\[\],;:<>]+/)+[^\s/'\"()\[\],;:<>]*)")
+
+
+def without_server_paths(message: str, roots: Iterable[str | Path] = ()) -> str:
+    """`message` with every absolute path shown as the user may know it.
+
+    A path inside one of `roots` (the data roots) becomes its path under that root; any other
+    absolute path (the service's data folder, a job's folder, a model file, ``/proc/self/fd/7``)
+    becomes its last part. URLs and units such as ``Jy/beam`` are left alone.
+    """
+    resolved = [Path(root) for root in roots]
+
+    def shown(match: re.Match[str]) -> str:
+        path = Path(match.group(1))
+        for root in resolved:
+            if path != root and path.is_relative_to(root):
+                return path.relative_to(root).as_posix()
+        return path.name or match.group(1)
+
+    return _ABSOLUTE_PATH.sub(shown, message)
+
+
 def classify_failure(exc: BaseException) -> Failure:
-    """The failure an exception raised while running a job stands for."""
+    """The failure an exception raised while running a job stands for (its message free of server paths)."""
     if isinstance(exc, JobCancelled):
         return Failure(FailureKind.STOPPED, "the job was stopped")
     if isinstance(exc, (UserInputError, UWSError)):
-        return Failure(FailureKind.USAGE, str(exc))
+        return Failure(FailureKind.USAGE, without_server_paths(str(exc)))
     if isinstance(exc, MemoryError):
         return Failure(FailureKind.TRANSIENT, "the job ran out of memory; try a smaller region or image")
     detail = "".join(traceback.format_exception(exc))
-    return Failure(FailureKind.INTERNAL, f"internal error while running the job: {type(exc).__name__}: {exc}",
-                   detail)
+    return Failure(FailureKind.INTERNAL, "internal error while running the job: "
+                   f"{type(exc).__name__}: {without_server_paths(str(exc))}", detail)
 
 
 def report_failure(callbacks: ExecutionCallbacks, job_id: str, exc: BaseException) -> Failure:

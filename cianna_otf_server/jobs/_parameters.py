@@ -2,12 +2,16 @@
 
 Everything that can be checked without opening the image is checked here, so a typo gets a
 400 at once instead of a job that fails later; what needs the image (does the region overlap
-it?) is checked when the job runs and ends in ERROR with a clear summary.
+it?) is checked when the job runs and ends in ERROR with a clear summary. The command line
+checks its options with the same functions (`check_options`), so ``cianna-otf detect`` refuses
+what the service refuses, with the same sentence.
 """
 
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Iterable
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -17,7 +21,7 @@ from ..models import DEFAULT_MODEL
 from ..uws import InvalidRequestError, Job, JobParameter, ValidatedParameters
 from ._url_policy import UrlPolicy, UrlRefused
 from ._request import (REGION_KEYS, DetectionRequest, ImagePath, ImageSource, ImageUrl,
-                       UploadedImage)
+                       UploadedImage, is_image_url)
 
 PRECISIONS = ("fp32", "fp16", "bf16")
 #: Overrides of what the image header says (or fails to say): its brightness unit and restoring beam.
@@ -26,14 +30,18 @@ KNOWN = {"MODEL", "PRECISION", "IMAGE", "HDU", "THRESHOLD", "NMS", "MIN_SIZE", "
          *HEADER_OVERRIDES, "BUNIT"}
 
 
+def _bound(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
 def _number(name: str, value: str, low: float | None = None, high: float | None = None) -> float:
     try:
         number = float(value)
     except ValueError:
         raise InvalidRequestError(f"{name} must be a number, not {shown(value)!r}") from None
     if not math.isfinite(number) or (low is not None and number < low) or (high is not None and number > high):
-        bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
-        raise InvalidRequestError(f"{name} must be {bounds}, not {value}")
+        bounds = f"between {_bound(low)} and {_bound(high)}" if high is not None else f"at least {_bound(low)}"
+        raise InvalidRequestError(f"{name} must be {bounds}, not {shown(value)}")
     return number
 
 
@@ -41,9 +49,12 @@ def _numbers(name: str, text: str, count: int | None = None, minimum: int | None
     values = []
     for token in text.replace(",", " ").split():
         try:
-            values.append(float(token))
+            number = float(token)
         except ValueError:
-            raise InvalidRequestError(f"{name}: {token!r} is not a number") from None
+            number = math.nan
+        if math.isnan(number):
+            raise InvalidRequestError(f"{name}: {shown(token, 40)!r} is not a number") from None
+        values.append(number)
     if count is not None and len(values) != count:
         raise InvalidRequestError(f"{name} takes {count} numbers, got {len(values)}")
     if minimum is not None and len(values) < minimum:
@@ -56,13 +67,15 @@ def check_region_syntax(key: str, value: str) -> str:
     text = value.strip()
     if key == "CIRCLE":
         ra, dec, radius = _numbers("CIRCLE", text, 3)
-        if not (-90 <= dec <= 90) or radius <= 0 or radius > 180:
+        if not math.isfinite(ra) or not (-90 <= dec <= 90) or not 0 < radius <= 180:
             raise InvalidRequestError("CIRCLE takes 'ra dec radius' in degrees with -90 <= dec <= 90 and radius > 0")
         return f"CIRCLE {text}"
     if key == "POLYGON":
         values = _numbers("POLYGON", text, minimum=6)
         if len(values) % 2:
             raise InvalidRequestError("POLYGON takes pairs 'ra dec' of at least 3 vertices")
+        if not all(math.isfinite(v) for v in values) or not all(-90 <= dec <= 90 for dec in values[1::2]):
+            raise InvalidRequestError("POLYGON takes pairs 'ra dec' in degrees with -90 <= dec <= 90")
         return f"POLYGON {text}"
     if key == "POS":
         words = text.split(None, 1)
@@ -81,10 +94,83 @@ def check_region_syntax(key: str, value: str) -> str:
         raise InvalidRequestError("POS must start with CIRCLE, POLYGON or RANGE")
     if key == "PIXELS":
         x1, x2, y1, y2 = _numbers("PIXELS", text, 4)
-        if x2 < x1 or y2 < y1 or min(x1, y1) < 1:
-            raise InvalidRequestError("PIXELS takes 'x1 x2 y1 y2' (FITS 1-based, inclusive) with x1 <= x2 and y1 <= y2")
+        whole = all(not math.isfinite(v) or v == math.floor(v) for v in (x1, x2, y1, y2))
+        # FITS pixels start at 1; -Inf and +Inf stand for the image's first and last pixel
+        firsts_ok = all(v == -math.inf or (math.isfinite(v) and v >= 1) for v in (x1, y1))
+        lasts_ok = all(v == math.inf or (math.isfinite(v) and v >= 1) for v in (x2, y2))
+        if not (whole and firsts_ok and lasts_ok) or x2 < x1 or y2 < y1:
+            raise InvalidRequestError("PIXELS takes 'x1 x2 y1 y2', whole FITS pixel numbers (1-based, inclusive; "
+                                      "-Inf and +Inf for the image's edges) with 1 <= x1 <= x2 and 1 <= y1 <= y2")
         return text
     raise InvalidRequestError(f"unknown region parameter {key}")
+
+
+def check_regions(keys: Iterable[str]) -> None:
+    """Refuse more than one region of interest: a sky shape or a pixel range, not both.
+
+    In SODA several regions mean several cutouts, not the intersection of the shapes, so a
+    request that gives two could mean either; it is refused rather than guessed.
+    """
+    regions = sorted((key for key in keys if key in REGION_KEYS), key=REGION_KEYS.index)
+    if len(regions) > 1:
+        raise InvalidRequestError(
+            f"give one region of interest, not {' and '.join(regions)}: a sky shape (CIRCLE, POLYGON or "
+            "POS=RANGE) or a pixel range (PIXELS)")
+
+
+def region_parameter(text: str) -> tuple[str, str]:
+    """SODA region text (``CIRCLE ra dec r``, ``POS=RANGE ...``, ``PIXELS=x1 x2 y1 y2``...) as (parameter, value)."""
+    match = re.match(r"^\s*(?:POS\s*=\s*)?(CIRCLE|POLYGON|RANGE|PIXELS)\b\s*=?\s*(.*)$", text or "",
+                     re.IGNORECASE | re.DOTALL)
+    if match is None:
+        raise InvalidRequestError(
+            f"cannot read the region {shown(text or '', 40)!r}: expected CIRCLE ra dec radius, POLYGON ra1 dec1 ..., "
+            "POS=RANGE ra1 ra2 dec1 dec2 (ICRS degrees) or PIXELS=x1 x2 y1 y2")
+    shape, value = match.group(1).upper(), match.group(2).strip()
+    if shape == "RANGE":
+        return "POS", f"RANGE {value}"
+    return shape, value
+
+
+def check_value(key: str, value: str) -> str:
+    """Check one detection parameter that needs neither the model registry nor the data roots.
+
+    Returns the value as stored (e.g. PRECISION in lower case); raises `InvalidRequestError` with
+    the sentence the service answers with (HTTP 400) and the command line prints (exit code 2).
+    """
+    if key == "PRECISION":
+        value = value.lower()
+        if value not in PRECISIONS:
+            raise InvalidRequestError(f"PRECISION must be one of {', '.join(PRECISIONS)}, not {shown(value)!r}")
+    elif key == "HDU":
+        check_hdu(value)
+    elif key in ("THRESHOLD", "NMS"):
+        _number(key, value, 0.0, 1e6 if key == "THRESHOLD" else 1.0)
+    elif key == "MIN_SIZE":
+        _number(key, value, 0.0)
+    elif key == "RESPONSEFORMAT":
+        if format_for_media_type(value) is None:
+            raise InvalidRequestError(
+                f"RESPONSEFORMAT must be one of {', '.join(FORMAT_NAMES)} (or their MIME types), not {shown(value)!r}")
+    elif key in REGION_KEYS:
+        check_region_syntax(key, value)
+    elif key == "UNIT":
+        check_unit(value)
+    elif key == "BEAM":
+        check_beam(value)
+    return value
+
+
+def check_options(options: Iterable[tuple[str, str | None]]) -> dict[str, str]:
+    """Check detection settings given outside a job (the command line's options) as job parameters are.
+
+    `options` are (parameter name, text) pairs, None for an option not given. Returns the checked
+    values by name; raises `InvalidRequestError` as `DetectionParameterPolicy.validate` would.
+    """
+    given = [(key.upper(), str(value).strip()) for key, value in options if value is not None]
+    checked = {key: check_value(key, value) for key, value in given}
+    check_regions(key for key, _ in given)
+    return checked
 
 
 def shown(value: str, limit: int = 80) -> str:
@@ -131,32 +217,12 @@ class DetectionParameterPolicy:
                     value = self.registry.get(value).name
                 except UnknownModelError as exc:
                     raise InvalidRequestError(str(exc).replace(value, shown(value, 40))) from None
-            elif key == "PRECISION":
-                value = value.lower()
-                if value not in PRECISIONS:
-                    raise InvalidRequestError(f"PRECISION must be one of {', '.join(PRECISIONS)}, not {parameter.value!r}")
             elif key == "IMAGE" and not parameter.by_reference:
                 value = self.check_image_reference(value)
-            elif key == "HDU":
-                check_hdu(value)
-            elif key in ("THRESHOLD", "NMS"):
-                _number(key, value, 0.0, 1e6 if key == "THRESHOLD" else 1.0)
-            elif key == "MIN_SIZE":
-                _number(key, value, 0.0)
-            elif key == "RESPONSEFORMAT":
-                if format_for_media_type(value) is None:
-                    raise InvalidRequestError(
-                        f"RESPONSEFORMAT must be one of {', '.join(FORMAT_NAMES)} (or their MIME types), not {shown(value)!r}")
-            elif key in REGION_KEYS:
-                check_region_syntax(key, value)
-            elif key == "UNIT":
-                check_unit(value)
-            elif key == "BEAM":
-                check_beam(value)
+            elif key != "IMAGE":
+                value = check_value(key, value)
             out[key] = JobParameter(key, value, parameter.by_reference, parameter.is_post)
-        regions = [k for k in REGION_KEYS if k in out]
-        if len(regions) > 1:
-            raise InvalidRequestError(f"give one region of interest, not {' and '.join(regions)}")
+        check_regions(k for k in REGION_KEYS if k in out)
         if "MODEL" not in out:
             out["MODEL"] = JobParameter("MODEL", self.registry.get(self.default_model).name)
         canonical = list(out.values())
@@ -169,11 +235,18 @@ class DetectionParameterPolicy:
             raise InvalidRequestError("IMAGE is empty; upload a FITS file or give an http(s) URL or a path")
         if "\x00" in value:
             raise InvalidRequestError("IMAGE must not contain NUL characters")
+        if is_image_url(value):  # HTTP://, Https://: a URL whatever the case of its scheme
+            value = value[:value.index(":")].lower() + value[value.index(":"):]
+            try:
+                self.url_policy.check_url(value)
+            except UrlRefused as exc:
+                raise InvalidRequestError(f"IMAGE URL: {exc}") from None
+            return value
         try:
             parsed = urlparse(value)
         except ValueError as exc:  # e.g. an unbalanced '[' in the host
             raise InvalidRequestError(f"IMAGE {shown(value)!r} is not a valid URL: {exc}") from None
-        if parsed.scheme in ("http", "https"):
+        if parsed.scheme in ("http", "https"):  # 'http:x' without '//': the policy says why it is no URL to fetch
             try:
                 self.url_policy.check_url(value)
             except UrlRefused as exc:
@@ -240,7 +313,7 @@ def request_from_parameters(parameters: list[JobParameter]) -> DetectionRequest 
     image: ImageSource
     if image_parameter.by_reference:
         image = UploadedImage(image_parameter.name.upper())
-    elif image_parameter.value.lower().startswith(("http://", "https://")):
+    elif is_image_url(image_parameter.value):
         image = ImageUrl(image_parameter.value)
     else:
         image = ImagePath(image_parameter.value)

@@ -19,13 +19,14 @@ from typing import Callable
 from astropy.table import Table
 
 from ..errors import ImageError
+from ..hashing import file_sha256
 from ..models import ModelCard, ModelRegistry
 from ..pipeline import PixelBox, SkyImage, YoloDetection, detect, open_image, parse_region, resolve_precision
 from ..uws import Job, JobFiles, utc_now
-from ._fetch import ImageFetcher, image_sha256
+from ._fetch import ImageFetcher
 from ._url_policy import UrlPolicy
 from ._parameters import DetectionRequest, request_from_job
-from ._request import ImagePath
+from ._request import ImagePath, UploadedImage
 
 __all__ = ["RunnerLimits", "PreparedJob", "JobPreparer"]
 
@@ -111,18 +112,18 @@ class JobPreparer:
         if card.is_network:
             self.registry.verify(card.name)
         work = self.files.work_dir(job.job_id)
+        name = self.image_name(request)
         if isinstance(request.image, ImagePath):  # opened once, here, and read through what was opened
             fd, path = self.fetcher.open_data_file(request.image.path)
             try:
-                image_sha = image_sha256(path)
-                image = open_image(path, hdu=request.hdu, unit=request.unit, beam=request.beam,
-                                   name=Path(request.image.path).name)
+                image_sha = _checksum(path, name)
+                image = open_image(path, hdu=request.hdu, unit=request.unit, beam=request.beam, name=name)
             finally:
                 os.close(fd)
         else:
             path = self.fetcher.local_file(job.job_id, request.image, work, cancelled)
-            image_sha = image_sha256(path)
-            image = open_image(path, hdu=request.hdu, unit=request.unit, beam=request.beam)
+            image_sha = _checksum(path, name)
+            image = open_image(path, hdu=request.hdu, unit=request.unit, beam=request.beam, name=name)
         try:
             pixels = int(image.shape[0]) * int(image.shape[1])
             if pixels > self.limits.max_image_pixels:
@@ -141,5 +142,31 @@ class JobPreparer:
         return PreparedJob(job=job, request=request, card=card, image=image, image_sha=image_sha, box=box,
                            precision=precision, device=self.device, started=job.start_time or started_at,
                            work=work, detection=detection, time=time.time())
+
+    def image_name(self, request: DetectionRequest) -> str:
+        """The job's image as its owner knows it, for messages: never a path of the server's own folders.
+
+        A data-root file is named by its path under its data root (``surveys/field1.fits``), an
+        upload as the uploaded parameter, a URL by the file name at its end; the job's folder and
+        the descriptor the file is read through stay out of what the user reads.
+        """
+        image = request.image
+        if isinstance(image, ImagePath):
+            path = Path(image.path)
+            for root in self.fetcher.data_roots:
+                if path.is_relative_to(root):
+                    return path.relative_to(root).as_posix()
+            return path.name
+        if isinstance(image, UploadedImage):
+            return f"the uploaded {image.parameter}"
+        return image.name
+
+
+def _checksum(path: Path, name: str) -> str:
+    """The image file's sha256 (provenance); an unreadable file is named as the user knows it."""
+    try:
+        return file_sha256(path)
+    except OSError as exc:
+        raise ImageError(f"the image {name} cannot be read ({exc.strerror or type(exc).__name__})") from None
 
 

@@ -8,14 +8,28 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Union
 
 
-__all__ = ["UploadedImage", "ImageUrl", "ImagePath", "ImageSource", "DetectionRequest", "REGION_KEYS"]
+__all__ = ["UploadedImage", "ImageUrl", "ImagePath", "ImageSource", "DetectionRequest", "REGION_KEYS",
+           "is_image_url"]
 
 REGION_KEYS = ("CIRCLE", "POLYGON", "POS", "PIXELS")
+
+_URL = re.compile(r"\s*https?://", re.IGNORECASE)
+
+
+def is_image_url(reference: str) -> bool:
+    """Whether an IMAGE reference is an http(s) URL, whatever the case of its scheme.
+
+    URL schemes are case-insensitive (RFC 3986): ``HTTP://`` and ``Https://`` are URLs, fetched
+    under the service's URL policy, never paths to look for under a data root. Every place that
+    tells a URL from a path asks this function.
+    """
+    return bool(_URL.match(reference or ""))
 
 
 @dataclass(frozen=True)

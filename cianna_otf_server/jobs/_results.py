@@ -1,7 +1,9 @@
 """A finished detection's result files: the catalogue in its formats, the regions, the provenance.
 
 Everything is written into the job's work folder, then published together, so a crash or an
-abort never leaves a half-written result visible.
+abort never leaves a half-written result visible. A disk that fills up (or turns read-only)
+while they are written ends the job in ERROR with a message saying so, not with the bare
+``OSError`` of whichever file happened to be the last straw.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 from astropy.table import Table
 
 from ..catalogue import CATALOGUE_FORMATS, write_catalogue
-from ..uws import JobFiles, JobResult
+from ..uws import JobFiles, JobResult, file_error
 from ._prepare import PreparedJob
 
 __all__ = ["JobOutcome", "ResultWriter"]
@@ -41,8 +43,19 @@ class ResultWriter:
         """Write the catalogue in its formats and the provenance, then publish them together.
 
         The catalogue's warnings (unknown unit, no beam, an image outside the model's domain)
-        travel with the outcome to the job's jobInfo.
+        travel with the outcome to the job's jobInfo. A full disk raises `StorageFullError`
+        (a read-only one `StorageUnavailableError`), whose message the job's error summary shows.
         """
+        try:
+            return self._write(prepared, table)
+        except OSError as exc:
+            error = file_error(exc, "write the job's results")
+            if error is None:
+                raise
+            log.error("job %s: could not write its results in %s: %s", prepared.job.job_id, prepared.work, exc)
+            raise error from exc
+
+    def _write(self, prepared: PreparedJob, table: Table) -> JobOutcome:
         from ..provenance import ProvenanceRecord, write_provenance
 
         job, request, card, work = prepared.job, prepared.request, prepared.card, prepared.work

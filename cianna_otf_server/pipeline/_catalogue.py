@@ -155,9 +155,13 @@ def make_catalogue(
     masked : iterable of str
         Columns whose values cannot be trusted for this image (unknown unit, no beam): they
         are written empty (masked; null in a VOTable), never as a plausible-looking number.
+        An image whose header WCS is broken (``image.wcs_problem``, reported in its warnings)
+        has its ``ra``, ``dec`` and ``pa`` (a pixel-frame angle, without a sky) masked too.
     """
     n = len(x)
     masked = set(masked)
+    if getattr(image, "wcs_problem", None):
+        masked |= {"ra", "dec", "pa"}
     order = np.argsort(-np.asarray(score, dtype=np.float64), kind="stable")
     x, y = np.asarray(x, float)[order], np.asarray(y, float)[order]
     ra, dec = _sky(image, x, y)

@@ -7,6 +7,10 @@ extension, celestial WCS mixed with spectral axes) into one simple `SkyImage`, a
 an astronomer would: the brightness unit (`parse_brightness_unit`), the restoring beam from
 whichever header style holds it (`read_beam`), or an estimate of it from the pixels
 (`estimate_beam`), with a plain-language warning for everything it could not know.
+
+Integer images stored with BSCALE/BZERO/BLANK (AIPS, NOD2 and other single-dish exports, unsigned
+16-bit cameras) stay memory-mapped too: their raw integers are scaled window by window
+(`ScaledPixels`), to the numbers astropy's own scaled read gives, with BLANK pixels as NaN.
 """
 
 from __future__ import annotations
@@ -26,9 +30,13 @@ from ..errors import ImageError, UserInputError
 from ._beam import KEYWORDS, Beam, estimate_beam, parse_beam, read_beam
 from ._units import PER_BEAM, PER_PIXEL, BrightnessUnit, parse_brightness_unit
 
-__all__ = ["SkyImage", "open_image"]
+__all__ = ["SkyImage", "ScaledPixels", "open_image", "MIN_IMAGE_SIDE"]
 
 log = logging.getLogger(__name__)
+
+#: Smallest image side searched: a restoring beam spans 2.5-5 pixels in survey images, and a
+#: source needs its beam and some background around it to be told from the noise.
+MIN_IMAGE_SIDE = 8
 
 
 @dataclass
@@ -63,6 +71,10 @@ class SkyImage:
     plane : tuple of int
         0-based index taken along each axis beyond the second (FITS order: NAXIS3, NAXIS4, ...),
         e.g. ``(0, 0)`` for a (RA, DEC, FREQ, STOKES) image; () for a plain 2-D image.
+    wcs_problem : str or None
+        Why the header's celestial WCS cannot be used (bad CTYPE, zero CDELT, a singular CD
+        matrix, a latitude beyond 90 degrees...), when the header has one; ``wcs`` is then None,
+        the image is searched in pixel coordinates and sky columns are left empty.
     """
 
     data: Any
@@ -75,6 +87,7 @@ class SkyImage:
     brightness: BrightnessUnit | None = None
     warnings: list[str] = field(default_factory=list)
     plane: tuple[int, ...] = ()
+    wcs_problem: str | None = None
     _hdul: fits.HDUList | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -226,40 +239,54 @@ def open_image(source: str | Path | fits.HDUList, hdu: int | str | None = None, 
         name = name or Path(path).name  # a file read through a descriptor is named as the user knows it
         hdul = _open_file(path, name)
 
-    index = _choose_hdu(hdul, hdu, name)
-    chosen = hdul[index]
-    header = chosen.header
     try:
-        data = chosen.section if isinstance(chosen, fits.CompImageHDU) else chosen.data
-    except ValueError as exc:
-        if "memory-mapped" not in str(exc) or path is None:
-            raise ImageError(f"{name}: the image data of HDU {index} cannot be read ({exc}).") from exc
-        # integers with BSCALE/BZERO/BLANK (AIPS, NOD2 and other single-dish exports): astropy
-        # scales them only when it reads them whole, so such an image is read into memory
-        hdul.close()
-        hdul = fits.open(path, memmap=False, mode="readonly")
+        index = _choose_hdu(hdul, hdu, name)
         chosen = hdul[index]
+        scaling = _scaling(chosen) if path is not None else None
+        if scaling is not None:
+            # astropy applies BSCALE/BZERO/BLANK only by reading the whole image into memory: read the
+            # raw integers through the memory map instead, and scale each window as it is read
+            hdul.close()
+            hdul = _open_file(path, name, raw=True)
+            chosen = hdul[index]
         header = chosen.header
-        data = chosen.data
-    except Exception as exc:  # truncated or corrupt data segment
-        raise ImageError(f"{name}: the image data of HDU {index} cannot be read ({exc}).") from exc
-    if data is None:
-        raise ImageError(f"{name}: HDU {index} holds no image data.")
-    data, plane = _drop_degenerate_axes(data, name, index)
-    brightness = brightness or parse_brightness_unit(header.get("BUNIT"))
+        try:
+            data = chosen.section if isinstance(chosen, fits.CompImageHDU) else chosen.data
+        except Exception as exc:  # truncated or corrupt data segment
+            raise ImageError(f"{name}: the image data of HDU {index} cannot be read ({_reason(exc, path, name)}).") from exc
+        if data is None:
+            raise ImageError(f"{name}: HDU {index} holds no image data.")
+        data, plane = _drop_degenerate_axes(data, name, index)
+        if scaling is not None:
+            data = ScaledPixels(data, *scaling)
+        ny, nx = int(data.shape[0]), int(data.shape[1])
+        if min(nx, ny) < MIN_IMAGE_SIDE:
+            raise ImageError(f"{name}: the image is {nx} x {ny} pixels; detection needs at least "
+                             f"{MIN_IMAGE_SIDE} x {MIN_IMAGE_SIDE}.")
+        brightness = brightness or parse_brightness_unit(header.get("BUNIT"))
+        wcs, wcs_problem = _celestial_wcs(header, name, (nx, ny))
 
-    image = SkyImage(
-        data=data,
-        wcs=_celestial_wcs(header, name),
-        beam=None,
-        header=header,
-        path=path,
-        hdu=index,
-        hdu_name=str(header.get("EXTNAME", "")).strip(),
-        brightness=brightness,
-        plane=plane,
-        _hdul=hdul,
-    )
+        image = SkyImage(
+            data=data,
+            wcs=wcs,
+            beam=None,
+            header=header,
+            path=path,
+            hdu=index,
+            hdu_name=str(header.get("EXTNAME", "")).strip(),
+            brightness=brightness,
+            plane=plane,
+            wcs_problem=wcs_problem,
+            _hdul=hdul,
+        )
+    except BaseException:
+        if path is not None:  # an HDUList given by the caller stays the caller's
+            hdul.close()
+        raise
+    if wcs_problem:
+        image.warnings.append(
+            f"The header's celestial WCS cannot be used ({wcs_problem}): the image is searched in pixel "
+            "coordinates, so ra, dec and pa are left empty and only PIXELS regions can be used.")
     if not brightness.known:
         image.warnings.append(f"{_sentence(brightness.problem)}; pixel values are used as they are, "
                               "as if they were Jy/beam.")
@@ -331,8 +358,11 @@ def _channel_and_pol(header: fits.Header, plane: tuple[int, ...]) -> tuple[int, 
     return (channel or 0, pol or 0)
 
 
-def _open_file(path: str, name: str) -> fits.HDUList:
-    """Open with memmap; turn every failure into one sentence naming the file."""
+def _open_file(path: str, name: str, raw: bool = False) -> fits.HDUList:
+    """Open with memmap; turn every failure into one sentence naming the file.
+
+    With `raw`, integer pixels are left unscaled (BSCALE/BZERO/BLANK are applied by `ScaledPixels`).
+    """
     file = Path(path)
     if not file.exists():
         raise ImageError(f"{name}: no such file.")
@@ -341,11 +371,11 @@ def _open_file(path: str, name: str) -> fits.HDUList:
     if file.stat().st_size == 0:
         raise ImageError(f"{name}: the file is empty.")
     try:
-        hdul = fits.open(path, memmap=True, mode="readonly", lazy_load_hdus=False)
+        hdul = fits.open(path, memmap=True, mode="readonly", lazy_load_hdus=False, do_not_scale_image_data=raw)
     except OSError as exc:
-        raise ImageError(f"{name}: not a readable FITS file ({exc}).") from exc
+        raise ImageError(f"{name}: not a readable FITS file ({_reason(exc, path, name)}).") from exc
     except Exception as exc:  # astropy raises various errors on garbage
-        raise ImageError(f"{name}: not a readable FITS file ({type(exc).__name__}: {exc}).") from exc
+        raise ImageError(f"{name}: not a readable FITS file ({type(exc).__name__}: {_reason(exc, path, name)}).") from exc
     if len(hdul) == 0:
         raise ImageError(f"{name}: the FITS file has no HDU.")
     return hdul
@@ -397,22 +427,192 @@ def _drop_degenerate_axes(data: Any, name: str, index: int) -> tuple[Any, tuple[
         )
     if extra:
         data = data[(0,) * len(extra)]
-    if min(shape[-2:]) < 2:
-        raise ImageError(f"{name}: HDU {index} is not a 2-D image (shape {shape}).")
     return data, (0,) * len(extra)
 
 
-def _celestial_wcs(header: fits.Header, name: str) -> WCS | None:
+def _celestial_wcs(header: fits.Header, name: str, size: tuple[int, int]) -> tuple[WCS | None, str | None]:
+    """The celestial WCS of the header, or None and, when the header claims one, why it cannot be used.
+
+    A header without sky axes (a pixel-only image) has no WCS and nothing to say. A header whose
+    CTYPEs name sky coordinates but whose WCS does not work (an unknown projection, a zero CDELT,
+    a singular CD matrix, a latitude beyond 90 degrees) would otherwise give NaN or nonsense
+    positions: the image is searched in pixel coordinates instead, and the reason is reported.
+    """
     import warnings
 
+    axes = _sky_axes(header)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FITSFixedWarning)
             full = WCS(header)
             celestial = full.celestial
     except Exception as exc:  # a broken WCS is not fatal: pixel regions still work
-        log.warning("%s: the WCS cannot be parsed (%s); sky coordinates will be missing.", name, exc)
-        return None
+        log.info("%s: the WCS cannot be parsed (%s); sky coordinates will be missing.", name, exc)
+        if not axes:
+            return None, None
+        return None, _header_wcs_problem(header, axes) or _wcslib_reason(exc)
     if celestial.naxis != 2 or not celestial.has_celestial:
+        if not axes:
+            return None, None
+        named = " and ".join(f"CTYPE{i} = {str(header.get(f'CTYPE{i}', '')).strip()!r}" for i in axes)
+        return None, f"{named} do not make a pair of sky axes" if len(axes) > 1 else f"{named} has no partner axis"
+    from ._orientation import wcs_problem
+
+    problem = wcs_problem(celestial, *size)
+    if problem is not None:
+        log.info("%s: the celestial WCS cannot be used (%s); sky coordinates will be missing.", name, problem)
+        return None, _header_wcs_problem(header, axes) or problem
+    return celestial, None
+
+
+def _sky_axes(header: fits.Header) -> list[int]:
+    """FITS numbers of the axes whose CTYPE names a sky coordinate (RA, DEC, GLON, GLAT, xLON, xyLT, ...)."""
+    count = int(header.get("WCSAXES", header.get("NAXIS", 0)) or 0)
+    axes = []
+    for number in range(1, count + 1):
+        coordinate = str(header.get(f"CTYPE{number}", "")).strip().upper().split("-", 1)[0]
+        if (coordinate in ("RA", "DEC") or (len(coordinate) == 4 and coordinate[1:] in ("LON", "LAT"))
+                or (len(coordinate) == 4 and coordinate[2:] in ("LN", "LT"))):
+            axes.append(number)
+    return axes
+
+
+def _is_latitude(header: fits.Header, number: int) -> bool:
+    coordinate = str(header.get(f"CTYPE{number}", "")).strip().upper().split("-", 1)[0]
+    return coordinate == "DEC" or coordinate.endswith(("LAT", "LT"))
+
+
+def _header_wcs_problem(header: fits.Header, axes: list[int]) -> str | None:
+    """The header value that breaks the sky axes, in the header's own words, when one is plainly wrong."""
+    def number(key: str) -> float | None:
+        value = header.get(key)
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+    cd = {(i, j): number(f"CD{i}_{j}") for i in axes for j in axes}
+    has_cd = any(value is not None for value in cd.values())
+    for axis in axes:
+        if not has_cd and number(f"CDELT{axis}") == 0:
+            return f"CDELT{axis} is 0"
+        crval = number(f"CRVAL{axis}")
+        if _is_latitude(header, axis) and crval is not None and abs(crval) > 90:
+            return f"CRVAL{axis} = {crval:g} is a latitude beyond +/-90 degrees"
+    if has_cd and len(axes) == 2:
+        (a, b) = axes
+        matrix = np.array([[cd[(a, a)] or 0.0, cd[(a, b)] or 0.0], [cd[(b, a)] or 0.0, cd[(b, b)] or 0.0]])
+        scale = float(np.max(np.abs(matrix)))
+        if scale == 0 or abs(float(np.linalg.det(matrix))) <= 1e-12 * scale * scale:
+            return f"the CD matrix (CD{a}_{a}, CD{a}_{b}, CD{b}_{a}, CD{b}_{b}) is singular"
+    return None
+
+
+def _wcslib_reason(exc: Exception) -> str:
+    """WCSLIB's sentence without its source-file location ('ERROR 4 in wcs_types() at line ...')."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    lines = [line for line in lines if not (line.startswith("ERROR ") and " at line " in line)] or lines
+    text = (lines[0] if lines else type(exc).__name__).rstrip(".")
+    return text[:1].lower() + text[1:]
+
+
+def _reason(exc: BaseException, path: str | None, name: str) -> str:
+    """An exception's text with the file's path shown as the name the user knows."""
+    text = str(exc) or type(exc).__name__
+    if path:
+        text = text.replace(str(Path(path).resolve()), name).replace(str(path), name)
+    return text
+
+
+def _scaling(hdu: Any) -> tuple[int, Any, Any, int | None] | None:
+    """``(BITPIX, BSCALE, BZERO, BLANK)`` of an uncompressed image HDU whose pixels are scaled; None otherwise."""
+    if isinstance(hdu, fits.CompImageHDU) or not isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU)):
         return None
-    return celestial
+    header = hdu.header
+    bitpix = header.get("BITPIX")
+    bscale, bzero = header.get("BSCALE", 1), header.get("BZERO", 0)
+    blank = header.get("BLANK")
+    if not isinstance(bitpix, int) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                              for v in (bscale, bzero)):
+        return None  # let astropy judge a malformed header
+    if bitpix < 0 or not isinstance(blank, int) or isinstance(blank, bool):
+        blank = None  # BLANK is for integer pixels only
+    if bscale == 1 and bzero == 0 and blank is None:
+        return None
+    return bitpix, bscale, bzero, blank
+
+
+class ScaledPixels:
+    """Pixels stored as scaled integers, read window by window: ``raw * BSCALE + BZERO``, BLANK as NaN.
+
+    astropy applies BSCALE/BZERO/BLANK only by reading a whole image into memory (a 32768 x 32768
+    16-bit image would take 4 GB as float32). This keeps the raw integers memory-mapped and
+    scales only what is sliced, with astropy's own arithmetic and result types (float32 for
+    8- and 16-bit integers, float64 for 32- and 64-bit ones and for floating-point pixels,
+    unsigned integers for BZERO = 2**(BITPIX-1), int8 for BITPIX 8 with BZERO = -128), so that
+    every window holds the numbers of astropy's ``hdu.data``. BLANK pixels are NaN (in every
+    case: astropy leaves them as integers in unsigned images).
+
+    Sliced like a numpy array (``pixels[y0:y1, x0:x1]``, steps included); ``np.asarray(pixels)``
+    reads it whole.
+    """
+
+    def __init__(self, raw: Any, bitpix: int, bscale: Any, bzero: Any, blank: int | None) -> None:
+        self.raw = raw
+        self.base = raw  # what `SkyImage.is_memory_mapped` follows down to the memory map
+        self.bitpix, self.bscale, self.bzero, self.blank = int(bitpix), bscale, bzero, blank
+        self._target = _scaled_dtype(self.bitpix, bscale, bzero)
+        dtype = self._target if self._target is not None else np.dtype(raw.dtype)
+        if blank is not None and dtype.kind != "f":
+            dtype = np.dtype(np.float32 if abs(self.bitpix) <= 16 else np.float64)
+        self.dtype = dtype
+        self.shape = tuple(int(n) for n in raw.shape)
+        self.ndim = len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        out = self._scale(np.asarray(self.raw[key]))
+        return out[()] if out.ndim == 0 else out
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = self[...]
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+    def _scale(self, raw: np.ndarray) -> np.ndarray:
+        target = self._target
+        if target is not None and target.kind == "u":  # the unsigned convention: wrap, as astropy does
+            data = np.array(raw, dtype=target)
+            data -= target.type(1 << (8 * target.itemsize - 1))
+        elif target is not None and target.kind == "i":  # BITPIX 8 with BZERO = -128: signed bytes
+            data = np.array(raw, dtype=target)
+            data += target.type(int(self.bzero))
+        else:
+            data = np.array(raw, dtype=target) if target is not None else np.array(raw)
+            if self.bscale != 1:
+                np.multiply(data, self.bscale, data)
+            if self.bzero != 0:
+                data += self.bzero
+        if self.blank is not None:
+            blanks = raw == self.blank
+            data = data.astype(self.dtype, copy=False)
+            if blanks.any():
+                data[blanks] = np.nan
+        return data
+
+
+def _scaled_dtype(bitpix: int, bscale: Any, bzero: Any) -> np.dtype | None:
+    """The type astropy gives scaled pixels (``ImageHDU._dtype_for_bitpix``); None: the raw floating-point type."""
+    if bscale == 1:
+        if bitpix == 8 and bzero == -128:
+            return np.dtype(np.int8)
+        for bits, dtype in ((16, np.uint16), (32, np.uint32), (64, np.uint64)):
+            if bitpix == bits and bzero == 1 << (bits - 1):
+                return np.dtype(dtype)
+    if bitpix > 16:
+        return np.dtype(np.float64)
+    if bitpix > 0:
+        return np.dtype(np.float32)
+    return None

@@ -20,6 +20,9 @@ Conventions
 
 from __future__ import annotations
 
+import math
+import warnings
+
 import numpy as np
 from astropy import units as u
 from astropy.wcs import WCS
@@ -33,6 +36,7 @@ __all__ = [
     "pixel_to_sky_matrix",
     "sky_position_angle",
     "sky_to_pixel_matrix",
+    "wcs_problem",
 ]
 
 
@@ -150,6 +154,37 @@ def pixel_scales_arcsec(wcs: WCS) -> tuple[float, float]:
     """Pixel sides along x and y, arcsec, in the projection plane at the reference point."""
     scales = proj_plane_pixel_scales(_celestial(wcs)) * 3600.0
     return (float(scales[0]), float(scales[1]))
+
+
+def wcs_problem(wcs: WCS, nx: int, ny: int) -> str | None:
+    """Why a celestial WCS cannot place an ``nx`` x ``ny`` image on the sky; None when it can.
+
+    WCSLIB accepts some headers whose numbers make no sky: a CD matrix of rank one gives every
+    pixel a position, but no pixel back from a position, so positions, position angles and sky
+    regions would all come out as NaN or as plausible-looking nonsense. The WCS is usable when
+    its pixel-to-sky matrix is regular and a pixel at the image centre (or, for an image far
+    from its reference point, at the reference pixel) goes to a sky position and back to itself.
+    """
+    try:
+        matrix = np.asarray(wcs.pixel_scale_matrix, dtype=np.float64)
+    except Exception as exc:  # noqa: BLE001 - WCSLIB refuses in many ways
+        return f"its pixel-to-sky matrix cannot be formed ({exc})"
+    scale = float(np.max(np.abs(matrix))) if matrix.size and np.isfinite(matrix).all() else math.nan
+    if not math.isfinite(scale) or scale == 0 or abs(float(np.linalg.det(matrix))) <= 1e-12 * scale * scale:
+        return "its pixel-to-sky matrix (CDELT with PC, or CD) is singular"
+    lat = int(wcs.wcs.lat)
+    for x, y in (((nx - 1) / 2.0, (ny - 1) / 2.0), tuple(float(v) - 1.0 for v in wcs.wcs.crpix[:2])):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                world = np.asarray(wcs.all_pix2world([[x, y]], 0), dtype=np.float64)[0]
+                back = np.asarray(wcs.all_world2pix([world], 0), dtype=np.float64)[0]
+        except Exception:  # noqa: BLE001 - no solution here: try the other point
+            continue
+        if (np.isfinite(world).all() and np.isfinite(back).all() and abs(world[lat]) <= 90.0
+                and math.hypot(back[0] - x, back[1] - y) < 0.01):
+            return None
+    return "it gives no sky position at the image centre"
 
 
 def _celestial(wcs: WCS) -> WCS:

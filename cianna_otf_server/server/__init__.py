@@ -18,6 +18,7 @@ __all__ = [
     "default_tokens",
     "make_app",
     "make_handlers",
+    "make_server",
     "read_tokens_file",
     "serve",
     "settings_table",
@@ -30,6 +31,7 @@ _LAZY = {
     "TokenAuthenticator": "._standalone",
     "default_tokens": "._standalone",
     "make_app": "._standalone",
+    "make_server": "._standalone",
     "read_tokens_file": "._standalone",
     "serve": "._standalone",
 }

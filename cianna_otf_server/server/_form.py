@@ -4,7 +4,9 @@ A 4 GB survey image posted as multipart form data is written chunk by chunk into
 service's scratch folder (`python_multipart`'s streaming parser); the handler sees the form
 fields as usual and each uploaded file as an `Upload` with its path and size, which the job
 store then moves into the job's folder. URL-encoded forms, which hold no file, are kept in
-memory up to `MAX_FIELDS_BYTES` and decoded at the end.
+memory up to `MAX_FIELDS_BYTES` and decoded at the end. Any other body (XML, JSON, text...)
+carries parameters the service cannot read: it is refused (415) rather than taken for an empty
+form, which would make a job without any of the parameters meant for it.
 """
 
 from __future__ import annotations
@@ -17,14 +19,22 @@ from urllib.parse import parse_qsl
 from python_multipart import FormParser
 from python_multipart.exceptions import FormParserError
 
-from ..uws import InvalidRequestError, PayloadTooLargeError, Upload
+from ..uws import InvalidRequestError, PayloadTooLargeError, Upload, UWSError, file_error
 
-__all__ = ["StreamingForm"]
+__all__ = ["StreamingForm", "UnsupportedMediaTypeError", "FORM_MEDIA_TYPES"]
 
 MULTIPART = "multipart/form-data"
 URLENCODED = "application/x-www-form-urlencoded"
+#: The request bodies the service reads parameters from.
+FORM_MEDIA_TYPES = (URLENCODED, MULTIPART)
 #: Largest URL-encoded body (form fields only: files come as multipart).
 MAX_FIELDS_BYTES = 1024 * 1024
+
+
+class UnsupportedMediaTypeError(UWSError):
+    """A request body in a media type the service does not read (415); the message lists those it does."""
+
+    status = 415
 
 
 class StreamingForm:
@@ -46,14 +56,21 @@ class StreamingForm:
         self._folder: Path | None = None
         self._encoded: bytearray | None = None
         self._error: Exception | None = None  # kept until `finish`: raising while data arrives drops the connection
+        self._unsupported: str | None = None
         kind = content_type.split(";", 1)[0].strip().lower()
         if kind == URLENCODED:
             self._encoded = bytearray()
             return
         if kind != MULTIPART:
-            return  # other bodies (none, JSON...) carry no form: nothing to parse
-        scratch.mkdir(parents=True, exist_ok=True)
-        self._folder = Path(tempfile.mkdtemp(prefix="upload-", dir=scratch))
+            # no form: fine without a body (query parameters only); a body is refused when it arrives
+            self._unsupported = kind or "a body without a Content-Type"
+            return
+        try:
+            scratch.mkdir(parents=True, exist_ok=True)
+            self._folder = Path(tempfile.mkdtemp(prefix="upload-", dir=scratch))
+        except OSError as exc:
+            self._error = _disk_failure(exc)
+            return
         config = {"UPLOAD_DIR": str(self._folder), "MAX_MEMORY_FILE_SIZE": 0, "UPLOAD_DELETE_TMP": False}
         try:
             self._parser = FormParser(MULTIPART, self._on_field, self._on_file,
@@ -64,6 +81,12 @@ class StreamingForm:
     def write(self, chunk: bytes) -> None:
         """Feed the next part of the body (a malformed body is reported by `finish`)."""
         if self._error is not None:
+            return
+        if self._unsupported is not None:
+            if chunk:
+                self._error = UnsupportedMediaTypeError(
+                    f"the request body is {self._unsupported}; send the parameters as "
+                    f"{' or '.join(FORM_MEDIA_TYPES)}")
             return
         if self._encoded is not None:
             if len(self._encoded) + len(chunk) > MAX_FIELDS_BYTES:
@@ -76,6 +99,8 @@ class StreamingForm:
             return
         try:
             self._parser.write(chunk)
+        except OSError as exc:  # the scratch folder's disk (full, read-only): the service's failure
+            self._error = _disk_failure(exc)
         except FormParserError as exc:
             self._error = InvalidRequestError(f"the request body is not a valid form: {exc}")
 
@@ -95,6 +120,11 @@ class StreamingForm:
             return
         try:
             self._parser.finalize()
+        except OSError as exc:
+            failure = _disk_failure(exc)
+            if failure is exc:
+                raise
+            raise failure from exc
         except FormParserError as exc:
             raise InvalidRequestError(f"the request body is not a valid form: {exc}") from None
 
@@ -103,6 +133,10 @@ class StreamingForm:
         if self._folder is None:
             return
         for path in self._folder.iterdir():
+            try:  # the space comes back now, even while the parser still holds a part it failed to write
+                os.truncate(path, 0)
+            except OSError:
+                pass
             path.unlink(missing_ok=True)
         self._folder.rmdir()
         self._folder = None
@@ -121,6 +155,13 @@ class StreamingForm:
             assert self._folder is not None
             path = Path(tempfile.mkstemp(dir=self._folder)[1])
         self.uploads.append(Upload(name, filename or "", path, int(file.size)))
+
+
+def _disk_failure(exc: OSError) -> Exception:
+    """What a failed write of an upload tells the client: a full disk is 507, not a bad form."""
+    context = exc.__context__  # python_multipart's FileError wraps the OSError it met
+    cause = context if exc.errno is None and isinstance(context, OSError) else exc
+    return file_error(cause, "receive the upload") or exc
 
 
 def _boundary(content_type: str) -> bytes | None:

@@ -21,6 +21,8 @@ from urllib.parse import urlparse
 from tornado import web
 
 from ..errors import UnknownModelError, UserInputError
+from ..jobs._outcomes import without_server_paths
+from ..jobs._request import is_image_url
 from ..provenance import FORMATS as PROVENANCE_FORMATS
 from ..provenance import convert as convert_provenance
 from ..provenance import response_format as provenance_format
@@ -38,7 +40,7 @@ from ..uws import (
     parameters_document,
     results_document,
 )
-from ._form import StreamingForm
+from ._form import FORM_MEDIA_TYPES, StreamingForm, UnsupportedMediaTypeError
 from ._query import job_filter, wait_request
 
 log = logging.getLogger(__name__)
@@ -184,13 +186,20 @@ class ServiceHandlerMixin:
             status = exc.status
             if exc.retry_after:
                 self.set_header("Retry-After", str(exc.retry_after))
+            if isinstance(exc, UnsupportedMediaTypeError):  # RFC 9110 15.5.16: say what is accepted
+                self.set_header("Accept-Post", ", ".join(FORM_MEDIA_TYPES))
         elif isinstance(exc, UserInputError):
             status = 400
         else:
             raise exc
         self.set_status(status)
         self.set_header("Content-Type", TEXT)
-        self.finish(f"{exc}\n")
+        self.finish(f"{self.client_message(exc)}\n")
+
+    def client_message(self, exc: Exception) -> str:
+        """An error's text for the client: data-root paths shown under their root, other server paths by name."""
+        roots = getattr(self.context.policy, "data_roots", ())
+        return without_server_paths(str(exc), roots)
 
 
 def _guard(method):
@@ -406,7 +415,7 @@ def _match_image(context: Any, upload: Upload | None, reference: str | None, opt
             name = _safe_name(upload.filename)
             path = Path(folder) / name
             os.replace(upload.path, path)
-        elif reference is not None and reference.startswith(("http://", "https://")):
+        elif reference is not None and is_image_url(reference):
             name = _safe_name(Path(urlparse(reference).path).name)
             path = context.runner.preparer.fetcher.download(reference, Path(folder) / "image.fits")
         else:

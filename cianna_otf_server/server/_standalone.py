@@ -16,12 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from tornado import web
-from tornado.httpserver import HTTPServer
 
 from ._config import ServiceConfig
 from ._context import ServiceContext
 from ._handlers import FORM_OVERHEAD, TEXT, make_handlers
-from ._refusal import refuse_after_body
+from ._refusal import HeadCheckingHTTPServer, refuse_after_body
 
 log = logging.getLogger(__name__)
 
@@ -113,10 +112,20 @@ def default_tokens(token: str | None, tokens_file: str | None) -> tuple[dict[str
     return {secrets.token_urlsafe(24): getpass.getuser()}, True
 
 
+def make_server(app: web.Application, config: ServiceConfig) -> HeadCheckingHTTPServer:
+    """The HTTP server for `app`: bodies up to the upload limit, and a readable answer (414, 431,
+    400) to a request head that tornado alone would drop or refuse without a reason."""
+    return HeadCheckingHTTPServer(app, max_body_size=config.max_upload_bytes + FORM_OVERHEAD, xheaders=True)
+
+
 async def serve(config: ServiceConfig, tokens: dict[str, str], host: str = "127.0.0.1", port: int = 8750) -> None:
-    """Serve until SIGTERM or SIGINT, then stop accepting, stop workers and close the database."""
+    """Serve until SIGTERM or SIGINT, then stop accepting, stop workers and close the database.
+
+    The job database is opened (and checked) before the port is bound: a damaged one raises
+    `CorruptDatabaseError` and nothing is served.
+    """
     app, context = make_app(config, tokens)
-    server = HTTPServer(app, max_body_size=config.max_upload_bytes + FORM_OVERHEAD, xheaders=True)
+    server = make_server(app, config)
     server.listen(port, host)
     context.start()
     log.info("CIANNA On-The-Fly serving at http://%s:%d%s", host, port, context.root_path)

@@ -26,10 +26,9 @@ class ServiceThread:
     TOKENS: Mapping[str, str] = {"tok-alice": "alice", "tok-bob": "bob"}
 
     def __init__(self, config: Any, tokens: Mapping[str, str] | None = None) -> None:
-        from tornado.httpserver import HTTPServer
         from tornado.testing import bind_unused_port
 
-        from ..server import make_app
+        from ..server import make_app, make_server
 
         self.settings = config
         self.tokens = dict(tokens or self.TOKENS)
@@ -42,7 +41,7 @@ class ServiceThread:
         def run() -> None:
             asyncio.set_event_loop(self._loop)
             self.app, self.context = make_app(config, self.tokens)
-            self.server = HTTPServer(self.app, max_body_size=config.max_upload_bytes + 2 * 1024 * 1024)
+            self.server = make_server(self.app, config)  # the standalone server's own HTTP layer
             self.server.add_sockets([sock])
             self.context.start()
             self._ready.set()

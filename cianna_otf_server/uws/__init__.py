@@ -32,7 +32,7 @@ from ._models import (
     utc_now,
 )
 from ._service import ExecutionCallbacks, JobExecutor, JobService, ParameterPolicy, ServiceLimits, Upload
-from ._storage import JobStore
+from ._storage import JobStore, StorageFullError, StorageUnavailableError, file_error
 from ._xml import (
     error_votable,
     job_document,
@@ -48,6 +48,7 @@ __all__ = [
     "InvalidPhaseError", "InvalidRequestError", "Job", "JobEvents", "JobExecutor", "JobFiles",
     "JobFilter", "JobParameter", "JobResult", "JobService", "JobStore", "ParameterPolicy",
     "PayloadTooLargeError", "PermissionDeniedError", "Phase", "ServiceBusyError", "ServiceLimits",
+    "StorageFullError", "StorageUnavailableError", "file_error",
     "UWSError", "UnknownJobError", "UnknownResourceError", "Upload", "error_votable", "format_time",
     "job_document", "job_list_document", "parameters_document", "parse_time", "results_document",
     "safe_parser", "utc_now",

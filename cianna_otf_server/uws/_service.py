@@ -11,12 +11,14 @@ import asyncio
 import logging
 import math
 import secrets
+import shutil
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
+from ..errors import StorageError
 from ._errors import (
     InvalidPhaseError,
     InvalidRequestError,
@@ -40,7 +42,7 @@ from ._models import (
     parse_time,
     utc_now,
 )
-from ._storage import JobStore
+from ._storage import JobStore, file_error
 from ._xml import has_non_xml_characters, xml_safe
 
 log = logging.getLogger(__name__)
@@ -133,8 +135,9 @@ class JobService:
 
     # -- lifecycle ------------------------------------------------------------------------
     def startup(self) -> None:
-        """Start the executor and requeue what a previous run left QUEUED or EXECUTING."""
+        """Start the executor, remove folders no job owns, requeue what was QUEUED or EXECUTING."""
         self.executor.start()
+        self.reap_orphan_folders()
         self.recover()
 
     def shutdown(self, wait: bool = True) -> None:
@@ -154,6 +157,24 @@ class JobService:
                 self.executor.submit(job)
                 requeued.append(job_id)
         return requeued
+
+    def reap_orphan_folders(self) -> list[str]:
+        """Remove the job folders that no job in the store owns; return their names.
+
+        They are what a deleted or replaced database leaves behind (or a crash between a
+        folder's creation and its job's row): nothing can reach them, and uploads are large.
+        """
+        jobs = self.files.root / "jobs"
+        known = self.store.job_ids()
+        orphans = sorted(p.name for p in jobs.iterdir() if p.is_dir() and p.name not in known) \
+            if jobs.is_dir() else []
+        for name in orphans:
+            shutil.rmtree(jobs / name, ignore_errors=True)
+        if orphans:
+            shown = ", ".join(orphans[:10]) + (f" and {len(orphans) - 10} more" if len(orphans) > 10 else "")
+            log.warning("removed %d job folder(s) under %s that no job in the database owns: %s",
+                        len(orphans), jobs, shown)
+        return orphans
 
     # -- access ---------------------------------------------------------------------------
     def get(self, owner: str | None, job_id: str) -> Job:
@@ -238,17 +259,37 @@ class JobService:
         )
         if run is not None:
             self._check_queue_room(owner)
-        self.files.create(job_id)
         try:
+            self.files.create(job_id)
             for upload in uploads:
                 self.files.store_upload(job_id, upload.name.upper(), upload.path)
             self.store.add(job)
-        except BaseException:
+        except OSError as exc:  # the job folder: a full or read-only disk is the service's failure
+            self.files.delete(job_id)
+            error = file_error(exc, "create the job")
+            if error is None:
+                raise
+            log.error("could not create job %s in %s: %s", job_id, self.files.root, exc)
+            raise error from exc
+        except BaseException:  # the store rolled back: no row, and now no folder
             self.files.delete(job_id)
             raise
         if run is not None:
-            self._queue(job)
+            try:
+                self._queue(job)
+            except StorageError:  # created but not queued: the client never learns its id, so undo it
+                self._undo_creation(job_id)
+                raise
         return self.store.get(job_id) or job
+
+    def _undo_creation(self, job_id: str) -> None:
+        try:
+            self.executor.cancel(job_id)
+            self.store.delete(job_id)
+        except StorageError:
+            log.error("job %s was created but could not be queued nor removed; it stays PENDING", job_id)
+            return
+        self.files.delete(job_id)
 
     async def run_sync(self, owner: str | None, parameters: list[tuple[str, str]], uploads: Iterable[Upload],
                        timeout: float) -> Job:
@@ -421,18 +462,33 @@ class JobService:
         return changed
 
     def job_progress(self, job_id: str, done: int, total: int) -> None:
-        self.store.update(job_id, progress_done=int(done), progress_total=int(total))
+        try:
+            self.store.update(job_id, progress_done=int(done), progress_total=int(total))
+        except StorageError:  # progress is only shown: the job goes on, its end is recorded or it is requeued
+            pass
 
     def job_completed(self, job_id: str, results: list[JobResult], warnings: Sequence[str] = ()) -> None:
         """Publish a job's results; `warnings` (what makes them doubtful or incomplete) go in its jobInfo."""
-        if self.store.complete(job_id, results, utc_now(), warnings):
+        try:
+            completed = self.store.complete(job_id, results, utc_now(), warnings)
+        except StorageError as exc:  # the results are written but cannot be recorded
+            self.files.clear_results(job_id)  # the space they take is what the store may lack
+            self.job_failed(job_id, str(exc), error_type="transient")
+            return
+        if completed:
             self.events.notify(job_id)
         else:  # aborted, timed out or deleted while finishing: nothing of it is kept
             self._drop_output(job_id)
 
     def job_failed(self, job_id: str, message: str, detail: str | None = None, error_type: str = "fatal") -> None:
-        if self.store.set_error(job_id, ErrorSummary(message, error_type, detail),
-                                [Phase.QUEUED, Phase.EXECUTING], utc_now()):
+        try:
+            failed = self.store.set_error(job_id, ErrorSummary(message, error_type, detail),
+                                          [Phase.QUEUED, Phase.EXECUTING], utc_now())
+        except StorageError:  # nothing can be recorded: the job keeps its phase, and a restart requeues it
+            log.error("job %s failed (%s), and its failure could not be recorded", job_id, message)
+            self.files.discard_partial(job_id)
+            return
+        if failed:
             self.files.discard_partial(job_id)
             self.events.notify(job_id)
         else:  # it had already been aborted, stopped or deleted

@@ -2,19 +2,34 @@
 
 One connection guarded by a lock serves the event loop and the worker threads; every write is
 one short transaction, so a SIGKILL at any moment leaves a consistent database.
+
+The store's failures are the service's, not the user's: a full disk becomes `StorageFullError`
+(HTTP 507), a database that cannot be written just now `StorageUnavailableError` (503), each
+with a message a person can act on, and a damaged database file is refused when it is opened
+(`CorruptDatabaseError`), before the service starts on it.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from ..errors import CorruptDatabaseError, StorageError
+from ._errors import UWSError
 from ._models import ErrorSummary, Job, JobFilter, JobParameter, JobResult, Phase, format_time, parse_time
+
+log = logging.getLogger(__name__)
+
+#: The job database's file name in the service's data folder.
+DATABASE_FILE = "jobs.sqlite"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -88,21 +103,137 @@ def _parse(value: str | None) -> datetime | None:
     return parse_time(value) if value else None
 
 
+class StorageFullError(UWSError, StorageError):
+    """No room left on the disk (or in the quota) holding the job database or the job folders (507)."""
+
+    status = 507
+
+
+class StorageUnavailableError(UWSError, StorageError):
+    """The service cannot write its data at all just now: a read-only or failing disk, a locked database (503)."""
+
+    status = 503
+
+
+#: Seconds a client is told to wait (Retry-After) when the database cannot be written just now.
+RETRY_AFTER_SECONDS = 60
+
+# SQLite's primary result codes (sqlite3.h); Python 3.11+ gives them as `sqlite_errorcode`.
+_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY, _SQLITE_IOERR = 5, 6, 8, 10
+_SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_CANTOPEN, _SQLITE_NOTADB = 11, 13, 14, 26
+
+#: errno values saying there is no room left: a full disk, or the account's quota used up.
+_NO_ROOM = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+_FULL_ADVICE = ("the disk holding the service's data is full; free some space on the server "
+                "(or ask its operator to), then try again")
+
+
+def _sqlite_code(exc: sqlite3.Error) -> int | None:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code & 0xFF if isinstance(code, int) else None  # extended codes keep the primary in the low byte
+
+
+def _is_damage(exc: sqlite3.Error) -> bool:
+    text = str(exc).lower()
+    return (_sqlite_code(exc) in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
+            or "not a database" in text or "malformed" in text)
+
+
+def database_error(exc: sqlite3.Error, doing: str) -> StorageError | None:
+    """The storage failure a SQLite error stands for, with a message for a person; None for a defect.
+
+    `doing` completes "could not ...", e.g. "create the job". Errors that say nothing about the
+    disk (a bad statement, a constraint) are defects and stay what they are.
+    """
+    code, text = _sqlite_code(exc), str(exc).lower()
+    if code == _SQLITE_FULL or "database or disk is full" in text:
+        return StorageFullError(f"could not {doing}: {_FULL_ADVICE}")
+    if code in (_SQLITE_BUSY, _SQLITE_LOCKED) or "database is locked" in text:
+        reason = "the job database is locked by another process"
+    elif code == _SQLITE_READONLY or "readonly database" in text:
+        reason = "the job database is read-only"
+    elif code in (_SQLITE_IOERR, _SQLITE_CANTOPEN) or "disk i/o error" in text or "unable to open" in text:
+        reason = "the disk holding the job database fails to read or write"
+    elif _is_damage(exc):
+        reason = "the job database is damaged"
+    else:
+        return None
+    return StorageUnavailableError(
+        f"could not {doing}: the service cannot write its data just now ({reason}); try again later, "
+        "or tell the service's operator", retry_after=RETRY_AFTER_SECONDS)
+
+
+def file_error(exc: OSError, doing: str) -> StorageError | None:
+    """The storage failure an error writing a job's files stands for; None for any other error."""
+    if exc.errno in _NO_ROOM:
+        return StorageFullError(f"could not {doing}: {_FULL_ADVICE}")
+    if exc.errno in (errno.EROFS, errno.EIO, errno.EACCES):
+        return StorageUnavailableError(
+            f"could not {doing}: the service cannot write its data just now ({exc.strerror or exc}); "
+            "try again later, or tell the service's operator", retry_after=RETRY_AFTER_SECONDS)
+    return None
+
+
 class JobStore:
     """Create, read, update and delete job records."""
 
     def __init__(self, path: str | Path) -> None:
+        """Open (or make) the database at `path`, after checking that it is sound.
+
+        A damaged file raises `CorruptDatabaseError` naming it and saying what to do: the
+        service must not start on it, accept jobs and lose them at the next write.
+        """
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=30)
+        try:
+            self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=30)
+        except sqlite3.Error as exc:
+            error = database_error(exc, f"open the job database {self.path}")
+            if error is None:
+                raise
+            raise error from exc
         self._db.row_factory = sqlite3.Row
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            self._db.executescript(SCHEMA)
-            self._migrate()
+        try:
+            with self._lock:
+                self._check()
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                self._db.execute("PRAGMA foreign_keys=ON")
+                self._db.executescript(SCHEMA)
+                self._migrate()
+        except sqlite3.Error as exc:
+            self._db.close()
+            if _is_damage(exc):
+                raise CorruptDatabaseError(self._damaged(str(exc))) from None
+            error = database_error(exc, f"open the job database {self.path}")
+            if error is None:
+                raise
+            raise error from exc
+        except CorruptDatabaseError:
+            self._db.close()
+            raise
+
+    def _check(self) -> None:
+        """``PRAGMA quick_check``: every page readable, every record well-formed (linear in the file's size)."""
+        problems = [row[0] for row in self._db.execute("PRAGMA quick_check")]
+        if problems != ["ok"]:
+            lines = [line.strip() for text in problems for line in str(text).splitlines()
+                     if line.strip() and not line.startswith("***")]  # "*** in database main ***" headings
+            reason = "; ".join(lines[:2]) or "quick_check found it inconsistent"
+            raise CorruptDatabaseError(self._damaged(reason[:200]))
+
+    def _damaged(self, reason: str) -> str:
+        """What to tell the operator about a damaged database: which file, and what to do."""
+        companions = [p.name for p in (self.path.with_name(self.path.name + "-wal"),
+                                       self.path.with_name(self.path.name + "-shm")) if p.exists()]
+        also = f" (with {' and '.join(companions)})" if companions else ""
+        return (f"the job database {self.path} is damaged ({reason}); the service will not start on it. "
+                f"Stop any server using it, move the file aside{also}, e.g. "
+                f"'mv {self.path} {self.path}.damaged', and start again: a new, empty database is made, "
+                "and the job folders the old one described are removed at that start "
+                f"('sqlite3 {self.path}.damaged .recover' may save what it held)")
 
     def _migrate(self) -> None:
         """Bring a database written by an earlier release up to the current schema."""
@@ -116,39 +247,72 @@ class JobStore:
         with self._lock:
             self._db.close()
 
+    # -- failures -------------------------------------------------------------------------
+    @contextmanager
+    def _guarded(self, doing: str) -> Iterator[None]:
+        """Hold the lock; turn a SQLite failure of the disk or the file into a `StorageError`."""
+        with self._lock:
+            try:
+                yield
+            except sqlite3.Error as exc:
+                error = database_error(exc, doing)
+                if error is None:
+                    raise
+                log.error("job database %s: could not %s: %s", self.path, doing, exc)
+                raise error from exc
+
+    @contextmanager
+    def _transaction(self, doing: str) -> Iterator[None]:
+        """One write transaction: committed whole, or rolled back whole."""
+        with self._guarded(doing):
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
+
+    def _rollback(self) -> None:
+        """Undo the open transaction, unless SQLite already has.
+
+        After a full disk or an I/O error SQLite may roll the transaction back itself; a second
+        ROLLBACK would then fail ("no transaction is active") and hide the error that matters.
+        """
+        if not self._db.in_transaction:
+            return
+        try:
+            self._db.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            log.warning("job database %s: rollback failed: %s", self.path, exc)
+
     # -- writes ---------------------------------------------------------------------------
     def add(self, job: Job) -> None:
         """Insert a new job with its parameters and results, atomically."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                seq = self._db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs").fetchone()[0]
-                self._db.execute(
-                    "INSERT INTO jobs (job_id, owner, run_id, phase, creation_time, start_time, end_time,"
-                    " execution_duration, destruction, quote, error_message, error_type, error_detail,"
-                    " progress_done, progress_total, seq, spec) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (
-                        job.job_id, job.owner, job.run_id, job.phase.value, format_time(job.creation_time),
-                        _time(job.start_time), _time(job.end_time), job.execution_duration,
-                        _time(job.destruction), _time(job.quote),
-                        job.error.message if job.error else None,
-                        job.error.error_type if job.error else None,
-                        job.error.detail if job.error else None,
-                        job.progress_done, job.progress_total, seq,
-                        json.dumps(job.spec) if job.spec is not None else None,
-                    ),
-                )
-                self._write_parameters(job.job_id, job.parameters)
-                self._write_results(job.job_id, job.results)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._transaction("create the job"):
+            seq = self._db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs").fetchone()[0]
+            self._db.execute(
+                "INSERT INTO jobs (job_id, owner, run_id, phase, creation_time, start_time, end_time,"
+                " execution_duration, destruction, quote, error_message, error_type, error_detail,"
+                " progress_done, progress_total, seq, spec) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    job.job_id, job.owner, job.run_id, job.phase.value, format_time(job.creation_time),
+                    _time(job.start_time), _time(job.end_time), job.execution_duration,
+                    _time(job.destruction), _time(job.quote),
+                    job.error.message if job.error else None,
+                    job.error.error_type if job.error else None,
+                    job.error.detail if job.error else None,
+                    job.progress_done, job.progress_total, seq,
+                    json.dumps(job.spec) if job.spec is not None else None,
+                ),
+            )
+            self._write_parameters(job.job_id, job.parameters)
+            self._write_results(job.job_id, job.results)
 
     def update(self, job_id: str, **fields: object) -> None:
         """Update scalar job fields (datetimes and `Phase` converted); unknown names are refused."""
         assignments, values = _assignments(fields)
-        with self._lock:
+        with self._guarded("update the job"):
             self._db.execute(f"UPDATE jobs SET {assignments} WHERE job_id = ?", (*values, job_id))
 
     def transition(self, job_id: str, allowed: Iterable[Phase], **fields: object) -> bool:
@@ -159,7 +323,7 @@ class JobStore:
         allowed = [p.value for p in allowed]
         assignments, values = _assignments(fields)
         marks = ", ".join("?" for _ in allowed)
-        with self._lock:
+        with self._guarded("change the job's phase"):
             cursor = self._db.execute(
                 f"UPDATE jobs SET {assignments} WHERE job_id = ? AND phase IN ({marks})",
                 (*values, job_id, *allowed),
@@ -176,43 +340,30 @@ class JobStore:
     def replace_parameters(self, job_id: str, parameters: list[JobParameter],
                            spec: dict[str, Any] | None = None) -> None:
         """Replace a job's parameters and its worker spec together."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.execute("DELETE FROM parameters WHERE job_id = ?", (job_id,))
-                self._write_parameters(job_id, parameters)
-                self._db.execute("UPDATE jobs SET spec = ? WHERE job_id = ?",
-                                 (json.dumps(spec) if spec is not None else None, job_id))
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._transaction("store the job's parameters"):
+            self._db.execute("DELETE FROM parameters WHERE job_id = ?", (job_id,))
+            self._write_parameters(job_id, parameters)
+            self._db.execute("UPDATE jobs SET spec = ? WHERE job_id = ?",
+                             (json.dumps(spec) if spec is not None else None, job_id))
 
     def complete(self, job_id: str, results: list[JobResult], end_time: datetime,
                  warnings: Iterable[str] = ()) -> bool:
         """Record the results, warnings and COMPLETED in one transaction, unless the job left EXECUTING."""
         notes = list(warnings)
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                cursor = self._db.execute(
-                    "UPDATE jobs SET phase = ?, end_time = ?, warnings = ? WHERE job_id = ? AND phase = ?",
-                    (Phase.COMPLETED.value, format_time(end_time), json.dumps(notes) if notes else None,
-                     job_id, Phase.EXECUTING.value),
-                )
-                if cursor.rowcount != 1:
-                    self._db.execute("ROLLBACK")
-                    return False
-                self._db.execute("DELETE FROM results WHERE job_id = ?", (job_id,))
-                self._write_results(job_id, results)
-                self._db.execute("COMMIT")
-                return True
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._transaction("record the job's results"):
+            cursor = self._db.execute(
+                "UPDATE jobs SET phase = ?, end_time = ?, warnings = ? WHERE job_id = ? AND phase = ?",
+                (Phase.COMPLETED.value, format_time(end_time), json.dumps(notes) if notes else None,
+                 job_id, Phase.EXECUTING.value),
+            )
+            if cursor.rowcount != 1:
+                return False  # nothing changed: committing the empty transaction is harmless
+            self._db.execute("DELETE FROM results WHERE job_id = ?", (job_id,))
+            self._write_results(job_id, results)
+            return True
 
     def delete(self, job_id: str) -> bool:
-        with self._lock:
+        with self._guarded("delete the job"):
             return self._db.execute("DELETE FROM jobs WHERE job_id = ?", (job_id,)).rowcount == 1
 
     def _write_parameters(self, job_id: str, parameters: list[JobParameter]) -> None:
@@ -229,7 +380,7 @@ class JobStore:
 
     # -- reads ----------------------------------------------------------------------------
     def get(self, job_id: str) -> Job | None:
-        with self._lock:
+        with self._guarded("read the job"):
             row = self._db.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
             if row is None:
                 return None
@@ -269,21 +420,26 @@ class JobStore:
         if filters.last is not None:
             limit = "LIMIT ?"
             values.append(max(0, min(int(filters.last), 2**62)))  # SQLite integers are 64-bit
-        with self._lock:
+        with self._guarded("list the jobs"):
             rows = self._db.execute(f"SELECT * FROM jobs {where} {order} {limit}", values).fetchall()
         return [self._job(row) for row in rows]
 
     def ids_in_phase(self, phases: Iterable[Phase]) -> list[str]:
         phases = [p.value for p in phases]
-        with self._lock:
+        with self._guarded("list the jobs"):
             rows = self._db.execute(
                 f"SELECT job_id FROM jobs WHERE phase IN ({', '.join('?' for _ in phases)}) ORDER BY seq", phases
             ).fetchall()
         return [row[0] for row in rows]
 
+    def job_ids(self) -> set[str]:
+        """Every job's id, whatever its phase (ARCHIVED included)."""
+        with self._guarded("list the jobs"):
+            return {row[0] for row in self._db.execute("SELECT job_id FROM jobs")}
+
     def expired(self, now: datetime) -> list[str]:
         """Jobs whose destruction time has passed."""
-        with self._lock:
+        with self._guarded("list the jobs"):
             rows = self._db.execute(
                 "SELECT job_id FROM jobs WHERE destruction IS NOT NULL AND destruction <= ?", (format_time(now),)
             ).fetchall()
@@ -296,7 +452,7 @@ class JobStore:
         if not any_owner:
             sql += " AND owner IS ?"
             values.append(owner)
-        with self._lock:
+        with self._guarded("count the jobs"):
             return int(self._db.execute(sql, values).fetchone()[0])
 
     @staticmethod
