@@ -94,7 +94,7 @@ ABSOLUTE_RECIPE = Recipe("absolute", DEMO_NORMALISATION, DEMO_PARAMETERS, Domain
 SNR_RECIPE = Recipe("snr", SNR_NORMALISATION, SNR_PARAMETERS,
                     DomainSpec(input="snr", beam_pixels=3.5, beam_pixels_range=(1.5, 8.0), angles="pixel",
                                declared=True),
-                    objectness_max=12.0, randomised=True, version="2.0", measure=True)
+                    objectness_max=12.0, randomised=True, version="2.1", measure=True)
 RECIPES: dict[str, Recipe] = {recipe.name: recipe for recipe in (ABSOLUTE_RECIPE, SNR_RECIPE)}
 
 #: Seeds of the held-out validation skies (training draws 64-bit seeds above `TRAINING_SEED_FLOOR`).
