@@ -12,7 +12,7 @@ import time
 import pytest
 
 from cianna_otf_server.jobs import UrlPolicy, UrlRefused
-from uws_helpers import ImageServer, create, text, wait_for
+from uws_helpers import ImageServer, create, phase, text, wait_for
 
 NEUTRAL = "could not fetch the image from"
 
@@ -150,3 +150,21 @@ def test_an_allowed_url_is_fetched(serve, image_server):
     assert text(wait_for(session, job, timeout=60), "phase") == "COMPLETED"
     refused = session.post(f"{standalone.url}/async", data={"MODEL": "classic", "IMAGE": f"{image_server.url}/x.fits"})
     assert refused.status_code == 400 and "listed archives" in refused.text
+
+
+def test_one_owners_slow_downloads_never_hold_other_owners_jobs(serve, image_server, sky_fits):
+    """Preparation threads are shared out by owner: alice's drips occupy one, bob's job takes another."""
+    standalone = serve(download_deadline_seconds=30.0)
+    alice, bob = standalone.session("alice"), standalone.session("bob")
+    slow = [create(standalone, alice, data={"MODEL": "classic", "IMAGE": f"{image_server.url}/slow.fits",
+                                            "PHASE": "RUN"}) for _ in range(3)]
+    time.sleep(0.5)  # alice's first download has taken its thread
+    start = time.monotonic()
+    job = create(standalone, bob, data={"MODEL": "classic", "PHASE": "RUN"},
+                 files={"IMAGE": ("sky.fits", sky_fits.read_bytes(), "application/fits")})
+    assert text(wait_for(bob, job, timeout=25), "phase") == "COMPLETED"
+    assert time.monotonic() - start < 25
+    phases = [phase(alice, url) for url in slow]
+    assert "COMPLETED" not in phases and "ERROR" not in phases, phases  # still dripping behind bob's
+    for url in slow:
+        alice.post(f"{url}/phase", data={"PHASE": "ABORT"})

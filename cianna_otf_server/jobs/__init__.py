@@ -1,6 +1,7 @@
 """Detection jobs: typed requests, preparation, the runner that writes results, the failure policy, the pool."""
 
 from ._executor import LocalPoolExecutor
+from ._fair_pool import OwnerFairPool
 from ._fetch import ImageFetcher, image_sha256
 from ._url_policy import UrlPolicy, UrlRefused
 from ._outcomes import Failure, FailureKind, JobCancelled, classify_failure, report_failure
@@ -29,6 +30,7 @@ __all__ = [
     "JobRunner",
     "NetworkSource",
     "LocalPoolExecutor",
+    "OwnerFairPool",
     "PreparedJob",
     "ResultWriter",
     "RunnerLimits",

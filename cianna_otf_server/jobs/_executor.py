@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 from ..uws import ExecutionCallbacks, Job
+from ._fair_pool import OwnerFairPool
 from ._outcomes import report_failure
 from ._runner import JobRunner
 
@@ -18,13 +18,16 @@ log = logging.getLogger(__name__)
 
 
 class LocalPoolExecutor:
-    """Runs each QUEUED job on one of `workers` threads (GPU and CPU work stays off the event loop)."""
+    """Runs each QUEUED job on one of `workers` threads (GPU and CPU work stays off the event loop).
+
+    Owners take the threads in turn, and with two or more threads no owner holds them all.
+    """
 
     def __init__(self, runner: JobRunner, workers: int = 1) -> None:
         self.runner = runner
         self.workers = max(1, int(workers))
         self._callbacks: ExecutionCallbacks | None = None
-        self._pool: ThreadPoolExecutor | None = None
+        self._pool: OwnerFairPool | None = None
         self._cancel: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
 
@@ -33,14 +36,14 @@ class LocalPoolExecutor:
 
     def start(self) -> None:
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="cianna-otf-job")
+            self._pool = OwnerFairPool(self.workers, name="cianna-otf-job")
 
     def shutdown(self, wait: bool = True) -> None:
         with self._lock:
             for event in self._cancel.values():
                 event.set()
         if self._pool is not None:
-            self._pool.shutdown(wait=wait, cancel_futures=True)
+            self._pool.shutdown(wait=wait)
             self._pool = None
 
     def submit(self, job: Job) -> None:
@@ -49,7 +52,7 @@ class LocalPoolExecutor:
         with self._lock:
             self._cancel.setdefault(job.job_id, threading.Event())
         assert self._pool is not None
-        self._pool.submit(self._run, job)
+        self._pool.submit(job.owner, lambda: self._run(job))
 
     def cancel(self, job_id: str) -> None:
         with self._lock:

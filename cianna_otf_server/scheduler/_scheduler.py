@@ -28,7 +28,7 @@ import numpy as np
 from astropy.table import Table
 
 from ..errors import UserInputError
-from ..jobs import JobCancelled, JobRunner, PreparedJob, report_failure
+from ..jobs import JobCancelled, JobRunner, OwnerFairPool, PreparedJob, report_failure
 from ..models import ModelCard
 from ..uws import ExecutionCallbacks, Job
 from ._cache import ModelCache, ModelKey, model_key
@@ -53,7 +53,8 @@ class SchedulerSettings:
     prefetch: int = 0  # cut patches held ahead per job (0: two batches)
     readers: int = 2  # threads cutting patches
     prepare_threads: int = 2
-    post_threads: int = 2
+    prepare_per_owner: int | None = None  # preparations one owner may run at once (None: prepare_threads - 1)
+    post_threads: int = 2  # catalogue writing, and whole-image (classic) jobs on as many threads again
     model_budget_bytes: int = 4 * 1024**3  # resident networks per device
     compile: bool = False  # torch.compile networks on GPUs (faster; each batch size compiles once)
 
@@ -106,7 +107,9 @@ class BatchingScheduler:
             for runner in self.devices:
                 runner.use_graphs = False
             log.info("several GPUs: CUDA graphs are off, batches run eagerly")
-        self._prepare = self._reader = self._post = None
+        self._prepare: OwnerFairPool | None = None
+        self._whole: OwnerFairPool | None = None
+        self._reader = self._post = None
         self.metrics.watch(self)
 
     # -- JobExecutor -------------------------------------------------------------------------
@@ -122,7 +125,10 @@ class BatchingScheduler:
             # the device thread returns to Python after every CUDA call and must win the
             # interpreter lock back from readers and post-processing at once to keep a GPU fed
             sys.setswitchinterval(self.SWITCH_INTERVAL)
-        self._prepare = ThreadPoolExecutor(s.prepare_threads, thread_name_prefix="otf-prepare")
+        # preparation (opening, fetching, validating images) and whole-image jobs are shared out
+        # between owners, so one owner's slow downloads or many classic jobs never hold them all
+        self._prepare = OwnerFairPool(s.prepare_threads, s.prepare_per_owner, name="otf-prepare")
+        self._whole = OwnerFairPool(s.post_threads, name="otf-whole")
         self._reader = ThreadPoolExecutor(s.readers, thread_name_prefix="otf-reader")
         self._post = ThreadPoolExecutor(s.post_threads, thread_name_prefix="otf-post")
         for device in self.devices:
@@ -140,10 +146,13 @@ class BatchingScheduler:
         for thread in self._threads:
             thread.join(30 if wait else 0)
         self._threads = []
-        for pool in (self._prepare, self._reader, self._post):
+        for fair in (self._prepare, self._whole):
+            if fair is not None:
+                fair.shutdown(wait=wait)
+        for pool in (self._reader, self._post):
             if pool is not None:
                 pool.shutdown(wait=wait, cancel_futures=True)
-        self._prepare = self._reader = self._post = None
+        self._prepare = self._whole = self._reader = self._post = None
 
     def submit(self, job: Job) -> None:
         if not self._running:
@@ -151,7 +160,7 @@ class BatchingScheduler:
         with self._cond:
             cancelled = self._cancel.setdefault(job.job_id, threading.Event())
         self.metrics.job_queued(job.job_id)
-        self._prepare.submit(self._prepare_job, job, cancelled)
+        self._prepare.submit(job.owner, lambda: self._prepare_job(job, cancelled))
 
     def cancel(self, job_id: str) -> None:
         with self._cond:
@@ -208,7 +217,7 @@ class BatchingScheduler:
             except BaseException as exc:  # noqa: BLE001
                 prepared.close()
                 self._fail(job.job_id, exc)
-        self._post.submit(run)
+        self._whole.submit(job.owner, run)
 
     # -- reading patches ---------------------------------------------------------------------
     def _schedule_fill(self, work: JobWork) -> None:
