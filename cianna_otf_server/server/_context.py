@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -84,6 +85,9 @@ class ServiceContext:
         except RuntimeError:
             loop = asyncio.get_event_loop()
         self.events.bind(loop)
+        interval = self.config.thread_switch_interval
+        if interval and sys.getswitchinterval() > interval:
+            sys.setswitchinterval(interval)  # the loop wins the interpreter lock back from busy workers
         self.service.startup()
         if self._reaper is None:
             self._reaper = loop.create_task(self._reap_forever())
