@@ -22,7 +22,7 @@ from cianna_otf_server.models import ModelRegistry
 from cianna_otf_server.pipeline import detect, open_image
 from cianna_otf_server.uws import InvalidRequestError, JobParameter
 
-from uws_helpers import NS, ImageServer, assert_no_trace, create, image_job, text, wait_for
+from uws_helpers import NS, absolute, ImageServer, assert_no_trace, create, image_job, parse, text, wait_for
 
 JOBINFO = "{urn:cianna-otf:jobinfo}warning"
 
@@ -431,3 +431,33 @@ def test_errors_name_no_server_folder(with_models, standalone, sky_fits, tmp_pat
                            data={"MODEL": "classic", "IMAGE": str(survey / "missing.fits")}, allow_redirects=False)
     assert refused.status_code == 400 and "surveys/missing.fits" in refused.text
     assert not any(folder in refused.text for folder in folders), refused.text
+
+
+def test_results_name_no_server_folder(standalone, sky_fits, tmp_path):
+    """Catalogues of data-root and uploaded images name the image as its user knows it."""
+    folders = {str(tmp_path), str(tmp_path.resolve()), "/proc/self/fd"}
+    survey = tmp_path / "surveys"
+    survey.mkdir()
+    (survey / "field.fits").write_bytes(sky_fits.read_bytes())
+    session = standalone.session("alice")
+    jobs = {"surveys/field.fits": create(standalone, session, data={"MODEL": "classic", "PHASE": "RUN",
+                                                                   "IMAGE": "surveys/field.fits"}),
+            "IMAGE": image_job(standalone, sky_fits, session)}
+    for name, job in jobs.items():
+        assert text(wait_for(session, job), "phase") == "COMPLETED"
+        document = session.get(f"{job}/results").content
+        for result in parse(document).iter(f"{{{NS['uws']}}}result"):
+            body = session.get(absolute(standalone, result.get(f"{{{NS['xlink']}}}href"))).text
+            for folder in folders:
+                assert folder not in body, (name, result.get("id"), folder)
+        votable = session.get(f"{job}/results/result").text
+        assert name in votable, name
+
+
+@pytest.mark.parametrize("option", [["--threshold", "nan"], ["--nms", "x"], ["--min-size", "-1"]])
+def test_submit_refuses_what_the_service_would_before_sending(option, sky_fits, capsys):
+    """`cianna-otf submit` checks its options with the job parameters' rules: nothing is sent."""
+    code = main(["submit", str(sky_fits), "--url", "http://127.0.0.1:9", "--token", "t", *option])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert option[0].lstrip("-").replace("-", "_").upper() in err and "Traceback" not in err, err

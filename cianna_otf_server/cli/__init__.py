@@ -20,6 +20,7 @@ import logging
 import os
 import sys
 import traceback
+import warnings
 from typing import Sequence
 
 from .. import __version__
@@ -62,6 +63,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _code(exc.code)
     debug = debug_enabled(args)
     _configure_logging(getattr(args, "verbose", 0))
+    # astropy says so on import when XDG_CONFIG_HOME/XDG_CACHE_HOME name a missing folder, then
+    # ignores them: noise on a command line whose errors are one line
+    warnings.filterwarnings("ignore", message=r"XDG_(CONFIG|CACHE)_HOME is set to .* no such file")
     handler = getattr(args, "handler", None)
     if handler is None:
         _error("a command is needed (see 'cianna-otf --help')")

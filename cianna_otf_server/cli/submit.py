@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._common import add_common_options, add_header_options, add_region_options, info, warn_lines
+from ._common import add_common_options, add_header_options, add_region_options, detection_options, info, warn_lines
 from ._remote import (
     add_json_option,
     add_service_options,
@@ -72,10 +72,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", "-m", metavar="NAME", help="model name (default: the service's default)")
     add_region_options(parser)
     add_header_options(parser)
-    parser.add_argument("--threshold", type=float, metavar="T", help="detection threshold (default: the card's)")
-    parser.add_argument("--nms", type=float, metavar="N", help="box overlap threshold (default: the card's)")
-    parser.add_argument("--min-size", type=float, metavar="S", dest="min_size",
-                        help="drop boxes smaller than S pixels")
+    # checked before anything is sent by the job parameters' own rules (`detection_options`)
+    parser.add_argument("--threshold", metavar="T", help="detection threshold (default: the card's)")
+    parser.add_argument("--nms", metavar="N", help="box overlap threshold (default: the card's)")
+    parser.add_argument("--min-size", metavar="S", dest="min_size", help="drop boxes smaller than S pixels")
     parser.add_argument("--hdu", metavar="N", help="HDU index or EXTNAME of the image")
     parser.add_argument("--run-id", metavar="LABEL", dest="run_id", help="a label shown in job lists (UWS RUNID)")
     parser.add_argument("--remote", action="store_true",
@@ -352,6 +352,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..client import JobFailedError, WaitTimeoutError
 
+    numbers = detection_options(args)  # refused here with the sentence the service would answer
     images = expand_images(args.images, remote=args.remote)
     if args.json and args.output == "-":
         raise UserInputError("--json and -o - both write to stdout: give -o FILE")
@@ -380,7 +381,8 @@ def run(args: argparse.Namespace) -> int:
                 try:
                     job = client.submit(
                         image, model=args.model, region=args.region, pixels=args.pixels, precision=args.precision,
-                        threshold=args.threshold, nms=args.nms, min_size=args.min_size, run_id=args.run_id,
+                        threshold=numbers.get("threshold"), nms=numbers.get("nms"),
+                        min_size=numbers.get("min_size"), run_id=args.run_id,
                         upload=upload, upload_progress=uploading.callback(label) if upload else None, **extra,
                     )
                 except ValueError as exc:  # a malformed --region, found before any request

@@ -18,6 +18,7 @@ from astropy.table import Table
 from ..catalogue import CATALOGUE_FORMATS, write_catalogue
 from ..uws import JobFiles, JobResult, file_error
 from ._prepare import PreparedJob
+from ._request import ImagePath
 
 __all__ = ["JobOutcome", "ResultWriter"]
 
@@ -70,6 +71,10 @@ class ResultWriter:
             write_catalogue(table, work / name, fmt)
             results.append(JobResult(result_id, name, media))
 
+        # a data-root IMAGE is stored resolved, a server path: provenance names it as its user does
+        shown = getattr(prepared.image, "name", "") or request.image.name
+        on_disk = isinstance(request.image, ImagePath)
+        parameters = {p.name: shown if on_disk and p.name.upper() == "IMAGE" else p.value for p in job.parameters}
         record = ProvenanceRecord(
             job_id=job.job_id,
             job_url=self.job_url(job.job_id),
@@ -81,7 +86,7 @@ class ResultWriter:
             image_sha256=prepared.image_sha,
             hdu=prepared.hdu,
             region=request.region or (f"PIXELS {request.pixels}" if request.pixels else None),
-            parameters={p.name: p.value for p in job.parameters},
+            parameters=parameters,
             device=prepared.device,
             precision=prepared.precision if card.is_network else None,
             n_sources=len(table),

@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as _dt
 import math
 import warnings
+from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import numpy as np
@@ -92,6 +93,15 @@ def parameter_values(params: np.ndarray, specs: tuple[ParameterSpec, ...]) -> di
             scaled = np.power(10.0, scaled)
         out[spec.name] = scaled
     return out
+
+
+def _image_name(image: Any) -> str:
+    """The image as its user knows it: the name it was opened under, else its file's last part."""
+    name = getattr(image, "name", "") or ""
+    if name:
+        return str(name)
+    path = getattr(image, "path", None)
+    return Path(str(path)).name if path else "in-memory image"
 
 
 def _convert(values: np.ndarray, unit: str, target: str, pixel_scale: float | None, name: str) -> np.ndarray:
@@ -214,7 +224,7 @@ def base_meta(card: ModelCard, image: Any, region: PixelBox | None, precision: s
         "model_family": card.family,
         "precision": precision,
         "parameters": {k: v for k, v in parameters.items() if v is not None},
-        "image": str(getattr(image, "path", None) or "in-memory image"),
+        "image": _image_name(image),
         "hdu": int(getattr(image, "hdu", 0) or 0),
         "region": (region.text or f"PIXELS={region.x0 + 1} {region.x1} {region.y0 + 1} {region.y1}") if region else "",
         "region_pixels": [region.x0, region.x1, region.y0, region.y1] if region else [],

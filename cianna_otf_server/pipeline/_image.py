@@ -84,6 +84,7 @@ class SkyImage:
     path: str | None
     hdu: int
     hdu_name: str = ""
+    name: str = ""  # as the user knows the file (results and messages never show a server path)
     brightness: BrightnessUnit | None = None
     warnings: list[str] = field(default_factory=list)
     plane: tuple[int, ...] = ()
@@ -274,6 +275,7 @@ def open_image(source: str | Path | fits.HDUList, hdu: int | str | None = None, 
             path=path,
             hdu=index,
             hdu_name=str(header.get("EXTNAME", "")).strip(),
+            name=name,
             brightness=brightness,
             plane=plane,
             wcs_problem=wcs_problem,
