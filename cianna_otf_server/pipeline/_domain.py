@@ -31,6 +31,7 @@ from ..models._card import ModelCard
 from ._boxes import Boxes
 from ._noise import NoiseMap, measure_noise
 from ._region import PixelBox
+from ._windows import read_windows, window_groups
 
 __all__ = ["ImageTraits", "DomainPlan", "DomainView", "image_traits", "plan_domain", "rank_models",
            "drop_blank_boxes", "MAX_UPSAMPLE", "MAX_DOWNSAMPLE"]
@@ -377,6 +378,24 @@ class DomainView:
             return raw * np.float32(self.scale)
         return raw
 
+    def image_windows(self, y0: np.ndarray, x0: np.ndarray, height: int, width: int) -> np.ndarray:
+        """Many image windows on the model's brightness scale: ``[n, height, width]`` float32.
+
+        Window ``k`` holds image pixels ``[y0[k]:y0[k]+height, x0[k]:x0[k]+width]``, NaN beyond
+        the image; inside it the values are `image_values`' (to the rounding of the noise
+        map's interpolation), read and converted for the whole stack at once.
+        """
+        raw = read_windows(self.image.data, y0, x0, height, width, np.float32)
+        if self.plan.convention == "snr":
+            assert self.noise is not None
+            background, rms = self.noise.windows(x0, y0, height, width)
+            raw -= background
+            raw /= rms
+            return raw
+        if self.scale is not None:
+            raw *= np.float32(self.scale)
+        return raw
+
     def snr_peak(self, boxes: Boxes) -> np.ndarray:
         """Peak signal-to-noise within the inner half of each box (image coordinates); NaN without a noise map."""
         out = np.full(len(boxes), np.nan)
@@ -386,16 +405,20 @@ class DomainView:
         cx, cy = boxes.x_center, boxes.y_center
         hw = np.maximum(1.0, 0.25 * boxes.width)
         hh = np.maximum(1.0, 0.25 * boxes.height)
-        for k in range(len(boxes)):
-            xa, xb = max(0, int(math.floor(cx[k] - hw[k]))), min(nx, int(math.ceil(cx[k] + hw[k])) + 1)
-            ya, yb = max(0, int(math.floor(cy[k] - hh[k]))), min(ny, int(math.ceil(cy[k] + hh[k])) + 1)
-            if xa >= xb or ya >= yb:
-                continue
-            raw = np.asarray(self.image.data[ya:yb, xa:xb], dtype=np.float32)
-            background, rms = self.noise.window(xa, xb, ya, yb)
+        xa = np.maximum(0, np.floor(cx - hw).astype(np.int64))
+        xb = np.minimum(nx, np.ceil(cx + hw).astype(np.int64) + 1)
+        ya = np.maximum(0, np.floor(cy - hh).astype(np.int64))
+        yb = np.minimum(ny, np.ceil(cy + hh).astype(np.int64) + 1)
+        use = (xa < xb) & (ya < yb)
+        for height, width, index in window_groups(yb - ya, xb - xa, use):
+            sizes = (yb[index] - ya[index], xb[index] - xa[index])
+            raw = read_windows(self.image.data, ya[index], xa[index], height, width, np.float32, sizes)
+            background, rms = self.noise.windows(xa[index], ya[index], height, width)
             snr = (raw - background) / rms
-            if np.isfinite(snr).any():
-                out[k] = float(np.nanmax(snr))
+            flat = snr.reshape(len(index), -1)
+            seen = np.isfinite(flat).any(axis=1)
+            peak = np.where(np.isnan(flat), -np.inf, flat).max(axis=1)
+            out[index[seen]] = peak[seen]
         return out
 
 
@@ -413,6 +436,17 @@ class _DomainPixels:
     @property
     def ndim(self) -> int:
         return 2
+
+    def windows(self, y0: np.ndarray, x0: np.ndarray, height: int, width: int) -> np.ndarray | None:
+        """``[n, height, width]`` model pixels of many windows at once (NaN beyond the view), float32.
+
+        None for a resampled view: its windows are interpolated one at a time (`_resampled`),
+        each from the image pixels around it, so that a window reads the same values however
+        many are read.
+        """
+        if self.view.zoom != 1.0:
+            return None
+        return self.view.image_windows(y0, x0, height, width)
 
     def __getitem__(self, key: Any) -> np.ndarray:
         if not (isinstance(key, tuple) and len(key) == 2 and all(isinstance(k, slice) for k in key)):

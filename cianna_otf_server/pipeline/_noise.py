@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import sep
 from scipy import ndimage
-from scipy.interpolate import make_interp_spline
+from scipy.interpolate import BSpline, make_interp_spline
 
 __all__ = ["NoiseMap", "measure_noise"]
 
@@ -102,6 +102,50 @@ class NoiseMap:
             return None
         return table @ self.background.astype(table.dtype), table @ self.rms.astype(table.dtype)
 
+    def windows(self, x0: np.ndarray, y0: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """Background and rms of many ``height x width`` windows at once, ``[n, height, width]`` float32 each.
+
+        Window ``k`` holds pixels ``[y0[k]:y0[k]+height, x0[k]:x0[k]+width]`` (image
+        coordinates; pixels beyond the measured window take the values of its edge, as in
+        `window`, which these values equal to rounding). A catalogue of many thousand sources
+        needs one window per source; the interpolating spline is evaluated in its B-spline form
+        (`_mesh_coefficients`), where each pixel depends on the 4 x 4 coefficients around it,
+        so a window costs a few products of small matrices rather than a row of the whole mesh
+        per pixel.
+        """
+        x0 = np.asarray(x0, dtype=np.int64).reshape(-1) - int(self.origin[0])
+        y0 = np.asarray(y0, dtype=np.int64).reshape(-1) - int(self.origin[1])
+        n = len(x0)
+        if n == 0 or height <= 0 or width <= 0:
+            empty = np.zeros((n, max(0, height), max(0, width)), dtype=np.float32)
+            return empty, empty.copy()
+        ny_m, nx_m = self.rms.shape
+        by, ly = _local_basis(y0, int(height), ny_m, self.mesh)  # [n, h, ky], [n, ky]
+        bx, lx = _local_basis(x0, int(width), nx_m, self.mesh)  # [n, w, kx], [n, kx]
+        ky, kx = by.shape[2], bx.shape[2]
+        # the coefficients each window touches, background and rms one above the other: [n, 2 ky, kx]
+        flat = (np.arange(2)[:, None] * ny_m + ly[:, None, :]) * nx_m  # [n, 2, ky]
+        local = np.take(self._mesh_coefficients, flat[:, :, :, None] + lx[:, None, None, :]).reshape(n, 2 * ky, kx)
+        columns = np.matmul(local, bx.transpose(0, 2, 1)).reshape(n, 2, ky, width)  # [n, map, ky, w]
+        values = np.matmul(by[:, None], columns).astype(np.float32)  # [n, map, h, w]
+        background, rms = values[:, 0], values[:, 1]
+        np.maximum(rms, np.float32(self.floor), out=rms)  # rounding is monotonic: as flooring, then rounding
+        return background, rms
+
+    @cached_property
+    def _mesh_coefficients(self) -> np.ndarray:
+        """``[2, ny_mesh, nx_mesh]``: the background and rms as tensor-product B-spline coefficients.
+
+        The interpolating spline of each axis is ``W = B @ C``, with ``B`` the local B-spline
+        basis (k + 1 non-zero values per pixel) and ``C`` the spline's coefficients of the
+        identity; a pixel's value ``Wy @ mesh @ Wx.T`` is then ``By @ (Cy @ mesh @ Cx.T) @ Bx.T``.
+        """
+        ny_m, nx_m = self.rms.shape
+        cy, cx = _spline_coefficients(ny_m), _spline_coefficients(nx_m)
+        stacked = np.stack([cy @ self.background @ cx.T, cy @ self.rms @ cx.T])
+        stacked.setflags(write=False)
+        return stacked
+
     def _axis_weights(self, start: int, stop: int, n_mesh: int) -> np.ndarray:
         """Weights of pixels ``start..stop-1`` (window coordinates), sliced from the axis table when it is small.
 
@@ -167,6 +211,63 @@ def _axis_table(n_mesh: int, mesh: int) -> np.ndarray | None:
         table = table.astype(np.float32)
     table.setflags(write=False)
     return table
+
+
+def _spline_coefficients(n: int) -> np.ndarray:
+    """``[n, n]`` B-spline coefficients of the interpolating spline of the identity on ``n`` nodes."""
+    if n == 1:
+        return np.ones((1, 1))
+    return np.asarray(_basis(n).c, dtype=np.float64)
+
+
+@lru_cache(maxsize=8)
+def _axis_basis(n_mesh: int, mesh: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(first, values)`` of every pixel of an axis: its first non-zero B-spline and the k + 1 values.
+
+    Pixels before the first and beyond the last mesh centre are clipped to them, as in
+    `_axis_table`, so index ``min(max(p, 0), n_mesh * mesh - 1)`` serves any pixel ``p``.
+    """
+    pixels = n_mesh * mesh
+    if n_mesh == 1:
+        first, values = np.zeros(pixels, dtype=np.int64), np.ones((pixels, 1))
+    else:
+        coords = np.clip((np.arange(pixels, dtype=np.float64) + 0.5) / mesh - 0.5, 0.0, n_mesh - 1.0)
+        spline = _basis(n_mesh)
+        order = spline.k + 1  # the design matrix stores the k + 1 B-splines of each pixel's interval
+        design = BSpline.design_matrix(coords, spline.t, spline.k).tocsr()
+        columns = design.indices.reshape(pixels, order).astype(np.int64)
+        sort = np.argsort(columns, axis=1, kind="stable")
+        first = np.take_along_axis(columns, sort, axis=1)[:, 0]
+        values = np.take_along_axis(np.asarray(design.data, dtype=np.float64).reshape(pixels, order), sort, axis=1)
+    values = np.ascontiguousarray(values, dtype=np.float64)
+    first.setflags(write=False)
+    values.setflags(write=False)
+    return first, values
+
+
+def _local_basis(starts: np.ndarray, size: int, n_mesh: int, mesh: int) -> tuple[np.ndarray, np.ndarray]:
+    """The B-spline weights of windows ``starts[k] .. starts[k] + size - 1`` of an axis, on their own coefficients.
+
+    Returns ``weights [n, size, K]`` and ``coefficients [n, K]``: the indices (into the axis's
+    spline coefficients) of the ``K`` consecutive coefficients any window touches, clipped to
+    the axis (a clipped index only ever gets a zero weight).
+    """
+    first, values = _axis_basis(n_mesh, mesh)
+    n, order = len(starts), values.shape[1]
+    index = np.minimum(np.maximum(starts[:, None] + np.arange(size), 0), len(first) - 1)  # [n, size]
+    lead = np.take(first, index)
+    low = lead[:, 0]  # the pixels are in increasing order, so are their first B-splines
+    span = int((lead[:, -1] - low).max()) + order
+    weights = np.zeros((n, size, span))
+    slots = weights.reshape(-1)
+    flat = (np.arange(n * size, dtype=np.int64) * span).reshape(n, size) + (lead - low[:, None])
+    local = np.take(values, index * order)  # [n, size]: the first value; the others follow it
+    for j in range(order):
+        if j:
+            local = np.take(values, index * order + j)
+        slots[flat + j] = local
+    coefficients = np.minimum(low[:, None] + np.arange(span), n_mesh - 1)
+    return weights, coefficients
 
 
 def _weights(coords: np.ndarray, n: int) -> np.ndarray:
