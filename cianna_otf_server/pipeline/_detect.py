@@ -254,6 +254,7 @@ class YoloDetection:
         if card.tiling is None or card.yolo is None:
             raise ModelCardError(f"model {card.name!r}: a yolo-cianna card needs [tiling] and [yolo].")
         self.image, self.card, self.box = image, card, box
+        note_blank_area(image, box)
         self.yolo = card.yolo
         self.precision, self.device = precision, device
         sampling = plan_domain(image, card)  # the resampling does not depend on the noise
@@ -396,6 +397,44 @@ def device_of(network: Any) -> str:
         return "cpu"
 
 
+#: Pixels looked at first when checking whether a searched area holds any signal.
+_BLANK_SAMPLE = 2048
+
+
+def blank_area_problem(data: Any, box: PixelBox) -> str | None:
+    """Why the searched area holds nothing to detect (every pixel NaN, or all one value), or None.
+
+    An empty catalogue from such an image is right but says nothing; the result says why. A
+    strided sample of the area is looked at first (cheap on any image); only a sample that looks
+    blank is confirmed by reading the whole area, strip by strip.
+    """
+    ny, nx = box.y1 - box.y0, box.x1 - box.x0
+    step_y, step_x = max(1, ny // _BLANK_SAMPLE), max(1, nx // _BLANK_SAMPLE)
+    sample = np.asarray(data[box.y0:box.y1:step_y, box.x0:box.x1:step_x], dtype=np.float64)
+    finite = sample[np.isfinite(sample)]
+    if finite.size and finite.min() != finite.max():
+        return None
+    low, high, seen = math.inf, -math.inf, False
+    for y in range(box.y0, box.y1, 1024):
+        strip = np.asarray(data[y:min(box.y1, y + 1024), box.x0:box.x1], dtype=np.float64)
+        good = strip[np.isfinite(strip)]
+        if good.size:
+            seen = True
+            low, high = min(low, float(good.min())), max(high, float(good.max()))
+            if low != high:
+                return None
+    if not seen:
+        return "every pixel of the searched area is NaN (blank): there is nothing to detect"
+    return f"every pixel of the searched area is {low:g}: the image holds no signal to detect"
+
+
+def note_blank_area(image: SkyImage, box: PixelBox) -> None:
+    """Add `blank_area_problem`'s sentence to the image's warnings (once)."""
+    problem = blank_area_problem(image.data, box)
+    if problem and problem not in image.warnings:
+        image.warnings.append(problem)
+
+
 def _detect_classic(
     image: SkyImage,
     card: ModelCard,
@@ -414,6 +453,7 @@ def _detect_classic(
         spec = dataclasses.replace(spec, threshold_sigma=float(threshold))
     if progress:
         progress(0, 1)
+    note_blank_area(image, box)
     cut = image.data[box.slices]
     # an estimated beam finds sources but must not scale their fluxes (see SkyImage.flux_beam_area_pix)
     sources = find_sources_classic(

@@ -360,6 +360,39 @@ def _channel_and_pol(header: fits.Header, plane: tuple[int, ...]) -> tuple[int, 
     return (channel or 0, pol or 0)
 
 
+#: The pixel types FITS defines (BITPIX).
+_BITPIX_VALUES = (8, 16, 32, 64, -32, -64)
+
+
+def _bitpix_problem(file: Path) -> str | None:
+    """What is wrong with the primary header's BITPIX, read from its cards, or None.
+
+    Only a plain (uncompressed) primary header is looked at; anything else is left to astropy.
+    """
+    try:
+        with open(file, "rb") as handle:
+            head = handle.read(2880)
+    except OSError:
+        return None
+    if not head.startswith(b"SIMPLE  ="):
+        return None
+    for start in range(0, len(head) - 79, 80):
+        card = head[start:start + 80].decode("ascii", "replace")
+        if card.startswith("END") and not card[3:].strip():
+            return None
+        if card.startswith("BITPIX  ="):
+            text = card[10:].split("/", 1)[0].strip()
+            try:
+                value = int(text)
+            except ValueError:
+                return f"BITPIX = {text!r} is not a number"
+            if value not in _BITPIX_VALUES:
+                return (f"BITPIX = {value} is not a FITS pixel type "
+                        f"({', '.join(str(v) for v in _BITPIX_VALUES)})")
+            return None
+    return None
+
+
 def _open_file(path: str, name: str, raw: bool = False) -> fits.HDUList:
     """Open with memmap; turn every failure into one sentence naming the file.
 
@@ -372,6 +405,9 @@ def _open_file(path: str, name: str, raw: bool = False) -> fits.HDUList:
         raise ImageError(f"{name}: is a folder, not a FITS file.")
     if file.stat().st_size == 0:
         raise ImageError(f"{name}: the file is empty.")
+    bitpix = _bitpix_problem(file)
+    if bitpix is not None:  # astropy would misread the data as a header ("missing END card")
+        raise ImageError(f"{name}: not a readable FITS file ({bitpix}).")
     try:
         hdul = fits.open(path, memmap=True, mode="readonly", lazy_load_hdus=False, do_not_scale_image_data=raw)
     except OSError as exc:

@@ -76,7 +76,10 @@ class StreamingForm:
             self._parser = FormParser(MULTIPART, self._on_field, self._on_file,
                                       boundary=_boundary(content_type), config=config)
         except (FormParserError, ValueError) as exc:
-            raise InvalidRequestError(f"the request body is not a valid form: {exc}") from None
+            # kept for `finish`, like every body error: raised here it would escape the handler's
+            # error answers (a 500 and a dropped connection instead of the 400)
+            self._error = InvalidRequestError(f"the request body is not a valid form: {exc}")
+            self.cleanup()
 
     def write(self, chunk: bytes) -> None:
         """Feed the next part of the body (a malformed body is reported by `finish`)."""
