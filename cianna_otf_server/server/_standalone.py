@@ -20,7 +20,7 @@ from tornado import web
 from ._config import ServiceConfig
 from ._context import ServiceContext
 from ._handlers import FORM_OVERHEAD, TEXT, make_handlers
-from ._refusal import HeadCheckingHTTPServer, refuse_after_body
+from ._refusal import DRAIN_LIMIT, HeadCheckingHTTPServer, refuse_after_body
 
 log = logging.getLogger(__name__)
 
@@ -86,11 +86,36 @@ class StandaloneHandler(web.RequestHandler):
         self.set_header("Cache-Control", "no-store")
 
 
+@web.stream_request_body
 class _NotFound(web.RequestHandler):
+    """The plain-text 404 of every path no route serves, whatever the method and the body.
+
+    It streams: a body sent to a wrong path is never held in memory nor parsed (tornado would
+    answer an unparsable one with its HTML page). A small body is read and dropped, so the
+    connection stays usable; a large or chunked one is not waited for: the 404 says
+    ``Connection: close``.
+    """
+
+    MESSAGE = "no such resource; the service root lists the endpoints\n"
+
     def prepare(self) -> None:
+        length = self.request.headers.get("Content-Length", "0").strip()
+        chunked = "chunked" in self.request.headers.get("Transfer-Encoding", "").lower()
+        if chunked or not length.isdigit() or int(length) > DRAIN_LIMIT:
+            self.set_header("Connection", "close")
+            self._answer()
+
+    def data_received(self, chunk: bytes) -> None:
+        return None  # dropped
+
+    def _answer(self, *args: Any, **kwargs: Any) -> None:
+        if self._finished:
+            return
         self.set_status(404)
         self.set_header("Content-Type", TEXT)
-        self.finish("no such resource; the service root lists the endpoints\n")
+        self.finish(self.MESSAGE)
+
+    get = head = post = put = delete = patch = options = _answer
 
 
 def make_app(config: ServiceConfig, tokens: dict[str, str]) -> tuple[web.Application, ServiceContext]:
