@@ -181,21 +181,11 @@ def draws(draw) -> Draw:
 
 
 def known_defect(request: Draw) -> str | None:
-    """Inputs that hit a defect already pinned by an xfail test below, or None.
+    """Inputs that hit a defect pinned by an xfail test, or None (none is pinned today).
 
-    ``"closes"``: it is sent on a connection of its own
-    and checked, but the connection is not used again. Remove a case here when its test below
-    passes.
+    ``"closes"``: such a request is sent on a connection of its own and checked, but the
+    connection is not used again.
     """
-    if request.method in UNKNOWN_METHODS:
-        return "closes"  # 405, then the connection is closed unannounced
-    if request.method in ("GET", "HEAD", "OPTIONS") and request.auth not in ("alice", "bob"):
-        return "closes"  # 401, then the same
-    for part in (request.job or "", request.sub):
-        try:
-            unquote_to_bytes(part).decode("utf-8")
-        except UnicodeDecodeError:
-            return "closes"  # a path that is not UTF-8 once decoded: 400, then the same
     return None
 
 
@@ -469,19 +459,16 @@ def server_token(server: RealServer) -> str:
     return next(token for token, user in server.tokens.items() if user == "alice")
 
 
-@pytest.mark.xfail(strict=True, reason="an answer made before the handler reads its request closes the "
-                   "keep-alive connection without 'Connection: close'")
 @pytest.mark.parametrize("line, authenticated, body, status", [
     ("GET /async", False, b"", b"401"), ("OPTIONS /models", False, b"", b"401"), ("GET /metrics", False, b"", b"401"),
     ("PROPFIND /async", True, b"", b"405"), ("FOO /async", True, b"x" * 1000, b"405"),
     ("GET /async/%ff", True, b"", b"400"), ("POST /async/%C0%AF/phase", True, b"PHASE=RUN", b"400"),
 ])
 def test_an_early_answer_keeps_the_connection_usable(fuzz_server, line, authenticated, body, status) -> None:
-    """A 401 to GET or OPTIONS without credentials (raised in ``prepare``: `refuse_after_body` leaves
-    those methods out), a 405 to a method tornado does not dispatch (PROPFIND, CONNECT, FOO), a 400
-    to a path that is not UTF-8 once percent-decoded (/async/%ff): tornado answers before the
-    streaming handler has read the request, then closes the connection without saying so, and the
-    client's next request on it meets a reset or a closed socket."""
+    """A 401 to GET or OPTIONS without credentials, a 405 to a method no handler serves (PROPFIND,
+    FOO), a 400 to a path that is not UTF-8 once percent-decoded (/async/%ff): each is answered
+    after the (small) request is read, so the client's next request on the same connection is
+    served (answered before it, tornado closes the connection unannounced)."""
     server, _, tokens = fuzz_server
     first, second = _exchange(server, tokens["alice"] if authenticated else None, [f"{line} HTTP/1.1"], body)
     assert first.startswith(b"HTTP/1.1 " + status), first

@@ -32,9 +32,13 @@ DRAIN_LIMIT = 8 * 1024 * 1024
 
 
 def refuse_after_body(handler: Any, refusal: web.HTTPError) -> bool:
-    """Arrange for `refusal` to be raised once the body is read; False if it must be raised now."""
-    if handler.request.method in ("GET", "HEAD", "OPTIONS"):
-        return False
+    """Arrange for `refusal` to be raised once the body is read; False if it must be raised now.
+
+    A streaming handler that answers before its request is read makes tornado close the
+    connection, unannounced: the client's next request on it meets a reset. Raised from the
+    method instead, after the (dropped) body, the answer leaves the connection usable; a GET's
+    empty body is read at once.
+    """
     length = handler.request.headers.get("Content-Length", "0").strip()
     chunked = "chunked" in handler.request.headers.get("Transfer-Encoding", "").lower()
     if chunked or not length.isdigit() or int(length) > DRAIN_LIMIT:

@@ -60,21 +60,59 @@ class TokenAuthenticator:
         return None
 
 
+class _AnyMethod(tuple):
+    """Lets tornado hand every method to `prepare`, which refuses unknown ones after the body."""
+
+    def __contains__(self, method: object) -> bool:
+        return True
+
+
 class StandaloneHandler(web.RequestHandler):
-    """Base of the standalone handlers: token check, owner, plain-text errors."""
+    """Base of the standalone handlers: token check, owner, plain-text errors.
+
+    Every refusal made before the request is read (unknown method, a path that is not UTF-8,
+    no credentials) waits for the end of a small body, so the client's connection stays usable
+    (`refuse_after_body`); tornado would otherwise answer early and close it unannounced.
+    """
+
+    #: the methods served; tornado's own check is deferred to `prepare`
+    SERVED_METHODS = web.RequestHandler.SUPPORTED_METHODS
+    SUPPORTED_METHODS = _AnyMethod(web.RequestHandler.SUPPORTED_METHODS)
 
     def initialize(self, context: ServiceContext, auth: TokenAuthenticator) -> None:
         self.context = context
         self.auth = auth
         self._user: str | None = None
+        self._bad_path = False
+
+    def decode_argument(self, value: bytes, name: str | None = None) -> str:
+        try:
+            return super().decode_argument(value, name)
+        except web.HTTPError:
+            if name is not None:  # a query or form argument: refused where it is read
+                raise
+            self._bad_path = True  # a path part: refused in `prepare`, after the body
+            return value.decode("utf-8", "replace")
+
+    def _refuse(self, refusal: web.HTTPError) -> None:
+        if not refuse_after_body(self, refusal):
+            self.set_header("Connection", "close")  # not waited for: say the connection ends
+            raise refusal
 
     def prepare(self) -> None:
+        if self.request.method not in self.SERVED_METHODS:
+            served = [m for m in self.SERVED_METHODS
+                      if getattr(type(self), m.lower()) is not getattr(web.RequestHandler, m.lower())]
+            self.set_header("Allow", ", ".join(served))
+            self._refuse(web.HTTPError(405, f"method {self.request.method} is not served here"))
+            return
+        if self._bad_path:
+            self._refuse(web.HTTPError(400, "the path is not valid UTF-8 once percent-decoded"))
+            return
         self._user = self.auth.user_for(self.request.headers.get("Authorization"))
         if self._user is None:
             self.set_header("WWW-Authenticate", 'Bearer realm="cianna-otf"')
-            refusal = web.HTTPError(401, "authentication required: send 'Authorization: Bearer TOKEN'")
-            if not refuse_after_body(self, refusal):
-                raise refusal
+            self._refuse(web.HTTPError(401, "authentication required: send 'Authorization: Bearer TOKEN'"))
             return
         self.start_body()  # type: ignore[attr-defined]
 
@@ -97,8 +135,10 @@ class _NotFound(web.RequestHandler):
     """
 
     MESSAGE = "no such resource; the service root lists the endpoints\n"
+    SUPPORTED_METHODS = _AnyMethod(web.RequestHandler.SUPPORTED_METHODS)  # any method: the same 404
 
     def prepare(self) -> None:
+        setattr(self, self.request.method.lower(), self._answer)  # PROPFIND, FOO... too, after the body
         length = self.request.headers.get("Content-Length", "0").strip()
         chunked = "chunked" in self.request.headers.get("Transfer-Encoding", "").lower()
         if chunked or not length.isdigit() or int(length) > DRAIN_LIMIT:
