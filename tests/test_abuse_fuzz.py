@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 
 from cianna_otf_server.testing import parse_xml, uws_text
 from test_abuse_kill import RealServer
+from uws_helpers import peak_rss_mb
 
 #: Requests drawn by the default and by the slow run (each followed by a check of the connection).
 FAST_EXAMPLES = 1000
@@ -487,13 +488,6 @@ def test_an_unknown_path_is_a_plain_404_whatever_its_body(fuzz_server, headers) 
         (response.status_code, response.text)
 
 
-def _peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024.0
-    raise AssertionError("no VmHWM in /proc status")
-
-
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc to read the server's memory")
 def test_a_large_body_to_an_unknown_path_is_not_held_in_memory(tmp_path) -> None:
     """A large body sent to an unknown path is not read into memory: the 404 comes at once, with
@@ -504,13 +498,13 @@ def test_a_large_body_to_an_unknown_path_is_not_held_in_memory(tmp_path) -> None
         handle.truncate(300 * 1024 * 1024)
     server = RealServer(tmp_path / "data")  # the default upload limit, 1 GiB
     try:
-        before = _peak_rss_mb(server.process.pid)
+        before = peak_rss_mb(server.process.pid)
         with body.open("rb") as handle:
             try:
                 response = requests.post(server.url + "/nothing", data=handle, timeout=120)
             except requests.ConnectionError:
                 response = None  # refused before the body was sent: nothing was held
-        grown = _peak_rss_mb(server.process.pid) - before
+        grown = peak_rss_mb(server.process.pid) - before
     finally:
         server.stop()
     assert response is None or response.status_code in (401, 404, 413), response.status_code

@@ -19,6 +19,8 @@ import pytest
 import requests
 from astropy.io.votable import parse_single_table
 
+from uws_helpers import peak_rss_mb
+
 TOKEN = "restart-test-token"
 
 
@@ -152,14 +154,6 @@ def test_one_configuration_for_every_hosting_mode(tmp_path):
         service_config(bad)
 
 
-def _peak_rss_mb(pid: int) -> float:
-    """The process's peak resident memory (VmHWM), MB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024.0
-    raise AssertionError("no VmHWM in /proc status")
-
-
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc to read the server's memory")
 def test_a_large_upload_streams_to_disk(tmp_path: Path) -> None:
     """A 300 MB upload raises the real server's peak memory by far less than its size."""
@@ -170,10 +164,10 @@ def test_a_large_upload_streams_to_disk(tmp_path: Path) -> None:
         handle.truncate(300 * 1024 * 1024)
     server = ServeProcess(tmp_path / "data", tmp_path, _free_port())
     try:
-        before = _peak_rss_mb(server.process.pid)
+        before = peak_rss_mb(server.process.pid)
         with Client(server.url, token=TOKEN) as client:
             job = client.submit(image, model="classic", run=False, upload_progress=lambda sent, total: None)
-        after = _peak_rss_mb(server.process.pid)
+        after = peak_rss_mb(server.process.pid)
         stored = tmp_path / "data" / "jobs" / job.job_id / "uploads" / "IMAGE"
         assert stored.stat().st_size == 300 * 1024 * 1024
         assert after - before < 50.0, f"peak RSS grew by {after - before:.0f} MB for a 300 MB upload"

@@ -136,3 +136,11 @@ class ImageServer:
         self.stop_event.set()
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def peak_rss_mb(pid: int) -> float:
+    """A process's peak resident memory (VmHWM in /proc), MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024.0
+    raise AssertionError("no VmHWM in /proc status")
