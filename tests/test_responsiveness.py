@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 import time
 
+import pytest
+
 from uws_helpers import create, phase
 
 
@@ -17,6 +19,7 @@ def test_the_service_hands_the_interpreter_lock_back_often(standalone):
     assert sys.getswitchinterval() <= standalone.settings.thread_switch_interval
 
 
+@pytest.mark.slow  # a timing: it holds on a machine doing nothing else (benchmarks/loop_latency.py measures it)
 def test_creation_and_status_stay_fast_while_eight_classic_jobs_run(standalone, tmp_path):
     from cianna_otf_server.sky.simulate import write_simulation
 
