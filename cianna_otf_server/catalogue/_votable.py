@@ -7,13 +7,14 @@ INFO elements of the RESOURCE, after a ``QUERY_STATUS = OK`` INFO as DALI servic
 
 from __future__ import annotations
 
-import io
 import json
 import warnings
 from typing import Any, Iterable
 
 from astropy.io.votable.tree import CooSys, Info, Resource, VOTableFile
 from astropy.table import Table
+
+from ._tabledata import votable_to_bytes
 
 __all__ = ["table_to_votable", "catalogue_to_votable_bytes", "flat_meta"]
 
@@ -83,7 +84,5 @@ def table_to_votable(table: Table, *, table_id: str = "result", name: str = "cat
 
 
 def catalogue_to_votable_bytes(table: Table) -> bytes:
-    """The catalogue as VOTable 1.4 XML (tabledata serialisation, UTF-8)."""
-    buffer = io.BytesIO()
-    table_to_votable(table).to_xml(buffer, tabledata_format="tabledata")
-    return buffer.getvalue()
+    """The catalogue as VOTable 1.4 XML (tabledata serialisation, UTF-8), rows written by column."""
+    return votable_to_bytes(table_to_votable(table))
