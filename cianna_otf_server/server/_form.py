@@ -149,7 +149,8 @@ class StreamingForm:
         self.fields.append((name, field.value or b""))
 
     def _on_file(self, file) -> None:
-        file.flush_to_disk()
+        if file.in_memory:  # with no in-memory size allowed, parts are on disk already
+            file.flush_to_disk()
         file.close()
         name = file.field_name.decode("latin-1") if isinstance(file.field_name, bytes) else str(file.field_name)
         filename = file.file_name.decode("utf-8", "replace") if isinstance(file.file_name, bytes) else file.file_name
