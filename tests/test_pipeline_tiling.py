@@ -113,3 +113,33 @@ def test_iter_batches_shapes_and_order():
             np.testing.assert_array_equal(patch[0], cut_patch(_Image(data), tile, (32, 32), SPEC))
         seen += [t.index for t in tiles]
     assert seen == list(range(len(plan)))
+
+
+def test_iter_batches_reads_a_signal_to_noise_view_batch_at_once(tmp_path):
+    """A `DomainView` (here a signal-to-noise model's) gives each batch in one read, equal to patch-by-patch cuts."""
+    from cianna_otf_server.models import default_registry
+    from cianna_otf_server.pipeline import YoloDetection, open_image
+    from cianna_otf_server.sky.simulate import write_simulation
+
+    path = tmp_path / "sky.fits"
+    write_simulation(path, 300, seed=5)
+    card = default_registry().get("yolo-demo")
+    card = getattr(card, "card", card)
+    image = open_image(str(path))
+    detection = YoloDetection(image, card, PixelBox(0, 300, 0, 300), precision="fp32")
+    assert detection.domain.convention == "snr" and detection.view.data.windows is not None
+    reads = []
+    original = detection.view.image_windows
+
+    def counting(*args):
+        reads.append(args)
+        return original(*args)
+
+    detection.view.image_windows = counting
+    batches = list(iter_batches(detection.view, detection.plan, card.normalisation, batch_size=4))
+    assert len(reads) == len(batches) == -(-len(detection.plan) // 4)
+    detection.view.image_windows = original
+    for tiles, batch in batches:
+        for tile, patch in zip(tiles, batch):
+            single = cut_patch(detection.view, tile, detection.plan.patch_size, card.normalisation)
+            np.testing.assert_allclose(patch[0], single, atol=1e-5)

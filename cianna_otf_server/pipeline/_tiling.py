@@ -150,17 +150,26 @@ def iter_batches(
     """Yield ``(tiles, batch)`` with ``batch`` float32 ``[n, channels, H, W]``, ``n <= batch_size``.
 
     Memory stays bounded by one batch whatever the image size. With ``channels > 1`` the single
-    image plane is repeated in every channel.
+    image plane is repeated in every channel. An image whose ``data`` reads many windows at once
+    (a `DomainView`'s, converting a whole stack to the model's scale in a few array operations)
+    gives each batch in one read; anything else is read patch by patch.
     """
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
     tiles = plan.tiles if tiles is None else tiles
     w, h = plan.patch_size
+    read_many = getattr(image.data, "windows", None)
     for start in range(0, len(tiles), batch_size):
         chunk = tiles[start: start + batch_size]
         batch = np.empty((len(chunk), channels, h, w), dtype=np.float32)
-        for k, tile in enumerate(chunk):
-            cut_patch(image, tile, (w, h), spec, out=batch[k, 0])
-            if channels > 1:
-                batch[k, 1:] = batch[k, 0]
+        stack = None
+        if read_many is not None:  # the whole batch in one read (NaN beyond the image)
+            stack = read_many(np.array([t.y0 for t in chunk]), np.array([t.x0 for t in chunk]), h, w)
+        if stack is not None:
+            normalise(stack, spec, out=batch[:, 0])
+        else:
+            for k, tile in enumerate(chunk):
+                cut_patch(image, tile, (w, h), spec, out=batch[k, 0])
+        if channels > 1:
+            batch[:, 1:] = batch[:, :1]
         yield chunk, batch
