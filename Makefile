@@ -17,12 +17,13 @@ $(BIN)/python:
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
-	# an editable install skips data files: put the extension's enabling config in place
+	# the build hook (setup.py) fetches Aladin Lite (LGPL-3.0) from the npm registry for the
+	# offline notebook view; without npm a development install still works, with the CDN view
+	CIANNA_OTF_ALLOW_CDN=1 $(BIN)/python -m pip install --quiet -e ".[dev]"
+	# an editable install skips data files: put the wheel's enabling config in this environment
+	# (jupyter_server's `extension enable` refuses an extension that no config lists yet)
 	mkdir -p $(VENV)/etc/jupyter/jupyter_server_config.d
 	cp jupyter-config/jupyter_server_config.d/cianna_otf_jupyter.json $(VENV)/etc/jupyter/jupyter_server_config.d/
-	# Aladin Lite (LGPL-3.0) for the offline notebook view, from the npm registry; without npm
-	# the view falls back to ipyaladin's CDN, so a failure here only warns
 	$(BIN)/python -m cianna_otf_jupyter.fetch_aladin || echo "warning: Aladin Lite not fetched (needs npm); the notebook view will use the CDN"
 	touch $@
 

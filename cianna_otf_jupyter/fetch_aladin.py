@@ -24,9 +24,9 @@ from pathlib import Path
 
 if __package__ in (None, ""):  # run as a file from a checkout, before the package is installed
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from static_files import ALADIN_LITE_DIR, pinned_aladin_lite_version  # type: ignore[no-redef]
+    from _assets import ALADIN_LITE_DIR, pinned_aladin_lite_version  # type: ignore[no-redef]
 else:
-    from .static_files import ALADIN_LITE_DIR, pinned_aladin_lite_version
+    from ._assets import ALADIN_LITE_DIR, pinned_aladin_lite_version
 
 PACKAGE = "aladin-lite"
 MEMBERS = {"package/dist/aladin.js": "aladin.js", "package/LICENSE": "LICENSE", "package/COPYING": "COPYING"}

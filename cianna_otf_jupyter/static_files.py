@@ -1,78 +1,34 @@
-"""Where the notebook widget's Aladin Lite lives, and the route that serves it.
+"""The route that serves the notebook view's Aladin Lite and blank-sky HiPS from the package.
 
 ipyaladin imports Aladin Lite from a CDN (esm.sh) in the browser, so without a network the view
-never loads. The same ES module, taken from the npm package ``aladin-lite`` at build time by
-``fetch_aladin.py``, sits in ``static/aladin-lite/`` of this package and is served by the server
-extension at ``{base_url}cianna-otf/static/aladin-lite/aladin.js``; ``aladin.py`` points the
-widget at that URL. The facts shared by the three (paths, the CDN import's shape, the version
-ipyaladin pins) live here so that they cannot drift apart.
+never loads. The same ES module, taken from the npm package ``aladin-lite`` when the wheel is
+built (``setup.py`` runs ``fetch_aladin.py``), sits in ``static/aladin-lite/`` of this package and
+is served by the server extension at ``{base_url}cianna-otf/static/aladin-lite/aladin.js``;
+``aladin.py`` points the widget at that URL. The paths and version facts are in ``_assets.py``.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from jupyter_server.base.handlers import FileFindHandler
 
-STATIC_DIR = Path(__file__).resolve().parent / "static"
-"""The folder served under ``{service}/static/``: Aladin Lite (fetched at install, not committed)
-and the blank-sky HiPS (committed)."""
-
-ALADIN_LITE_DIR = STATIC_DIR / "aladin-lite"
-ALADIN_LITE_FILE = ALADIN_LITE_DIR / "aladin.js"
-ALADIN_LITE_STAMP = ALADIN_LITE_DIR / "VERSION"
-"""Holds the npm version of the fetched file, so fetching again is a no-op."""
-
-STATIC_ROUTE = "static/"
-"""Sub-path of the service root (``{base_url}cianna-otf/``) under which STATIC_DIR is served."""
-
-ALADIN_LITE_ROUTE = STATIC_ROUTE + "aladin-lite/aladin.js"
-"""Aladin Lite's path relative to the service root; the browser prefixes the page's base URL."""
-
-BLANK_SKY_ROUTE = STATIC_ROUTE + "blank-sky"
-"""An empty all-sky HiPS (12 black order-0 tiles), the offline view's background survey."""
-
-DEFAULT_ALADIN_LITE_VERSION = "3.9.2-beta"
-"""What ipyaladin 0.8.1 imports; used only when ipyaladin is not installed to ask."""
-
-CDN_IMPORT = re.compile(
-    r"""import\s*(?P<name>[A-Za-z_$][\w$]*)\s*from\s*(?P<quote>["'])"""
-    r"""(?P<url>https://esm\.sh/aladin-lite@(?P<version>[^"'?/]+)[^"']*)(?P=quote)\s*;?"""
+from ._assets import (  # noqa: F401  (re-exported: the paths, routes and version facts)
+    ALADIN_LITE_DIR,
+    ALADIN_LITE_FILE,
+    ALADIN_LITE_ROUTE,
+    ALADIN_LITE_STAMP,
+    BLANK_SKY_ROUTE,
+    CDN_IMPORT,
+    DEFAULT_ALADIN_LITE_VERSION,
+    STATIC_DIR,
+    STATIC_ROUTE,
+    ipyaladin_esm_path,
+    pinned_aladin_lite_version,
 )
-"""ipyaladin's (minified) static import of Aladin Lite, e.g. ``import C from"https://esm.sh/aladin-lite@3.9.2-beta";``."""
-
-
-def ipyaladin_esm_path() -> Path | None:
-    """ipyaladin's front-end module, found without importing ipyaladin (it pulls in astropy).
-
-    Returns None where ipyaladin is not installed.
-    """
-    spec = importlib.util.find_spec("ipyaladin")
-    if spec is None or spec.origin is None:
-        return None
-    path = Path(spec.origin).parent / "static" / "widget.js"
-    return path if path.is_file() else None
-
-
-def pinned_aladin_lite_version() -> str:
-    """The Aladin Lite version that the installed ipyaladin imports (its CDN URL says it).
-
-    Falls back to DEFAULT_ALADIN_LITE_VERSION where ipyaladin is absent; raises ValueError where
-    ipyaladin is present but its module no longer has the expected import (a new ipyaladin
-    release: check the rewrite in ``aladin.py`` before trusting it).
-    """
-    path = ipyaladin_esm_path()
-    if path is None:
-        return DEFAULT_ALADIN_LITE_VERSION
-    match = CDN_IMPORT.search(path.read_text(encoding="utf-8"))
-    if match is None:
-        raise ValueError(f"no esm.sh import of aladin-lite found in {path}")
-    return match["version"]
 
 
 class StaticFilesHandler(FileFindHandler):
