@@ -147,10 +147,13 @@ def test_quickstart_in_jupyterlab_draw_a_region_and_detect(tmp_path):
     root.mkdir()
     shutil.copy(QUICKSTART, root / QUICKSTART.name)
     requests_seen: list[tuple[str, str]] = []
+    refused: list[tuple[str, int]] = []
     console_errors: list[str] = []
 
     with jupyter_lab(root, tmp_path / "jupyter") as lab, chromium_page(chromium_path(), tmp_path / "profile") as page:
         page.on("requestfinished", lambda r: requests_seen.append((r.url, "ok")))
+        page.on("response", lambda r: refused.append((r.url, r.status)) if "/cianna-otf/" in r.url and r.status >= 400
+                else None)
         page.on("requestfailed", lambda r: requests_seen.append((r.url, "failed")))
         page.on("pageerror", lambda error: console_errors.append(str(error)))
         widget, view = _run_quickstart(page, lab)
@@ -218,6 +221,7 @@ def test_quickstart_in_jupyterlab_draw_a_region_and_detect(tmp_path):
     # HiPS), not its start-up report; and no error in the page
     assert not external, external
     assert any("/cianna-otf/static/blank-sky/properties" in url for url, _ in requests_seen)
+    assert not refused, f"the extension refused what the view asked for: {refused}"  # e.g. Norder3/Allsky.png
     assert not console_errors, console_errors
     (ARTIFACTS / "quickstart-run.json").write_text(json.dumps({
         "seconds": round(time.monotonic() - started, 1), "sources": n_sources,
