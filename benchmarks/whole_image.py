@@ -7,7 +7,8 @@ first run of each model warms it up on a 2048 x 2048 image and is not timed.
 
 Host memory is the peak of the process's anonymous resident memory (``RssAnon``, sampled every
 100 ms): the memory-mapped image's pages are page cache, not the process's own. ``--profile``
-adds the functions that took the most time, so a figure comes with what bounds it.
+adds the functions that took the most time, and ``--stages`` the seconds of each step of the
+pipeline (run once more, step by step), so a figure comes with what bounds it.
 
     python benchmarks/whole_image.py --size 32768 --models yolo-demo yolo-demo-sdc1 \
         --device cuda --precision fp16 --out benchmarks/results/whole_image_h200.json
@@ -95,6 +96,70 @@ def run_once(image: Path, card, device: str, precision: str, out: Path, profile:
     return result
 
 
+def run_stages(image: Path, card, device: str, precision: str, out: Path) -> dict:
+    """The one-job path of `detect`, step by step, with the seconds of each step.
+
+    The same public steps `detect` chains (plan and noise map, cutting and scaling the patches,
+    the network with its transfers, decoding with the first NMS, the second NMS and region,
+    the measurement, the peak signal to noise, the catalogue columns, the VOTable), each timed
+    on its own, so that a whole-image figure comes with the step that bounds it.
+    """
+    from cianna_otf_server.pipeline import YoloDetection, open_image, parse_region
+    from cianna_otf_server.pipeline._detect import prepare_network, run_network
+    from cianna_otf_server.pipeline._tiling import iter_batches
+
+    times: dict[str, float] = {"open": 0.0, "plan_and_noise": 0.0, "cut_and_scale": 0.0, "network": 0.0,
+                               "decode": 0.0, "measure": 0.0, "peak_snr": 0.0, "merge_and_region": 0.0,
+                               "columns": 0.0, "votable": 0.0}
+    network = prepare_network(card, device=device, precision=precision)
+
+    def timed(name: str, function):
+        def wrapper(*args, **kwargs):
+            begin = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                times[name] += time.perf_counter() - begin
+        return wrapper
+
+    start = time.perf_counter()
+    sky = open_image(str(image))
+    box = parse_region(None, None, sky)
+    times["open"] = time.perf_counter() - start
+    begin = time.perf_counter()
+    detection = YoloDetection(sky, card, box, precision=precision, device=device)
+    times["plan_and_noise"] = time.perf_counter() - begin
+    batches = iter(iter_batches(detection.view, detection.plan, card.normalisation, 16, channels=card.channels))
+    while True:
+        begin = time.perf_counter()
+        item = next(batches, None)
+        times["cut_and_scale"] += time.perf_counter() - begin
+        if item is None:
+            break
+        tiles, batch = item
+        begin = time.perf_counter()
+        outputs = run_network(network, batch)
+        times["network"] += time.perf_counter() - begin
+        begin = time.perf_counter()
+        detection.add_outputs(tiles, outputs, inputs=batch)
+        times["decode"] += time.perf_counter() - begin
+    detection._measure = timed("measure", detection._measure)
+    detection.view.snr_peak = timed("peak_snr", detection.view.snr_peak)
+    boxes = detection.boxes
+    detection.boxes = timed("merge_and_region", boxes)
+    begin = time.perf_counter()
+    table = detection.catalogue()
+    times["columns"] = time.perf_counter() - begin - times["merge_and_region"]
+    times["merge_and_region"] -= times["measure"] + times["peak_snr"]
+    begin = time.perf_counter()
+    write_catalogue(table, out, "votable")
+    times["votable"] = time.perf_counter() - begin
+    sky.close()
+    total = time.perf_counter() - start
+    return {"seconds": round(total, 3), "sources": len(table),
+            "stages_s": {name: round(value, 3) for name, value in times.items()}}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=32768, help="image side in pixels")
@@ -105,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--profile", action="store_true", help="add the 25 costliest functions of one more, untimed, run")
     parser.add_argument("--workdir", default=None, help="where the image is written (default: a temporary folder)")
+    parser.add_argument("--stages", action="store_true",
+                        help="also run each network model step by step and report the seconds of each step")
     parser.add_argument("--out", default=None, help="write the figures as JSON here")
     args = parser.parse_args(argv)
 
@@ -152,6 +219,13 @@ def main(argv: list[str] | None = None) -> int:
                 write_report(report, args.out)  # after every run: a run cut short keeps the ones before
                 print(f"{card.name:16s} {precision:5s} {run['seconds']:8.2f} s  {run['mpx_per_s']:8.1f} Mpx/s  "
                       f"{run['sources']:7d} sources  anon RSS peak {run['anon_rss_peak_mb']:.0f} MB", flush=True)
+            if args.stages and card.is_network:
+                staged = run_stages(image, card, args.device, precision, tmp_path / "sources.xml")
+                staged["model"] = f"{card.name} {card.version}"
+                report.setdefault("stages", []).append(staged)
+                write_report(report, args.out)
+                print(f"{card.name:16s} step by step {staged['seconds']:.2f} s: " + ", ".join(
+                    f"{name} {value:.2f}" for name, value in staged["stages_s"].items()), flush=True)
     write_report(report, args.out)
     return 0
 
