@@ -12,7 +12,7 @@ __all__ = ["file_sha256"]
 _CHUNK = 4 * 1024 * 1024
 _CACHE: dict[tuple[str, int, int], str] = {}
 _LOCK = threading.Lock()
-_MAX_ENTRIES = 4096
+_MAX_ENTRIES = 1024  # ~0.5 MB of keys and digests at most
 
 
 def file_sha256(path: str | os.PathLike) -> str:

@@ -85,6 +85,10 @@ class ServiceConfig(Configurable):
              "is 0.005). Worker threads doing CPU work then hand it back to the event loop this often, "
              "so requests stay fast while jobs run (100 running classic jobs added 150 ms to a job "
              "creation at the default). 0: leave Python's setting.").tag(config=True)
+    trim_memory_seconds = Float(
+        30.0, min=0.0,
+        help="Seconds between returns of freed heap memory to the system (glibc's malloc_trim), so "
+             "that the resident memory of a long-running service stays flat. 0: never.").tag(config=True)
     device = Unicode("auto", help="'auto' (every GPU if any, else the CPU), 'cpu', 'cuda' (every "
                      "GPU), 'cuda:1', ...").tag(config=True)
     executor = Enum(["batching", "pool"], default_value="batching",

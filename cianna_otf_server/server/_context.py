@@ -17,6 +17,7 @@ from ..jobs import DetectionParameterPolicy, DetectionRunner, LocalPoolExecutor
 from ..models import ModelRegistry
 from ..uws import JobEvents, JobFiles, JobService, JobStore
 from ._config import ServiceConfig
+from ._memory import trim_free_memory
 from ._metrics import ServiceMetrics
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ class ServiceContext:
         self.service = JobService(self.store, self.files, self.executor, self.policy,
                                   self.href, config.service_limits(), self.events)
         self._reaper: asyncio.Task[None] | None = None
+        self._trimmer: asyncio.Task[None] | None = None
 
     def _make_executor(self, runner: DetectionRunner) -> Any:
         config = self.config
@@ -92,6 +94,7 @@ class ServiceContext:
         if self._reaper is None:
             self._reaper = loop.create_task(self._reap_forever())
             self._deadlines = loop.create_task(self._stop_overdue_forever())
+            self._trimmer = loop.create_task(self._trim_memory_forever()) if self.config.trim_memory_seconds else None
         log.info("CIANNA On-The-Fly service at %s (data in %s, device %s)", self.root_path,
                  self.data_dir, self.device)
 
@@ -102,6 +105,15 @@ class ServiceContext:
                 self.service.reap()
             except Exception:  # the reaper must keep running
                 log.exception("job reaper failed")
+
+    async def _trim_memory_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.config.trim_memory_seconds)
+            try:  # off the loop: trimming large heaps takes a few milliseconds
+                await loop.run_in_executor(self.blocking, trim_free_memory)
+            except Exception:  # the service runs on without it
+                log.exception("returning free memory failed")
 
     #: Seconds between checks of the running jobs' execution durations.
     DEADLINE_INTERVAL = 0.5
@@ -118,6 +130,8 @@ class ServiceContext:
         if self._reaper is not None:
             self._reaper.cancel()
             self._deadlines.cancel()
+            if self._trimmer is not None:
+                self._trimmer.cancel()
             self._reaper = None
         self.service.shutdown(wait=True)  # running jobs stop at their next patch and are requeued at restart
         self.blocking.shutdown(wait=False, cancel_futures=True)
