@@ -35,6 +35,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cianna_otf_server.cli.submit",
     "cianna_otf_server.cli.jobs",
     "cianna_otf_server.cli.dashboard",
+    "cianna_otf_server.cli.samp",
     "cianna_otf_server.cli.completion",
 )
 
