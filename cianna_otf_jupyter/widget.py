@@ -210,9 +210,15 @@ class DetectionAladin(OfflineAladin):
 
     _esm = extend_esm(OfflineAladin._esm, (FRONTEND_DIR / "detection_view.js").read_text(encoding="utf-8"))  # type: ignore[misc]
 
+    #: Aladin Lite's own widgets the detection view does without: the status bar (a white band
+    #: across the top and a "You entered the selection mode" toast at every Draw) and the
+    #: Simbad pointer (a control, and a tooltip after start, for a service the offline view
+    #: cannot reach). The widget's status line and table say what they would.
+    QUIET_OPTIONS: dict[str, object] = {"show_status_bar": False, "show_simbad_pointer_control": False}
+
     def __init__(self, on_event: Callable[[dict[str, Any]], None] | None = None, **init_options: object) -> None:
         self.on_event = on_event
-        super().__init__(**init_options)
+        super().__init__(**{**self.QUIET_OPTIONS, **init_options})
 
     def _handle_custom_message(self, widget: Any, message: dict, buffers: Any) -> None:
         if isinstance(message, dict) and "event" in message and "event_type" not in message:

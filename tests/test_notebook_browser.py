@@ -174,6 +174,11 @@ def test_quickstart_in_jupyterlab_draw_a_region_and_detect(tmp_path):
         _drag(page, box, (x0, y0), (x1, y1))
         label = page.locator("text=/^Region: POLYGON/")
         label.wait_for(timeout=15_000)
+        # the view stays clean: none of Aladin Lite's own status band and toast, Simbad pointer
+        # or raw table of selected objects over it (the widget's status line and table say it)
+        for clutter in (".aladin-status-bar", ".aladin-simbadPointer-control", ".aladin-measurement-div"):
+            shown = [element for element in page.locator(f".aladin-widget {clutter}").all() if element.is_visible()]
+            assert not shown, f"{clutter} is shown over the view"
         corners = np.array([float(v) for v in label.inner_text().split()[2:]]).reshape(4, 2)
         ra = (corners[:, 0] + 180) % 360 - 180
         assert np.ptp(ra) > 0 and np.ptp(corners[:, 1]) > 0, corners

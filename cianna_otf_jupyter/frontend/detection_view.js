@@ -101,6 +101,12 @@ function __ciannaOtfDetectionView(base) {
         console.warn("cianna-otf: no Aladin Lite view found; region drawing is off");
         return cleanup;
       }
+      // Aladin Lite lists the objects under a drawn shape (ipyaladin listens for selections) or
+      // a clicked marker in a raw table over the lower half of the view; the widget's own table
+      // lists the sources, so that one is not shown in this view
+      const style = document.createElement("style");
+      style.textContent = "[data-cianna-otf-protocol] .aladin-measurement-div { display: none !important; }";
+      el.appendChild(style);
       // the armed tool is also shown on the element (data-cianna-otf-armed), for styling and tests
       const arm = (shape) => {
         const mode = __ciannaOtfSelectModes[shape];
