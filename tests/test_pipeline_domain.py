@@ -300,3 +300,22 @@ def test_out_of_domain_runs_say_so_everywhere(standalone, tmp_path, uws_schema):
     infos = [line for line in votable.splitlines() if 'name="warning"' in line]
     assert any("noise" in line for line in infos), infos
     assert len(table) == 0 or np.isfinite(np.asarray(table["x"])).all()
+
+
+@pytest.mark.parametrize("cells", [1, 2, 3, 5, 40])
+def test_noise_at_equals_the_interpolation_through_every_mesh_node(cells):
+    """`NoiseMap.at` reads the few B-spline coefficients around each point: the same rms as the
+    interpolation weights of every node, clamped beyond the outermost centres and floored."""
+    from cianna_otf_server.pipeline._noise import NoiseMap, _weights
+
+    rng = np.random.default_rng(cells)
+    side = 64 * cells
+    noise = NoiseMap(rng.normal(size=(cells, cells)), 1 + rng.random((cells, cells)), 64, (side, side), 1.0,
+                     (10, 20))
+    x = rng.uniform(-30, side + 40, 5000)
+    y = rng.uniform(-30, side + 40, 5000)
+    u = np.clip((x - 10 + 0.5) / 64 - 0.5, 0, cells - 1.0)
+    v = np.clip((y - 20 + 0.5) / 64 - 0.5, 0, cells - 1.0)
+    dense = np.einsum("pj,ji,pi->p", _weights(v, cells), noise.rms, _weights(u, cells))
+    np.testing.assert_allclose(noise.at(x, y), np.maximum(dense, noise.floor), rtol=1e-12, atol=1e-12)
+    assert noise.at(x[:6].reshape(2, 3), y[:6].reshape(2, 3)).shape == (2, 3)

@@ -176,7 +176,13 @@ class NoiseMap:
         ny_m, nx_m = self.rms.shape
         u = np.clip((x.ravel() + 0.5) / self.mesh - 0.5, 0.0, nx_m - 1.0)
         v = np.clip((y.ravel() + 0.5) / self.mesh - 0.5, 0.0, ny_m - 1.0)
-        values = np.einsum("pj,ji,pi->p", _weights(v, ny_m), self.rms, _weights(u, nx_m))
+        # in B-spline form each position reads the (k+1) x (k+1) coefficients around it: a
+        # catalogue of 150,000 sources on a 512 x 512 mesh costs milliseconds, where the
+        # interpolation weights of every mesh node (p x n per axis, then p x n x n) cost minutes
+        iy, wy = _point_basis(v, ny_m)
+        ix, wx = _point_basis(u, nx_m)
+        local = self._mesh_coefficients[1][iy[:, :, None], ix[:, None, :]]  # [p, ky, kx]
+        values = np.einsum("pa,pab,pb->p", wy, local, wx)
         return np.maximum(values, self.floor).reshape(x.shape)
 
     @property
@@ -280,6 +286,18 @@ def _local_basis(starts: np.ndarray, size: int, n_mesh: int, mesh: int) -> tuple
         slots[flat + j] = local
     coefficients = np.minimum(low[:, None] + np.arange(span), n_mesh - 1)
     return weights, coefficients
+
+
+def _point_basis(coords: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(indices [p, k+1], values [p, k+1])``: the non-zero B-splines of the axis's interpolating spline at `coords`."""
+    if n == 1:
+        return np.zeros((len(coords), 1), dtype=np.int64), np.ones((len(coords), 1))
+    spline = _basis(n)
+    order = spline.k + 1
+    design = BSpline.design_matrix(np.asarray(coords, dtype=np.float64), spline.t, spline.k).tocsr()
+    indices = design.indices.reshape(len(coords), order).astype(np.int64)
+    values = np.asarray(design.data, dtype=np.float64).reshape(len(coords), order)
+    return indices, values
 
 
 def _weights(coords: np.ndarray, n: int) -> np.ndarray:
