@@ -9,7 +9,7 @@ DEMO_DIR ?= demo-output
 DEMO_ARGS ?= --ip=127.0.0.1
 ROOT_FLAG := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 
-.PHONY: install browser demo demo-cli test test-all clean
+.PHONY: install browser ds9 demo demo-cli test test-all clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,7 +37,18 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 browser: /usr/bin/chromium
 
-install: $(VENV)/.installed browser
+# SAOImage DS9, Xvfb and xpa-tools for the end-to-end DS9 test (tests/test_ds9.py runs a real DS9 on
+# a virtual display and drives its Analysis menu over XPA). Installed with apt-get where one is
+# missing; without root, sudo is tried.
+/usr/bin/ds9 /usr/bin/Xvfb /usr/bin/xpaset:
+	@SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	$$SUDO apt-get install -y -q --no-install-recommends saods9 xvfb xpa-tools >/dev/null 2>&1 || \
+	{ $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q --no-install-recommends saods9 xvfb xpa-tools >/dev/null; } || \
+	echo "warning: DS9, Xvfb or xpa-tools not installed (apt-get failed); the DS9 test will be skipped"
+
+ds9: /usr/bin/ds9 /usr/bin/Xvfb /usr/bin/xpaset
+
+install: $(VENV)/.installed browser ds9
 
 # JupyterLab with the extension (the service runs inside it) and the quickstart notebook open.
 demo: install

@@ -36,6 +36,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "cianna_otf_server.cli.jobs",
     "cianna_otf_server.cli.dashboard",
     "cianna_otf_server.cli.samp",
+    "cianna_otf_server.cli.ds9",
     "cianna_otf_server.cli.completion",
 )
 
