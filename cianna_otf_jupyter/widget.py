@@ -40,6 +40,13 @@ names it does not know)::
 
 Everything else the widget shows on the view goes through ipyaladin's public calls
 (``add_fits`` for the image, ``add_table`` for the detected sources).
+
+Desktop viewers over SAMP
+-------------------------
+The SAMP button (`DetectionWidget.send_to_viewers`) joins the running SAMP hub as
+``cianna-otf notebook`` (once, on first use) and sends the image (``image.load.fits``) and the
+catalogue (``table.load.votable``) to Aladin Desktop, DS9, TOPCAT...; while connected, an image a
+viewer sends to the notebook opens in the widget. See `cianna_otf_jupyter._samp_link.SampLink`.
 """
 
 from __future__ import annotations
@@ -65,6 +72,8 @@ if TYPE_CHECKING:
     from astropy.io.fits import HDUList
     from astropy.table import Table
     from regions import Regions
+
+    from ._samp_link import Broadcast, SampLink
 
 __all__ = ["DEFAULT_CLICK_RADIUS_ARCSEC", "DetectionAladin", "DetectionWidget", "PROTOCOL_VERSION",
            "RegionMessageError", "default_client", "region_from_message", "running_jupyter_server",
@@ -284,6 +293,10 @@ class DetectionWidget(widgets.VBox):
         Where the Save buttons write; the notebook's folder by default.
     height : int
         Height of the Aladin view, pixels.
+    samp_hub : path, URL, mapping, optional
+        The SAMP hub the SAMP button joins: its lockfile (path, ``file://`` URL or
+        ``std-lockurl:URL``) or parameters; None: ``$SAMP_HUB``, else ``~/.samp`` (the hub
+        TOPCAT, Aladin Desktop or DS9 started).
 
     Attributes
     ----------
@@ -306,10 +319,14 @@ class DetectionWidget(widgets.VBox):
     warnings : list of str
         The warnings of the last detection's catalogue (an image outside the model's domain, an
         unknown unit or beam), also shown in the warning banner; cleared by the next run.
+    samp_link : SampLink or None
+        The notebook's SAMP client once connected (`connect_samp`, or the first press of the
+        SAMP button); None before, and after `disconnect_samp`.
     """
 
     def __init__(self, client: Client | None = None, image: str | os.PathLike | HDUList | None = None, *,
-                 model: str | None = None, save_dir: str | os.PathLike | None = None, height: int = 500) -> None:
+                 model: str | None = None, save_dir: str | os.PathLike | None = None, height: int = 500,
+                 samp_hub: str | os.PathLike | Mapping[str, Any] | None = None) -> None:
         self.table: Table | None = None
         self.regions: Regions | None = None
         self.job: Job | None = None
@@ -334,6 +351,10 @@ class DetectionWidget(widgets.VBox):
         self._picker_lock = threading.RLock()
         self._filling_picker = False
         self._selected_model: str | None = None  # the picker's choice, steady while its options are rebuilt
+        self.samp_hub = samp_hub
+        self.samp_link: SampLink | None = None
+        self._samp_lock = threading.Lock()
+        self._job_table: Table | None = None  # the table read from self.job (its VOTable is the service's)
 
         self.view = DetectionAladin(on_event=self.handle_message, height=height)
         self.view.set_listener("click", self._on_native_click)
@@ -371,6 +392,9 @@ class DetectionWidget(widgets.VBox):
         self.save_catalogue_button = widgets.Button(description="Save catalogue", disabled=True)
         self.save_regions_button = widgets.Button(description="Save regions", disabled=True)
         self.save_provenance_button = widgets.Button(description="Save provenance", disabled=True)
+        self.samp_button = widgets.Button(
+            description="SAMP", icon="share-alt",
+            tooltip="Send the image and the sources to desktop viewers over SAMP; images they send open here")
 
         self.detect_button.on_click(self.detect)
         self.clear_region_button.on_click(lambda _: self.set_region(None))
@@ -378,6 +402,7 @@ class DetectionWidget(widgets.VBox):
         self.save_catalogue_button.on_click(lambda _: self._guarded(self.save_catalogue))
         self.save_regions_button.on_click(lambda _: self._guarded(self.save_regions))
         self.save_provenance_button.on_click(lambda _: self._guarded(self.save_provenance))
+        self.samp_button.on_click(lambda _: self._guarded(self.send_to_viewers))
         self.region_mode.observe(lambda change: self._request_selection(), names="value")
         self.sources.observe(self._on_row_selected, names="value")
         self.model_picker.observe(self._on_model_picked, names="value")
@@ -389,7 +414,8 @@ class DetectionWidget(widgets.VBox):
         ], layout={"width": "340px"})
         results = widgets.VBox([
             self._style, self.sources_header, self.sources,
-            widgets.HBox([self.save_catalogue_button, self.save_regions_button, self.save_provenance_button]),
+            widgets.HBox([self.save_catalogue_button, self.save_regions_button, self.save_provenance_button,
+                          self.samp_button]),
         ])
         # the view takes the room the controls leave (without a flex size it collapses to nothing)
         self.view.layout = widgets.Layout(flex="1 1 0%", min_width="320px", height=f"{height}px")
@@ -683,6 +709,7 @@ class DetectionWidget(widgets.VBox):
             self.phase.value = job.phase
             table, regions = job.table(), job.regions()
             self.job, self.table, self.regions = job, table, regions
+            self._job_table = table
             self.show_warnings(job.warnings)  # the jobInfo's copy of the catalogue's INFO name="warning"
             self._remove_overlay(self._result_overlay)
             self._result_overlay = f"CIANNA {job.job_id}"
@@ -792,3 +819,138 @@ class DetectionWidget(widgets.VBox):
             raise RuntimeError("nothing to save: run a detection first")
         return self.job
 
+    # -- desktop viewers over SAMP ----------------------------------------------------------
+    def connect_samp(self) -> SampLink | None:
+        """Join the SAMP hub as ``cianna-otf notebook`` (once: later calls return the same link).
+
+        From then on an image a viewer sends to the notebook (``image.load.fits``: a ``file://``
+        URL, or Aladin Desktop's own ``http://127.0.0.1`` one) is shown here (`show_image`),
+        the status line naming the viewer. The hub is `samp_hub`, else ``$SAMP_HUB``, else
+        ``~/.samp``. A link whose hub has stopped is replaced by a new one. Returns the link,
+        or None with the reason in the status line (``no SAMP hub is running: start TOPCAT,
+        Aladin Desktop or DS9``).
+        """
+        try:
+            return self._require_samp()
+        except Exception as exc:
+            self._fail(exc)
+            return None
+
+    def _require_samp(self) -> SampLink:
+        from ._samp_link import SampLink
+
+        with self._samp_lock:
+            link = self.samp_link
+            if link is not None and link.connected:
+                return link
+            if link is not None:  # its hub stopped: a new hub (or the same, restarted) is a new link
+                self.samp_link = None
+                link.close(timeout=2.0)
+            self.samp_link = SampLink(self._samp_image_received, self._samp_error, on_hub_gone=self._samp_hub_gone,
+                                      hub=self.samp_hub)
+            return self.samp_link
+
+    def send_to_viewers(self, *_: object) -> Broadcast | None:
+        """Send the image and the catalogue to the desktop viewers over SAMP (the SAMP button).
+
+        Connects first where needed (`connect_samp`). The image goes out as ``image.load.fits``
+        (its file, or, for an image given in memory, the HDU shown written to a temporary FITS
+        file); the last catalogue, if there is one, as ``table.load.votable`` (the service's
+        VOTable, written to `save_dir` like `save_catalogue`, or to a temporary folder where
+        that cannot be written). The status line says how many viewers got them.
+
+        Returns
+        -------
+        Broadcast or None
+            The recipients and URLs sent; None on failure, the reason in the status line.
+        """
+        try:
+            link = self._require_samp()
+            image: Any = self.image_path if self.image_path is not None else self._image_bytes
+            table = self.table
+            if image is None and table is None:
+                self._samp_ok(f"Connected to SAMP as {link.public_id}: nothing to send yet (show an image); "
+                              "images viewers send open here")
+                return None
+            votable = self._samp_catalogue() if table is not None else None
+            title = self.image_path.name if self.image_path is not None else "cianna-otf image"
+            job_id = self.job.job_id if self.job is not None and table is self._job_table else None
+            sent = link.send(image, votable, image_name=title if image is not None else None,
+                             table_name=f"CIANNA {job_id or 'sources'} {title}",
+                             table_id=f"cianna-otf-{job_id}" if job_id else None)
+        except Exception as exc:
+            self._fail(exc)
+            return None
+        sources = f"{len(table)} source{'' if len(table) == 1 else 's'}" if table is not None else ""
+        what = " and ".join(part for part in ("Image" if sent.image_url else "", sources if sent.table_url else "")
+                            if part)
+        self._samp_ok(f"{what} {sent.viewers_text()}")
+        return sent
+
+    def _samp_catalogue(self) -> Path | bytes:
+        """The catalogue as a VOTable file: the service's own when the table is the job's."""
+        content = None
+        if self.job is not None and self.table is self._job_table:
+            try:
+                content = self.job.votable()
+                stem = f"{self.job.job_id}-catalogue.vot"
+            except ClientError:  # the service is gone (or the job deleted): the table as read
+                content = None
+        if content is None:  # a table set or filtered by hand
+            buffer = io.BytesIO()
+            self.table.write(buffer, format="votable")
+            content = buffer.getvalue()
+            stem = "catalogue.vot"
+        from cianna_otf_server.samp._output import save_bytes
+
+        name = f"{self.image_path.stem if self.image_path is not None else 'image'}-{stem}"
+        try:
+            return save_bytes(self.save_dir / name, content)
+        except OSError:  # a read-only notebook folder: the link's temporary folder
+            return content
+
+    def disconnect_samp(self) -> None:
+        """Leave the SAMP hub (images sent by viewers are no longer received); the button reconnects."""
+        with self._samp_lock:
+            link, self.samp_link = self.samp_link, None
+        if link is None:
+            return
+        try:
+            link.close()
+        except Exception as exc:  # noqa: BLE001 - the hub may be gone already
+            self._fail(exc, "leaving the SAMP hub")
+            return
+        self.status.value = "Disconnected from SAMP"
+
+    def close(self) -> None:
+        """Close the widget (and its SAMP link)."""
+        link, self.samp_link = getattr(self, "samp_link", None), None
+        if link is not None:
+            try:
+                link.close(timeout=2.0)
+            except Exception:  # noqa: BLE001 - closing anyway
+                pass
+        super().close()
+
+    def _samp_ok(self, text: str) -> None:
+        from cianna_otf_server.samp import SampBridgeError
+
+        if isinstance(self.error, SampBridgeError):  # an earlier SAMP failure is over
+            self.error = None
+        self.status.value = text
+
+    def _samp_image_received(self, path: Path, sender: str) -> None:
+        """A viewer sent an image (the link's worker thread): show it; a failure goes back to the viewer."""
+        from ._samp_link import SampLinkError
+
+        if not self.show_image(path):
+            raise SampLinkError(str(self.error))
+        self._samp_ok(f"Image {path.name} from {sender}")
+
+    def _samp_error(self, message: str, sender: str) -> None:
+        from ._samp_link import SampLinkError
+
+        self._fail(SampLinkError(message), f"with the image from {sender}")
+
+    def _samp_hub_gone(self) -> None:
+        self.status.value = "The SAMP hub stopped: press SAMP to connect to a new one"
