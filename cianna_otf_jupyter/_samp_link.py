@@ -21,6 +21,7 @@ The SAMP callbacks run in the XML-RPC server thread of the SAMP client, which th
 call, the sending viewer) waits on, so they only queue the message; one worker thread reads it,
 calls the callback and replies. Every failure becomes a `SampLinkError` with a message meant for
 the user (the widget puts it in its status line; a viewer's call gets it as ``samp.errortxt``).
+Registering, noticing the hub go away and unregistering are the bridge's too (`SampConnection`).
 """
 
 from __future__ import annotations
@@ -41,11 +42,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from cianna_otf_server import __version__
-from cianna_otf_server.samp._api import (SAMP_ERROR, SAMP_OK, SampBridgeError, hub_lockfile, hub_params, offline,
-                                         samp_module)
-from cianna_otf_server.samp._images import _download, _is_loopback, _safe_file_name, file_url_path, image_name
-from cianna_otf_server.samp._messages import HUB_SHUTDOWN, IMAGE_LOAD, TABLE_LOAD
+from cianna_otf_server.samp._api import SAMP_OK, SampBridgeError, hub_lockfile, hub_params
+from cianna_otf_server.samp._connection import SampConnection, error_response
+from cianna_otf_server.samp._images import _download, _is_loopback, _safe_file_name, image_name, readable_file
+from cianna_otf_server.samp._messages import IMAGE_LOAD, TABLE_LOAD
 from cianna_otf_server.samp._output import save_bytes, stem_for
 
 __all__ = ["NO_HUB", "Broadcast", "SampLink", "SampLinkError"]
@@ -106,7 +106,7 @@ class _Incoming:
     msg_id: str | None
 
 
-class SampLink:
+class SampLink(SampConnection):
     """The notebook's SAMP client: broadcasts images and tables, receives images.
 
     Parameters
@@ -140,55 +140,32 @@ class SampLink:
 
     name = "cianna-otf notebook"
     description = "CIANNA On-The-Fly notebook widget: shows images you send, sends images and detected sources"
+    role = "notebook"
 
     def __init__(self, on_image: Callable[[Path, str], Any] | None = None,
                  on_error: Callable[[str, str], Any] | None = None, *, on_hub_gone: Callable[[], Any] | None = None,
                  hub: Hub = None, work_dir: str | os.PathLike | None = None, addr: str = "127.0.0.1",
                  connect: bool = True) -> None:
+        super().__init__(addr)
         self.on_image = on_image
         self.on_error = on_error
         self.on_hub_gone = on_hub_gone
         self.hub = hub
-        self.addr = addr
         self._work_dir = Path(work_dir) if work_dir is not None else None
-        self._samp: Any = None
         self._lock = threading.RLock()
         self._queue: queue.Queue[_Incoming | None] = queue.Queue()
         self._worker: threading.Thread | None = None
-        self._names: dict[str, str] = {}
         self._serial = itertools.count(1)
-        #: Set when the hub shut down or dropped the link (`connected` is then False).
-        self.hub_gone = threading.Event()
         if connect:
             self.connect()
 
     def __repr__(self) -> str:
         return f"<SampLink {self.public_id or 'not connected'}>"
 
-    def __enter__(self) -> SampLink:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
+    def _leave(self) -> None:
         self.close()
 
     # -- life cycle ---------------------------------------------------------------------------
-    @property
-    def connected(self) -> bool:
-        """Registered with a hub that has not gone away."""
-        connection = self._samp
-        try:
-            return connection is not None and bool(connection.is_connected) and not self.hub_gone.is_set()
-        except Exception:  # noqa: BLE001 - a half-closed client
-            return False
-
-    @property
-    def public_id(self) -> str | None:
-        """The link's id on the hub (``cli#2``), once connected."""
-        try:
-            return self._samp.get_public_id() if self._samp is not None else None
-        except Exception:  # noqa: BLE001 - disconnected
-            return None
-
     @property
     def work_dir(self) -> Path:
         """The folder of the temporary files (made on first use; removed when the kernel exits)."""
@@ -219,17 +196,17 @@ class SampLink:
                 params = hub_params(self.hub)
             except SampBridgeError as exc:
                 raise SampLinkError(f"{NO_HUB} ({_no_hub_reason(self.hub, exc)})") from None
-            samp = samp_module()
-            metadata = {"samp.name": self.name, "samp.description.text": self.description,
-                        "cianna-otf.version": __version__}
+
+            def refused(exc: Exception) -> SampLinkError:
+                return SampLinkError(f"{NO_HUB} (the hub at {params.get('samp.hub.xmlrpc.url')} refused the "
+                                     f"notebook: {exc})")
+
             try:
-                with offline():
-                    connection = samp.SAMPIntegratedClient(name=self.name, description=self.description,
-                                                           metadata=metadata, addr=self.addr)
-                    connection.connect(hub_params=params)
-            except Exception as exc:  # noqa: BLE001 - SAMPHubError, socket errors: all mean "no hub"
-                raise SampLinkError(f"{NO_HUB} (the hub at {params.get('samp.hub.xmlrpc.url')} refused the "
-                                    f"notebook: {exc})") from None
+                connection = self._register(params, {}, refused)
+            except SampLinkError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - making the client failed (its endpoint): no hub either
+                raise refused(exc) from None
             self._samp = connection
             self.hub_gone.clear()
             self._names.clear()
@@ -238,10 +215,7 @@ class SampLink:
                                             daemon=True)
             self._worker.start()
             try:
-                connection.bind_receive_message(IMAGE_LOAD, self._receive, declare=False)
-                for mtype in HUB_SHUTDOWN:
-                    connection.bind_receive_notification(mtype, self._hub_event, declare=False)
-                connection.declare_subscriptions()
+                self._subscribe(connection, (IMAGE_LOAD,))
             except Exception as exc:  # noqa: BLE001
                 self.close()
                 raise SampLinkError(f"{NO_HUB} (subscribing with the hub failed: {exc})") from None
@@ -266,21 +240,11 @@ class SampLink:
             except queue.Empty:
                 break
             if pending is not None:
-                self._reply(connection, pending, _error("the notebook stopped listening to SAMP"))
+                self._reply_on(connection, pending, error_response("the notebook stopped listening to SAMP"))
         incoming.put(None)
         if worker is not None and worker is not threading.current_thread():
             worker.join(timeout)
-        try:
-            connection.disconnect()
-        except Exception as exc:  # noqa: BLE001 - the hub may be gone already
-            log.debug("unregistering from the SAMP hub: %s", exc)
-            client = getattr(connection, "client", None)
-            if client is not None and getattr(client, "is_running", False):
-                try:
-                    client.stop()
-                except Exception:  # noqa: BLE001
-                    pass
-        log.info("unregistered from the SAMP hub")
+        self._unregister(connection)
 
     # -- sending ------------------------------------------------------------------------------
     def broadcast_image(self, image: str | os.PathLike | bytes | Any, name: str | None = None,
@@ -344,13 +308,7 @@ class SampLink:
     def sender_name(self, client_id: str) -> str:
         """A client's ``samp.name`` (``Aladin``, ``topcat``...), else its public id."""
         if client_id not in self._names:
-            name = None
-            connection = self._samp
-            if connection is not None:
-                try:
-                    name = (connection.get_metadata(client_id) or {}).get("samp.name")
-                except Exception:  # noqa: BLE001 - gone already
-                    name = None
+            name = self._client_name(client_id)
             if not name:
                 return client_id  # not cached: the metadata may come later
             self._names[client_id] = str(name)
@@ -404,9 +362,7 @@ class SampLink:
 
     def _hub_event(self, private_key: str, sender_id: str, mtype: str, params: dict[str, Any],
                    extra: dict[str, Any]) -> None:
-        log.warning("the SAMP hub %s (%s)", "shut down" if mtype.endswith("shutdown") else "dropped the notebook",
-                    mtype)
-        self.hub_gone.set()
+        super()._hub_event(private_key, sender_id, mtype, params, extra)
         if self.on_hub_gone is not None:
             try:
                 self.on_hub_gone()
@@ -433,9 +389,9 @@ class SampLink:
         except Exception as exc:  # noqa: BLE001 - each failure becomes a reply and a message
             text = str(exc) if isinstance(exc, SampBridgeError) else f"{type(exc).__name__}: {exc}"
             self._report_error(text, sender)
-            self._reply(self._samp, message, _error(text))
+            self._reply_on(self._samp, message, error_response(text))
             return None
-        self._reply(self._samp, message, {"samp.status": SAMP_OK, "samp.result": {"path": str(path)}})
+        self._reply_on(self._samp, message, {"samp.status": SAMP_OK, "samp.result": {"path": str(path)}})
         return path
 
     def fetch_image(self, url: str, name: str | None = None) -> Path:
@@ -455,12 +411,7 @@ class SampLink:
         scheme = parsed.scheme.lower()
         try:
             if scheme == "file":
-                path = file_url_path(url)
-                if not path.is_file():
-                    raise SampLinkError(f"image not readable: {path} does not exist on this machine")
-                if not os.access(path, os.R_OK):
-                    raise SampLinkError(f"image not readable: {path} (permission denied)")
-                return path
+                return readable_file(url)
             if scheme in ("http", "https") and _is_loopback(parsed.hostname):
                 folder = self.work_dir / "received" / str(next(self._serial))
                 title = _safe_file_name(image_name(url, name))
@@ -483,18 +434,6 @@ class SampLink:
                 log.exception("on_error failed")
         log.warning("image.load.fits from %s: %s", sender, text)
 
-    @staticmethod
-    def _reply(connection: Any, message: _Incoming, response: dict[str, Any]) -> None:
-        if message.msg_id is None or connection is None:
-            return
-        try:
-            connection.reply(message.msg_id, response)
-        except Exception as exc:  # noqa: BLE001 - the caller or the hub went away
-            log.warning("cannot reply to %s from %s: %s", message.mtype, message.sender_id, exc)
-
-
-def _error(text: str) -> dict[str, Any]:
-    return {"samp.status": SAMP_ERROR, "samp.error": {"samp.errortxt": text}}
 
 
 def _no_hub_reason(hub: Hub, exc: SampBridgeError) -> str:

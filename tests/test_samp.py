@@ -7,14 +7,10 @@ sends them, as TOPCAT (``table.load.votable``) and DS9 (``ds9.set``) would recei
 
 from __future__ import annotations
 
-import functools
-import http.server
 import os
-import queue
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from urllib.parse import urlparse
@@ -23,53 +19,11 @@ from urllib.request import url2pathname
 import pytest
 
 from cianna_otf_server.samp import SAMP_ERROR, SAMP_OK, SampBridge, SampBridgeError, hub_lockfile, parse_region
-from cianna_otf_server.samp._api import offline, samp_module
+from cianna_otf_server.testing import SampViewer, samp_hub, serve_folder
 
 TIMEOUT = 60.0
 RADIUS = 0.02  # degrees: the simulated image is 0.042 degrees across, so the circle is a part of it
 ROOT = Path(__file__).resolve().parents[1]
-
-
-class Viewer:
-    """A SAMP client standing in for a viewer: records the messages of the MTypes it subscribes to."""
-
-    def __init__(self, name: str, mtypes: tuple[str, ...], hub_params: dict) -> None:
-        samp = samp_module()
-        self.received: queue.Queue[tuple[str, dict]] = queue.Queue()
-        with offline():
-            self.client = samp.SAMPIntegratedClient(name=name, addr="127.0.0.1")
-            self.client.connect(hub_params=hub_params)
-        for mtype in mtypes:
-            self.client.bind_receive_message(mtype, self._record, declare=False)
-        self.client.declare_subscriptions()
-
-    def _record(self, private_key, sender_id, msg_id, mtype, params, extra) -> None:
-        self.received.put((mtype, dict(params)))
-        if msg_id is not None:
-            self.client.reply(msg_id, {"samp.status": SAMP_OK, "samp.result": {}})
-
-    def next(self, timeout: float = TIMEOUT) -> tuple[str, dict]:
-        try:
-            return self.received.get(timeout=timeout)
-        except queue.Empty:
-            raise AssertionError(f"nothing arrived within {timeout:g} s") from None
-
-    def drain(self) -> None:
-        while not self.received.empty():
-            self.received.get_nowait()
-
-    def notify(self, recipient: str, mtype: str, **params: str) -> None:
-        self.client.notify(recipient, {"samp.mtype": mtype, "samp.params": params})
-
-    def notify_all(self, mtype: str, **params: str) -> list[str]:
-        return self.client.notify_all({"samp.mtype": mtype, "samp.params": params})
-
-    def call(self, recipient: str, mtype: str, **params: str) -> dict:
-        return self.client.call_and_wait(recipient, {"samp.mtype": mtype, "samp.params": params}, str(int(TIMEOUT)))
-
-    def close(self) -> None:
-        if self.client.is_connected:
-            self.client.disconnect()
 
 
 def local_path(url: str) -> Path:
@@ -100,41 +54,36 @@ def world(tmp_path_factory):
     from cianna_otf_server.testing import ServiceThread
 
     tmp = tmp_path_factory.mktemp("samp")
-    lockfile = tmp / "samp.lock"
     (tmp / "home").mkdir()
     sky = tmp / "sky.fits"
     write_simulation(sky, 256, seed=3)
-    samp = samp_module()
     started: list = []
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("HOME", str(tmp / "home"))  # the hub's search of garbage lockfiles stays in here
-        patch.setenv("SAMP_HUB", f"std-lockurl:{lockfile.as_uri()}")
-        try:
-            with offline():
-                hub = samp.SAMPHubServer(lockfile=str(lockfile), web_profile=False, addr="127.0.0.1")
-            hub.start(wait=False)
-            started.append(hub.stop)
-            assert lockfile.is_file()
-            service = ServiceThread(ServiceConfig(data_dir=tmp / "service", max_wait_seconds=10.0))
-            started.append(service.stop)
-            client = Client(service.url, token="tok-alice")
-            started.append(client.close)
-            bridge = SampBridge(client, model="classic", radius=RADIUS, out_dir=tmp / "out")
-            bridge.start(lockfile)  # the lockfile named, as --hub-lockfile does
-            started.append(bridge.stop)
-            params = hub.params
-            viewer = Viewer("test-viewer", ("table.load.votable",), params)
-            started.append(viewer.close)
-            ds9 = Viewer("test-ds9", ("ds9.set",), params)
-            started.append(ds9.close)
-            yield {"tmp": tmp, "hub": hub, "lockfile": lockfile, "service": service, "bridge": bridge,
-                   "viewer": viewer, "ds9": ds9, "sky": sky, "id": bridge.public_id}
-        finally:
-            for stop in reversed(started):
-                try:
-                    stop()
-                except Exception as exc:  # noqa: BLE001 - stop the rest whatever one did
-                    print(f"cleanup: {exc}", file=sys.stderr)
+        patch.delenv("SAMP_HUB", raising=False)  # this hub's, once it runs
+        with samp_hub(tmp) as hub:
+            patch.setenv("SAMP_HUB", hub.env_value)
+            lockfile = hub.lockfile
+            try:
+                service = ServiceThread(ServiceConfig(data_dir=tmp / "service", max_wait_seconds=10.0))
+                started.append(service.stop)
+                client = Client(service.url, token="tok-alice")
+                started.append(client.close)
+                bridge = SampBridge(client, model="classic", radius=RADIUS, out_dir=tmp / "out")
+                bridge.start(lockfile)  # the lockfile named, as --hub-lockfile does
+                started.append(bridge.stop)
+                viewer = SampViewer("test-viewer", ("table.load.votable",), hub.params, timeout=TIMEOUT)
+                started.append(viewer.close)
+                ds9 = SampViewer("test-ds9", ("ds9.set",), hub.params, timeout=TIMEOUT)
+                started.append(ds9.close)
+                yield {"tmp": tmp, "hub": hub, "lockfile": lockfile, "service": service, "bridge": bridge,
+                       "viewer": viewer, "ds9": ds9, "sky": sky, "id": bridge.public_id}
+            finally:
+                for stop in reversed(started):
+                    try:
+                        stop()
+                    except Exception as exc:  # noqa: BLE001 - stop the rest whatever one did
+                        print(f"cleanup: {exc}", file=sys.stderr)
 
 
 @pytest.fixture
@@ -262,20 +211,10 @@ def test_point_at_outside_every_image_is_an_error_not_a_crash(world, viewers):
 def test_an_image_served_by_the_viewer_itself_is_downloaded_and_uploaded(world, viewers):
     """Aladin Desktop sends images from its own web server on 127.0.0.1, which the service may not see."""
     viewer, _ = viewers
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(world["sky"].parent))
-    handler.log_message = lambda *args: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/sky.fits"
-        reply = viewer.call(world["id"], "image.load.fits", url=url, **{"image-id": "served"})
+    with serve_folder(world["sky"].parent) as root:
+        reply = viewer.call(world["id"], "image.load.fits", url=f"{root}/sky.fits", **{"image-id": "served"})
         assert reply["samp.status"] == SAMP_OK, reply
         assert int(reply["samp.result"]["sources"]) > 0
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
     # remembered with its footprint: a position on it is found without the server
     reply = viewer.call(world["id"], "cianna-otf.detect", **{"image-id": "served"}, region="CIRCLE 0 -30 0.01")
     assert reply["samp.status"] == SAMP_OK, reply
@@ -357,7 +296,7 @@ def test_cli_without_a_hub_is_one_error_line(world, tmp_path, capsys):
 def test_cli_runs_until_interrupted(world, viewers, tmp_path):
     """The real command: registers (finding the hub through $SAMP_HUB), prints a line per detection, Ctrl-C."""
     viewer, _ = viewers
-    env = dict(os.environ, HOME=str(world["tmp"] / "home"), SAMP_HUB=f"std-lockurl:{world['lockfile'].as_uri()}",
+    env = dict(os.environ, HOME=str(world["tmp"] / "home"), SAMP_HUB=world["hub"].env_value,
                CIANNA_OTF_URL=world["service"].url, CIANNA_OTF_TOKEN="tok-alice", PYTHONUNBUFFERED="1")
     before = set(viewer.client.get_registered_clients())
     process = subprocess.Popen(

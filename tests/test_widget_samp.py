@@ -8,10 +8,6 @@ Aladin Desktop and TOPCAT take and records what the widget sends it, and sends i
 
 from __future__ import annotations
 
-import functools
-import http.server
-import queue
-import threading
 import time
 from pathlib import Path
 from urllib.parse import urlparse
@@ -29,48 +25,10 @@ from cianna_otf_jupyter._samp_link import NO_HUB, SampLink, SampLinkError  # noq
 from cianna_otf_jupyter.widget import DetectionWidget  # noqa: E402
 from cianna_otf_server.client import Client  # noqa: E402
 from cianna_otf_server.samp import SAMP_ERROR, SAMP_OK  # noqa: E402
-from cianna_otf_server.samp._api import offline, samp_module  # noqa: E402
+from cianna_otf_server.testing import SampViewer, samp_hub, serve_folder  # noqa: E402
 
 TIMEOUT = 30.0
 IMAGE_LOAD, TABLE_LOAD = "image.load.fits", "table.load.votable"
-
-
-class Viewer:
-    """A SAMP client standing in for a desktop viewer: records what it is sent, sends images."""
-
-    def __init__(self, name: str, mtypes: tuple[str, ...], hub_params: dict) -> None:
-        samp = samp_module()
-        self.received: queue.Queue[tuple[str, dict]] = queue.Queue()
-        with offline():
-            self.client = samp.SAMPIntegratedClient(name=name, addr="127.0.0.1")
-            self.client.connect(hub_params=hub_params)
-        for mtype in mtypes:
-            self.client.bind_receive_message(mtype, self._record, declare=False)
-        self.client.declare_subscriptions()
-
-    def _record(self, private_key, sender_id, msg_id, mtype, params, extra) -> None:
-        self.received.put((mtype, dict(params)))
-        if msg_id is not None:
-            self.client.reply(msg_id, {"samp.status": SAMP_OK, "samp.result": {}})
-
-    def next(self, timeout: float = TIMEOUT) -> tuple[str, dict]:
-        try:
-            return self.received.get(timeout=timeout)
-        except queue.Empty:
-            raise AssertionError(f"nothing arrived within {timeout:g} s") from None
-
-    def messages(self, count: int) -> dict[str, dict]:
-        """The next `count` messages, by MType (the hub delivers them in threads: in any order)."""
-        got = dict(self.next() for _ in range(count))
-        assert len(got) == count, got
-        return got
-
-    def call(self, recipient: str, mtype: str, **params: str) -> dict:
-        return self.client.call_and_wait(recipient, {"samp.mtype": mtype, "samp.params": params}, str(int(TIMEOUT)))
-
-    def close(self) -> None:
-        if self.client.is_connected:
-            self.client.disconnect()
 
 
 def local_path(url: str) -> Path:
@@ -90,24 +48,17 @@ def hub(tmp_path_factory):
     """A SAMP hub of our own, found by the widget as a user's would be: through $SAMP_HUB."""
     tmp = tmp_path_factory.mktemp("samp-hub")
     (tmp / "home").mkdir()
-    lockfile = tmp / "samp.lock"
-    samp = samp_module()
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("HOME", str(tmp / "home"))  # the hub's search of stale lockfiles stays in here
-        patch.setenv("SAMP_HUB", f"std-lockurl:{lockfile.as_uri()}")
-        with offline():
-            server = samp.SAMPHubServer(lockfile=str(lockfile), web_profile=False, addr="127.0.0.1")
-        server.start(wait=False)
-        try:
-            assert lockfile.is_file()
-            yield server
-        finally:
-            server.stop()
+        patch.delenv("SAMP_HUB", raising=False)  # this hub's, once it runs
+        with samp_hub(tmp) as running:
+            patch.setenv("SAMP_HUB", running.env_value)
+            yield running
 
 
 @pytest.fixture
 def viewer(hub):
-    viewer = Viewer("test-viewer", (IMAGE_LOAD, TABLE_LOAD), hub.params)
+    viewer = SampViewer("test-viewer", (IMAGE_LOAD, TABLE_LOAD), hub.params, timeout=TIMEOUT)
     yield viewer
     viewer.close()
 
@@ -230,18 +181,8 @@ def test_an_image_a_viewer_sends_opens_in_the_widget(hub, viewer, make_widget, t
     served = tmp_path / "served"
     served.mkdir()
     write_simulation(served / "aladin.fits", 256, seed=4)
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
-    handler.log_message = lambda *args: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/aladin.fits"
-        reply = viewer.call(notebook, IMAGE_LOAD, url=url)
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
+    with serve_folder(served) as root:
+        reply = viewer.call(notebook, IMAGE_LOAD, url=f"{root}/aladin.fits")
     assert reply["samp.status"] == SAMP_OK, reply
     assert widget.image_path.is_relative_to(link.work_dir) and widget.image_path.name == "aladin.fits"
     assert widget.image_path.read_bytes() == (served / "aladin.fits").read_bytes()
@@ -292,19 +233,13 @@ def test_without_a_hub_the_button_says_what_to_start(make_widget, monkeypatch, t
 
 
 def test_a_hub_that_stops_is_reported_and_a_new_one_joined(make_widget, monkeypatch, tmp_path):
-    samp = samp_module()
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.delenv("SAMP_HUB", raising=False)  # a hub started with it set writes that lockfile
-    lockfile = tmp_path / "own.lock"
-    with offline():
-        first = samp.SAMPHubServer(lockfile=str(lockfile), web_profile=False, addr="127.0.0.1")
-    first.start(wait=False)
-    widget = make_widget(image=None, samp_hub=lockfile)
-    try:
+    with samp_hub(tmp_path) as first:
+        lockfile = first.lockfile
+        widget = make_widget(image=None, samp_hub=lockfile)
         widget.samp_button.click()
         assert widget.samp_link.connected and "nothing to send yet" in widget.status.value
-    finally:
-        first.stop()
     deadline = time.monotonic() + TIMEOUT
     while widget.samp_link.connected:
         assert time.monotonic() < deadline, "the hub's shutdown never arrived"
@@ -313,13 +248,11 @@ def test_a_hub_that_stops_is_reported_and_a_new_one_joined(make_widget, monkeypa
     widget.samp_button.click()
     assert widget.status.value.startswith(f"Error: {NO_HUB}"), widget.status.value
 
-    with offline():
-        second = samp.SAMPHubServer(lockfile=str(lockfile), web_profile=False, addr="127.0.0.1")
-    second.start(wait=False)
-    try:
-        widget.samp_button.click()
-        assert widget.error is None and widget.samp_link.connected, widget.status.value
-        assert widget.status.value.startswith("Connected to SAMP as ")
-    finally:
-        widget.disconnect_samp()
-        second.stop()
+    with samp_hub(tmp_path) as second:
+        assert second.lockfile == lockfile
+        try:
+            widget.samp_button.click()
+            assert widget.error is None and widget.samp_link.connected, widget.status.value
+            assert widget.status.value.startswith("Connected to SAMP as ")
+        finally:
+            widget.disconnect_samp()

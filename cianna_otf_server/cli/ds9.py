@@ -23,21 +23,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ._common import add_common_options, debug_enabled, info
+from ._common import add_common_options, debug_enabled, info, positive_seconds
 from ._remote import add_service_options, error_line
 
 ANALYSIS = "ds9-analysis"
 RUN = "ds9-run"
-
-
-def _positive_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, not {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, not {text}")
-    return value
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -63,7 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="write the file to ~/.ds9/cianna-otf.ds9.ans (or --output) instead of stdout")
     parser.add_argument("-o", "--output", metavar="FILE", help="write the file here (implies --install)")
     parser.add_argument("--model", "-m", metavar="NAME", help="model of the jobs (default: the service's default)")
-    parser.add_argument("--timeout", type=_positive_seconds, metavar="S",
+    parser.add_argument("--timeout", type=positive_seconds, metavar="S",
                         help="give up waiting for a job after S seconds (default 900)")
     parser.add_argument("--program", metavar="PATH",
                         help="the cianna-otf command DS9 runs (default: this one, by absolute path)")
@@ -87,7 +77,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="DS9 regions to detect in (DS9's $regions(ds9,icrs,degrees); '@FILE' reads a file)")
     runner.add_argument("--xpa", metavar="ADDRESS", help="DS9's XPA address (its $xpa_method)")
     runner.add_argument("--model", "-m", metavar="NAME", help="model of the job (default: the service's default)")
-    runner.add_argument("--timeout", type=_positive_seconds, default=900.0, metavar="S",
+    runner.add_argument("--timeout", type=positive_seconds, default=900.0, metavar="S",
                         help="give up waiting after S seconds (default 900; the job goes on)")
     runner.add_argument("--print", dest="print_regions", action="store_true",
                         help="print the regions on stdout (progress on stderr) instead of loading them into DS9")

@@ -17,7 +17,7 @@ import signal
 import threading
 from typing import Any
 
-from ._common import add_common_options, info
+from ._common import add_common_options, info, positive_seconds
 from ._remote import add_service_options, client_command, error_line, make_client
 from ..errors import UserInputError
 
@@ -31,16 +31,6 @@ def _positive_degrees(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected degrees, not {text!r}") from None
     if not 0 < value <= 90:
         raise argparse.ArgumentTypeError(f"must be between 0 and 90 degrees, not {text}")
-    return value
-
-
-def _positive_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, not {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, not {text}")
     return value
 
 
@@ -79,7 +69,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "(default $XDG_CACHE_HOME/cianna-otf/samp, i.e. ~/.cache/cianna-otf/samp)")
     parser.add_argument("--hub-lockfile", dest="hub_lockfile", metavar="FILE",
                         help="the SAMP hub's lockfile, a path or file:// URL (default: $SAMP_HUB, else ~/.samp)")
-    parser.add_argument("--job-timeout", dest="job_timeout", type=_positive_seconds, default=900.0, metavar="S",
+    parser.add_argument("--job-timeout", dest="job_timeout", type=positive_seconds, default=900.0, metavar="S",
                         help="give up on a job after S seconds (default 900; it goes on on the service)")
     add_service_options(parser)
     add_common_options(parser)

@@ -20,13 +20,12 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import __version__
-from ._api import SAMP_ERROR, SAMP_OK, SampBridgeError, hub_params, offline, samp_module
+from ._api import SAMP_OK, SampBridgeError, hub_params
+from ._connection import SampConnection, error_response
 from ._images import ImageMemory, RememberedImage, resolve_image
 from ._messages import (
     DETECT,
     DS9_SET,
-    HUB_SHUTDOWN,
     IMAGE_LOAD,
     POINT_AT,
     TABLE_LOAD,
@@ -50,7 +49,7 @@ ON_IMAGE_CHOICES = ("detect", "remember")
 _POLL = 1.0
 
 
-class SampBridge:
+class SampBridge(SampConnection):
     """Detections on demand for desktop viewers (Aladin Desktop, DS9, TOPCAT) over SAMP.
 
     Parameters
@@ -77,6 +76,7 @@ class SampBridge:
 
     name = "cianna-otf"
     description = "CIANNA On-The-Fly: deep-learning source detection on the images you send or point at"
+    role = "bridge"
 
     def __init__(self, client: Client, *, model: str | None = None, radius: float = 0.05,
                  on_image: str = "detect", out_dir: str | Path | None = None, job_timeout: float = 900.0,
@@ -88,46 +88,27 @@ class SampBridge:
             raise SampBridgeError(f"on_image must be one of {', '.join(ON_IMAGE_CHOICES)}, not {on_image!r}")
         if job_timeout <= 0:
             raise SampBridgeError("the job timeout must be positive")
+        super().__init__(addr)
         self.client = client
         self.model = model
         self.radius = float(radius)
         self.on_image = on_image
         self.out_dir = Path(out_dir).expanduser() if out_dir is not None else default_out_dir()
         self.job_timeout = float(job_timeout)
-        self.addr = addr
         self.on_detection = on_detection
         self.on_error = on_error
         self.images = ImageMemory()
-        #: Set when the hub shut down or dropped the bridge: nothing more will arrive.
-        self.hub_gone = threading.Event()
         self._queue: queue.Queue[Request | None] = queue.Queue()
         self._stopping = threading.Event()
         self._worker: threading.Thread | None = None
-        self._samp: Any = None
-        self._names: dict[str, str] = {}
 
     def __repr__(self) -> str:
         return f"<SampBridge {self.public_id or 'not connected'} -> {self.client.url}>"
 
-    def __enter__(self) -> SampBridge:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
+    def _leave(self) -> None:
         self.stop()
 
     # -- life cycle ---------------------------------------------------------------------------
-    @property
-    def connected(self) -> bool:
-        return self._samp is not None and self._samp.is_connected and not self.hub_gone.is_set()
-
-    @property
-    def public_id(self) -> str | None:
-        """The bridge's id on the hub (``cli#3``), once connected."""
-        try:
-            return self._samp.get_public_id() if self._samp is not None else None
-        except Exception:  # noqa: BLE001 - disconnected
-            return None
-
     def start(self, hub: str | Path | Mapping[str, Any] | None = None) -> None:
         """Register with the hub and subscribe to the messages handled.
 
@@ -149,28 +130,15 @@ class SampBridge:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise SampBridgeError(f"cannot create the output folder {self.out_dir}: {exc.strerror or exc}") from None
-        samp = samp_module()
-        metadata = {"samp.name": self.name, "samp.description.text": self.description,
-                    "cianna-otf.version": __version__, "cianna-otf.service": self.client.url}
-        with offline():
-            connection = samp.SAMPIntegratedClient(name=self.name, description=self.description,
-                                                   metadata=metadata, addr=self.addr)
-            try:
-                connection.connect(hub_params=params)
-            except Exception as exc:  # noqa: BLE001 - SAMPHubError, socket errors: all mean "no hub"
-                raise SampBridgeError(f"cannot register with the SAMP hub at {params.get('samp.hub.xmlrpc.url')}: "
-                                      f"{exc}") from None
+        connection = self._register(params, {"cianna-otf.service": self.client.url}, lambda exc: SampBridgeError(
+            f"cannot register with the SAMP hub at {params.get('samp.hub.xmlrpc.url')}: {exc}"))
         self._samp = connection
         self._stopping.clear()
         self.hub_gone.clear()
         self._worker = threading.Thread(target=self._work, name="cianna-otf-samp-worker", daemon=True)
         self._worker.start()
         try:
-            for mtype in (IMAGE_LOAD, POINT_AT, DETECT):
-                connection.bind_receive_message(mtype, self._receive, declare=False)
-            for mtype in HUB_SHUTDOWN:
-                connection.bind_receive_notification(mtype, self._hub_event, declare=False)
-            connection.declare_subscriptions()
+            self._subscribe(connection, (IMAGE_LOAD, POINT_AT, DETECT))
         except Exception:
             self.stop()
             raise
@@ -193,17 +161,7 @@ class SampBridge:
             self._worker.join(timeout)
             self._worker = None
         connection, self._samp = self._samp, None
-        try:
-            connection.disconnect()
-        except Exception as exc:  # noqa: BLE001 - the hub may be gone already
-            log.debug("unregistering from the SAMP hub: %s", exc)
-            client = getattr(connection, "client", None)
-            if client is not None and getattr(client, "is_running", False):
-                try:
-                    client.stop()
-                except Exception:  # noqa: BLE001
-                    pass
-        log.info("unregistered from the SAMP hub")
+        self._unregister(connection)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the hub goes away (True) or `timeout` passes (False)."""
@@ -218,11 +176,6 @@ class SampBridge:
             return
         log.debug("received %s from %s: %s", mtype, sender_id, params)
         self._queue.put(request)
-
-    def _hub_event(self, private_key: str, sender_id: str, mtype: str, params: dict[str, Any],
-                   extra: dict[str, Any]) -> None:
-        log.warning("the SAMP hub %s (%s)", "shut down" if mtype.endswith("shutdown") else "dropped the bridge", mtype)
-        self.hub_gone.set()
 
     def submit(self, request: Request) -> None:
         """Queue a request as if it had come from the hub (for scripts and tests)."""
@@ -382,16 +335,10 @@ class SampBridge:
 
     # -- replies ------------------------------------------------------------------------------
     def _reply(self, request: Request, response: dict[str, Any]) -> None:
-        connection = self._samp
-        if not request.is_call or connection is None:
-            return
-        try:
-            connection.reply(request.msg_id, response)
-        except Exception as exc:  # noqa: BLE001 - the caller or the hub went away
-            log.warning("cannot reply to %s from %s: %s", request.mtype, request.sender_id, exc)
+        self._reply_on(self._samp, request, response)
 
     def _reply_error(self, request: Request, message: str) -> None:
-        self._reply(request, {"samp.status": SAMP_ERROR, "samp.error": {"samp.errortxt": message}})
+        self._reply(request, error_response(message))
 
     def _report_error(self, request: Request, message: str) -> None:
         if self.on_error is not None:
@@ -405,12 +352,7 @@ class SampBridge:
     def sender_name(self, client_id: str) -> str:
         """A client's ``samp.name`` (e.g. ``Aladin``), else its id."""
         if client_id not in self._names:
-            name = None
-            if self._samp is not None:
-                try:
-                    name = (self._samp.get_metadata(client_id) or {}).get("samp.name")
-                except Exception:  # noqa: BLE001 - gone already
-                    name = None
+            name = self._client_name(client_id)
             self._names[client_id] = str(name) if name else client_id
         return self._names[client_id]
 

@@ -240,6 +240,16 @@ def file_url_path(url: str) -> Path:
     return Path(url2pathname(unquote(parsed.path)))
 
 
+def readable_file(url: str) -> Path:
+    """The local file of a ``file:`` URL, checked to exist and be readable here (else SampBridgeError)."""
+    path = file_url_path(url)
+    if not path.is_file():
+        raise SampBridgeError(f"image not readable: {path} does not exist on this machine")
+    if not os.access(path, os.R_OK):
+        raise SampBridgeError(f"image not readable: {path} (permission denied)")
+    return path
+
+
 def _safe_file_name(name: str) -> str:
     cleaned = re.sub(r"[^A-Za-z0-9._+-]+", "_", name).strip("._") or "image"
     return cleaned[:80] if cleaned.lower().endswith((".fits", ".fit", ".fts", ".gz")) else f"{cleaned[:75]}.fits"
@@ -297,11 +307,7 @@ def resolve_image(url: str, image_id: str | None = None, name: str | None = None
     title = image_name(url, name)
     key = (image_id or "").strip() or url
     if scheme == "file":
-        path = file_url_path(url)
-        if not path.is_file():
-            raise SampBridgeError(f"image not readable: {path} does not exist on this machine")
-        if not os.access(path, os.R_OK):
-            raise SampBridgeError(f"image not readable: {path} (permission denied)")
+        path = readable_file(url)
         return RememberedImage(key, url, str(path), title, read_footprint(path))
     if scheme in ("http", "https"):
         if _is_loopback(urlparse(url).hostname):

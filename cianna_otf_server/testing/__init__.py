@@ -10,12 +10,17 @@ deployment) tests its integration with these rather than with copies of its own:
   the worker through the recorded callbacks;
 * `ServiceThread`: a standalone server on a free loopback port in a background thread, with one
   token per user;
+* `samp_hub` and `SampViewer`: a SAMP hub of the test's own in-process (its lockfile in a folder
+  the test names, yielded as a `SampHub`), and a SAMP client playing a desktop viewer that records
+  the messages it is sent, replies ok and sends messages itself; `serve_folder`, the files of a
+  folder over HTTP on 127.0.0.1, as Aladin Desktop serves the images it sends;
 * the UWS checks: a job document valid against the UWS 1.1 schema, its phase, waiting for a phase.
 
 Nothing here is imported by the service itself.
 """
 
 from ._doubles import HoldingExecutor, PassPolicy, RecordingExecutor
+from ._samp import SampHub, SampViewer, samp_hub, serve_folder
 from ._server import ServiceThread
 from ._uws import (
     FINAL_PHASES,
@@ -35,6 +40,8 @@ __all__ = [
     "HoldingExecutor",
     "PassPolicy",
     "RecordingExecutor",
+    "SampHub",
+    "SampViewer",
     "ServiceThread",
     "UWS_NAMESPACES",
     "UWS_TIME",
@@ -43,6 +50,8 @@ __all__ = [
     "job_phase",
     "load_uws_schema",
     "parse_xml",
+    "samp_hub",
+    "serve_folder",
     "uws_text",
     "wait_for_phase",
 ]
