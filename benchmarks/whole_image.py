@@ -20,6 +20,7 @@ import argparse
 import cProfile
 import io
 import json
+import os
 import platform
 import pstats
 import tempfile
@@ -102,10 +103,11 @@ def run_stages(image: Path, card, device: str, precision: str, out: Path) -> dic
     The same public steps `detect` chains (plan and noise map, cutting and scaling the patches,
     the network with its transfers, decoding with the first NMS, the second NMS and region,
     the measurement, the peak signal to noise, the catalogue columns, the VOTable), each timed
-    on its own, so that a whole-image figure comes with the step that bounds it.
+    on its own, so that a whole-image figure comes with the step that bounds it. The patches are
+    cut ahead in threads as `detect` cuts them; "cut_and_scale" is the time the loop waited.
     """
     from cianna_otf_server.pipeline import YoloDetection, open_image, parse_region
-    from cianna_otf_server.pipeline._detect import prepare_network, run_network
+    from cianna_otf_server.pipeline._detect import MAX_CUT_WORKERS, prepare_network, run_network
     from cianna_otf_server.pipeline._tiling import iter_batches
 
     times: dict[str, float] = {"open": 0.0, "plan_and_noise": 0.0, "cut_and_scale": 0.0, "network": 0.0,
@@ -129,7 +131,9 @@ def run_stages(image: Path, card, device: str, precision: str, out: Path) -> dic
     begin = time.perf_counter()
     detection = YoloDetection(sky, card, box, precision=precision, device=device)
     times["plan_and_noise"] = time.perf_counter() - begin
-    batches = iter(iter_batches(detection.view, detection.plan, card.normalisation, 16, channels=card.channels))
+    workers = min(MAX_CUT_WORKERS, os.cpu_count() or 1)  # as `detect` cuts: ahead, in threads
+    batches = iter(iter_batches(detection.view, detection.plan, card.normalisation, 16, channels=card.channels,
+                                workers=workers))
     while True:
         begin = time.perf_counter()
         item = next(batches, None)

@@ -143,3 +143,45 @@ def test_iter_batches_reads_a_signal_to_noise_view_batch_at_once(tmp_path):
         for tile, patch in zip(tiles, batch):
             single = cut_patch(detection.view, tile, detection.plan.patch_size, card.normalisation)
             np.testing.assert_allclose(patch[0], single, atol=1e-5)
+
+
+class _CountingArray:
+    """An image array that records how many reads are under way at once (a slow disk's reads)."""
+
+    def __init__(self, data):
+        import threading
+
+        self.data, self.shape, self.dtype = data, data.shape, data.dtype
+        self.active = self.most = 0
+        self._lock = threading.Lock()
+
+    def __getitem__(self, key):
+        import time
+
+        with self._lock:
+            self.active += 1
+            self.most = max(self.most, self.active)
+        time.sleep(0.002)
+        try:
+            return self.data[key]
+        finally:
+            with self._lock:
+                self.active -= 1
+
+
+def test_iter_batches_cuts_ahead_in_threads_in_order_and_bounded():
+    data = np.random.default_rng(9).normal(size=(200, 260)).astype(np.float32)
+    plan = plan_tiles(PixelBox(0, 260, 0, 200), TilingSpec((32, 32), (24, 24), (4, 4)))
+    serial = list(iter_batches(_Image(data), plan, SPEC, batch_size=3))
+    counting = _CountingArray(data)
+    threaded = list(iter_batches(_Image(counting), plan, SPEC, batch_size=3, workers=3))
+    assert [[t.index for t in tiles] for tiles, _ in threaded] == [[t.index for t in tiles] for tiles, _ in serial]
+    for (_, a), (_, b) in zip(serial, threaded):
+        np.testing.assert_array_equal(a, b)
+    assert 1 < counting.most <= 3, "reads overlap, never more than the workers"
+
+    # a caller that stops early leaves no work behind
+    stopped = iter_batches(_Image(counting), plan, SPEC, batch_size=1, workers=2)
+    next(stopped)
+    stopped.close()
+    assert counting.active == 0

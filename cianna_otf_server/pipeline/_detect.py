@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -41,6 +42,10 @@ __all__ = ["YoloDetection", "detect", "resolve_precision", "prepare_network", "c
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
+
+#: Most threads `detect` cuts patches with (the reads and scaling of a batch are a few large
+#: array operations: beyond a few threads the memory bus, not the cores, bounds them).
+MAX_CUT_WORKERS = 4
 
 
 def resolve_precision(precision: str | None, card: ModelCard, device: Any = "cpu") -> str:
@@ -132,6 +137,7 @@ def detect(
     progress: Progress | None = None,
     unit: str | None = None,
     beam: str | None = None,
+    cut_workers: int | None = None,
 ) -> Table:
     """Detect sources in a FITS image with a model and return the catalogue.
 
@@ -166,6 +172,9 @@ def detect(
     unit, beam : str, optional
         Replace the header's brightness unit (``"mJy/beam"``) and restoring beam
         (``"bmaj bmin pa"``, arcsec, arcsec, deg) when the image is opened here.
+    cut_workers : int, optional
+        Threads cutting and scaling the next patches while the network runs (YOLO only); by
+        default up to 4, one per CPU core (on a GPU host this host work bounds a whole image).
 
     Returns
     -------
@@ -193,7 +202,7 @@ def detect(
         return _detect_yolo(
             image, card, box, network,
             precision=str(precision), threshold=threshold, nms=nms, min_size=min_size,
-            batch_size=batch_size, progress=progress,
+            batch_size=batch_size, progress=progress, cut_workers=cut_workers,
         )
     finally:
         if opened:
@@ -212,25 +221,28 @@ def _detect_yolo(
     min_size: float | None,
     batch_size: int,
     progress: Progress | None,
+    cut_workers: int | None = None,
 ) -> Table:
     detection = YoloDetection(image, card, box, precision=precision, threshold=threshold, nms=nms,
                               min_size=min_size, device=device_of(network))
-    return run_detection(detection, network, batch_size=batch_size, progress=progress)
+    workers = cut_workers if cut_workers is not None else min(MAX_CUT_WORKERS, os.cpu_count() or 1)
+    return run_detection(detection, network, batch_size=batch_size, progress=progress, cut_workers=workers)
 
 
 def run_detection(detection: "YoloDetection", network: Any, *, batch_size: int = 16,
-                  progress: Progress | None = None) -> Table:
+                  progress: Progress | None = None, cut_workers: int = 1) -> Table:
     """Feed every patch of a planned detection through `network`, batch by batch; the catalogue.
 
     The one-job path (`detect`, the worker pool); the batching scheduler feeds a `YoloDetection`
-    from batches shared with other jobs instead.
+    from batches shared with other jobs instead. ``cut_workers`` threads cut the next batches
+    while this one runs (`iter_batches`); the worker pool keeps one, its jobs being the threads.
     """
     card = detection.card
     total, done = len(detection.plan), 0
     if progress:
         progress(0, total)
     for tiles, batch in iter_batches(detection.view, detection.plan, card.normalisation, batch_size,
-                                     channels=card.channels):
+                                     channels=card.channels, workers=cut_workers):
         detection.add_outputs(tiles, run_network(network, batch), inputs=batch)
         done += len(tiles)
         if progress:

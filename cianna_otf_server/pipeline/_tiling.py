@@ -17,6 +17,8 @@ data: they give the network context; detections there are dropped later by their
 from __future__ import annotations
 
 import math
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -146,30 +148,61 @@ def iter_batches(
     batch_size: int = 16,
     channels: int = 1,
     tiles: list[Tile] | None = None,
+    workers: int = 1,
 ) -> Iterator[tuple[list[Tile], np.ndarray]]:
     """Yield ``(tiles, batch)`` with ``batch`` float32 ``[n, channels, H, W]``, ``n <= batch_size``.
 
-    Memory stays bounded by one batch whatever the image size. With ``channels > 1`` the single
-    image plane is repeated in every channel. An image whose ``data`` reads many windows at once
-    (a `DomainView`'s, converting a whole stack to the model's scale in a few array operations)
-    gives each batch in one read; anything else is read patch by patch.
+    With ``channels > 1`` the single image plane is repeated in every channel. An image whose
+    ``data`` reads many windows at once (a `DomainView`'s, converting a whole stack to the
+    model's scale in a few array operations) gives each batch in one read; anything else is read
+    patch by patch.
+
+    ``workers > 1`` cuts the next batches in that many threads while the caller runs the
+    current one (reading, byte-swapping and scaling release the interpreter lock, and on a GPU
+    host they are what bounds a whole image); batches still come in order, and at most
+    ``workers + 1`` are held at once, so memory stays bounded whatever the image size.
     """
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
     tiles = plan.tiles if tiles is None else tiles
-    w, h = plan.patch_size
+    chunks = [tiles[start: start + batch_size] for start in range(0, len(tiles), batch_size)]
+
+    def cut(chunk: list[Tile]) -> tuple[list[Tile], np.ndarray]:
+        return chunk, _cut_batch(image, chunk, plan.patch_size, spec, channels)
+
+    if workers <= 1 or len(chunks) <= 1:
+        for chunk in chunks:
+            yield cut(chunk)
+        return
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cianna-otf-cut") as pool:
+        pending: deque[Future] = deque()
+        upcoming = iter(chunks)
+        try:
+            for chunk in upcoming:
+                pending.append(pool.submit(cut, chunk))
+                if len(pending) > workers:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:  # the caller stopped early (an error, an abort): drop what is still queued
+            for future in pending:
+                future.cancel()
+
+
+def _cut_batch(image: Any, chunk: list[Tile], size: tuple[int, int], spec: NormalisationSpec,
+               channels: int) -> np.ndarray:
+    """One batch ``[n, channels, H, W]`` of normalised patches."""
+    w, h = size
+    batch = np.empty((len(chunk), channels, h, w), dtype=np.float32)
     read_many = getattr(image.data, "windows", None)
-    for start in range(0, len(tiles), batch_size):
-        chunk = tiles[start: start + batch_size]
-        batch = np.empty((len(chunk), channels, h, w), dtype=np.float32)
-        stack = None
-        if read_many is not None:  # the whole batch in one read (NaN beyond the image)
-            stack = read_many(np.array([t.y0 for t in chunk]), np.array([t.x0 for t in chunk]), h, w)
-        if stack is not None:
-            normalise(stack, spec, out=batch[:, 0])
-        else:
-            for k, tile in enumerate(chunk):
-                cut_patch(image, tile, (w, h), spec, out=batch[k, 0])
-        if channels > 1:
-            batch[:, 1:] = batch[:, :1]
-        yield chunk, batch
+    stack = None
+    if read_many is not None:  # the whole batch in one read (NaN beyond the image)
+        stack = read_many(np.array([t.y0 for t in chunk]), np.array([t.x0 for t in chunk]), h, w)
+    if stack is not None:
+        normalise(stack, spec, out=batch[:, 0])
+    else:
+        for k, tile in enumerate(chunk):
+            cut_patch(image, tile, (w, h), spec, out=batch[k, 0])
+    if channels > 1:
+        batch[:, 1:] = batch[:, :1]
+    return batch
