@@ -51,8 +51,12 @@ ds9: /usr/bin/ds9 /usr/bin/Xvfb /usr/bin/xpaset
 install: $(VENV)/.installed browser ds9
 
 # JupyterLab with the extension (the service runs inside it) and the quickstart notebook open.
+# It runs on copies in $(DEMO_DIR)/notebooks (made once, then kept with your changes), so the
+# notebooks' outputs and the files they write never touch the tracked ones.
 demo: install
-	$(BIN)/jupyter lab --ServerApp.root_dir=notebooks --LabApp.default_url=/lab/tree/quickstart.ipynb $(DEMO_ARGS) $(ROOT_FLAG)
+	mkdir -p $(DEMO_DIR)/notebooks
+	cp -n notebooks/*.ipynb $(DEMO_DIR)/notebooks/
+	$(BIN)/jupyter lab --ServerApp.root_dir=$(DEMO_DIR)/notebooks --LabApp.default_url=/lab/tree/quickstart.ipynb $(DEMO_ARGS) $(ROOT_FLAG)
 
 # The headless equivalent: simulate a radio sky, detect its sources, write the catalogue.
 demo-cli: install
