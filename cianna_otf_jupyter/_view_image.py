@@ -21,6 +21,77 @@ KEPT_KEYWORDS = ("BUNIT", "BMAJ", "BMIN", "BPA")
 #: Field of view over the image's larger side: a margin so the edges show.
 FRAME_MARGIN = 1.15
 
+# -- how the image is displayed (Aladin Lite's image options: cuts, stretch, colour map) ------
+#: Stretches Aladin Lite applies between the cuts (label, Aladin Lite's name).
+STRETCHES = (("asinh", "asinh"), ("linear", "linear"), ("sqrt", "sqrt"), ("log", "log"))
+#: Display limits (label, value): an upper percentile over a lower limit just under the
+#: background (median - 1 sigma, sigma from the MAD), as DS9's "99.5%" but kept off the negative
+#: noise tail that makes a radio image salt and pepper; or the full range; or IRAF's zscale.
+LIMITS = (("99.5%", "99.5"), ("99%", "99"), ("99.9%", "99.9"), ("min-max", "minmax"), ("zscale", "zscale"))
+#: Colour maps of Aladin Lite 3 offered in the widget (label, Aladin Lite's name).
+COLORMAPS = (("grayscale", "grayscale"), ("viridis", "viridis"), ("magma", "magma"), ("inferno", "inferno"),
+             ("plasma", "plasma"), ("cubehelix", "cubehelix"), ("red temperature", "redtemperature"))
+DEFAULT_STRETCH = "asinh"
+DEFAULT_LIMITS = "99.5"
+DEFAULT_COLORMAP = "grayscale"
+#: Pixels the limits are computed on at most (a regular subsample: fast on any image, stable).
+SAMPLE_PIXELS = 1_000_000
+#: Lower limit: this many robust sigmas under the median (the background shows dark grey).
+LOWER_SIGMAS = 1.0
+
+
+def _sample(data: np.ndarray) -> np.ndarray:
+    """The finite pixels of a regular subsample of at most SAMPLE_PIXELS."""
+    flat = np.asarray(data).ravel()
+    step = max(1, flat.size // SAMPLE_PIXELS)
+    sample = flat[::step].astype(np.float64, copy=False)
+    return sample[np.isfinite(sample)]
+
+
+def display_limits(data: np.ndarray, limits: str = DEFAULT_LIMITS) -> tuple[float, float]:
+    """The (low, high) cuts of `data` for the view; NaN and infinities ignored.
+
+    `limits`: a percentile (``"99.5"``: high at the 99.5th percentile, low at the median minus
+    `LOWER_SIGMAS` robust sigmas, or the complementary percentile where that is higher),
+    ``"minmax"`` or ``"zscale"``. Always low < high (a flat or empty image gets a unit range).
+    """
+    sample = _sample(data)
+    if sample.size == 0:
+        return 0.0, 1.0
+    if limits == "minmax":
+        low, high = float(sample.min()), float(sample.max())
+    elif limits == "zscale":
+        from astropy.visualization import ZScaleInterval
+
+        low, high = (float(v) for v in ZScaleInterval().get_limits(sample))
+    else:
+        try:
+            percent = float(str(limits).rstrip("%"))
+        except ValueError:
+            raise ValueError(f"unknown display limits {limits!r}") from None
+        if not 50 < percent <= 100:
+            raise ValueError(f"display limits percentile {percent} not in (50, 100]")
+        median = float(np.median(sample))
+        sigma = 1.4826 * float(np.median(np.abs(sample - median)))
+        high = float(np.percentile(sample, percent))
+        low = max(median - LOWER_SIGMAS * sigma, float(np.percentile(sample, 100 - percent)))
+    if not high > low:  # a flat image (or a percentile landing on a constant background)
+        low, high = float(sample.min()), float(sample.max())
+    if not high > low:
+        low, high = low - 0.5, low + 0.5
+    return low, high
+
+
+def display_options(data: np.ndarray, *, stretch: str = DEFAULT_STRETCH, limits: str = DEFAULT_LIMITS,
+                    colormap: str = DEFAULT_COLORMAP) -> dict[str, Any]:
+    """Aladin Lite image options (``minCut``, ``maxCut``, ``stretch``, ``colormap``) for `data`."""
+    if stretch not in dict(STRETCHES).values():
+        raise ValueError(f"unknown stretch {stretch!r}")
+    if colormap not in dict(COLORMAPS).values():
+        raise ValueError(f"unknown colour map {colormap!r}")
+    low, high = display_limits(data, limits)
+    return {"minCut": low, "maxCut": high, "stretch": stretch, "colormap": colormap}
+
 
 @dataclass(frozen=True)
 class ViewImage:

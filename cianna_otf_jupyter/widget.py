@@ -37,6 +37,9 @@ names it does not know)::
         Start Aladin Lite's selection tool for that shape (``click``: stop drawing, clicks identify).
     {"event_name": "cianna_otf_goto", "ra": ra, "dec": dec}
         Centre the view on a position (a source chosen in the list).
+    {"event_name": "cianna_otf_image_options", "name": layer, "options": {"minCut", "maxCut", "stretch", "colormap"}}
+        New display settings for the image layer (the Stretch, Limits and Colours pickers); without
+        the front end the image is sent again with them (``add_fits`` with the same layer name).
 
 Everything else the widget shows on the view goes through ipyaladin's public calls
 (``add_fits`` for the image, ``add_table`` for the detected sources).
@@ -65,7 +68,16 @@ import ipywidgets as widgets
 
 from cianna_otf_server.client import URL_ENV, Client, ClientError, Job
 
-from ._view_image import view_image
+from ._view_image import (
+    COLORMAPS,
+    DEFAULT_COLORMAP,
+    DEFAULT_LIMITS,
+    DEFAULT_STRETCH,
+    LIMITS,
+    STRETCHES,
+    display_options,
+    view_image,
+)
 from .aladin import FRONTEND_DIR, SERVICE_PATH, OfflineAladin, extend_esm
 
 if TYPE_CHECKING:
@@ -82,6 +94,9 @@ __all__ = ["DEFAULT_CLICK_RADIUS_ARCSEC", "DetectionAladin", "DetectionWidget", 
 PROTOCOL_VERSION = 1
 SELECT_EVENT = "cianna_otf_select"
 GOTO_EVENT = "cianna_otf_goto"
+IMAGE_OPTIONS_EVENT = "cianna_otf_image_options"
+#: The name of the image layer in the view (one image at a time: a new one replaces it).
+IMAGE_LAYER = "CIANNA image"
 #: Radius of the click-to-identify circle where neither the model card nor the image say better.
 DEFAULT_CLICK_RADIUS_ARCSEC = 20.0
 #: Rows shown in the result list (the full table is always in ``widget.table``).
@@ -96,6 +111,11 @@ LABEL_REASON_CHARS = 60
 #: The warning banner: the colours of a Bootstrap/JupyterLab "warning" alert, readable in light and dark themes.
 BANNER_STYLE = ("background: #fff3cd; color: #664d03; border: 1px solid #ffda6a; border-radius: 4px; "
                 "padding: 4px 8px; margin: 4px 0")
+
+
+def plural(count: int, noun: str, plural_form: str | None = None) -> str:
+    """``1 source``, ``0 sources``, ``12 sources``."""
+    return f"{count} {noun if count == 1 else plural_form or noun + 's'}"
 
 
 # -- finding the service ---------------------------------------------------------------------
@@ -355,6 +375,9 @@ class DetectionWidget(widgets.VBox):
         self.samp_link: SampLink | None = None
         self._samp_lock = threading.Lock()
         self._job_table: Table | None = None  # the table read from self.job (its VOTable is the service's)
+        self._shown_hdu: Any = None  # the HDU in the view (its pixels set the display limits)
+        #: The display settings last sent to the view (Aladin Lite image options), None before an image.
+        self.display: dict[str, Any] | None = None
 
         self.view = DetectionAladin(on_event=self.handle_message, height=height)
         self.view.set_listener("click", self._on_native_click)
@@ -370,16 +393,30 @@ class DetectionWidget(widgets.VBox):
         self.expert.set_title(0, "Expert settings")
         self.expert.selected_index = None
         self.region_mode = widgets.Dropdown(description="Region", options=REGION_MODES, value="rect")
-        self.region_label = widgets.Label("Region: whole image")
+        self.region_label = widgets.Label("Region: whole image", tooltip="Region: whole image",
+                                          layout={"flex": "1 1 auto", "width": "auto", "min_width": "0"})
+        self.region_label.add_class("cianna-otf-wrap")  # a polygon's SODA text wraps over a few lines
+        self.stretch = widgets.Dropdown(description="Stretch", options=STRETCHES, value=DEFAULT_STRETCH,
+                                        tooltip="How pixel values between the limits map to grey levels",
+                                        layout={"width": "100%"})
+        self.limits = widgets.Dropdown(description="Limits", options=LIMITS, value=DEFAULT_LIMITS,
+                                       tooltip="Display limits: the upper percentile over the background "
+                                               "(median - 1 sigma), the full range, or zscale",
+                                       layout={"width": "100%"})
+        self.colormap = widgets.Dropdown(description="Colours", options=COLORMAPS, value=DEFAULT_COLORMAP,
+                                         layout={"width": "100%"})
         self.draw_button = widgets.Button(
             description="Draw", icon="pencil",
             tooltip="Draw the region on the image: drag a rectangle or circle; a polygon: click its "
                     "vertices and close it on the first one")
-        self.clear_region_button = widgets.Button(description="Whole image", tooltip="Forget the drawn region")
+        self.clear_region_button = widgets.Button(description="Whole image", tooltip="Forget the drawn region",
+                                                  layout={"width": "auto", "flex": "0 0 auto"})
         self.detect_button = widgets.Button(description="Detect", button_style="primary", icon="search")
         self.phase = widgets.Label("")
         self.progress = widgets.IntProgress(value=0, min=0, max=1, description="", layout={"width": "200px"})
-        self.status = widgets.Label("")
+        self.status = widgets.Label("", layout={"width": "100%"})
+        self.status.add_class("cianna-otf-wrap")  # long paths and errors wrap; the whole text is the tooltip
+        self.status.observe(lambda change: setattr(self.status, "tooltip", change["new"] or None), names="value")
         # what makes the last catalogue doubtful (Job.warnings), shown only when there is something
         self.warnings_banner = widgets.HTML("", layout={"display": "none"})
         self.warnings_banner.add_class("cianna-otf-warnings")
@@ -388,7 +425,10 @@ class DetectionWidget(widgets.VBox):
         # the rows are fixed-width text: a monospace font keeps the columns under their header
         self.sources_header = widgets.HTML("")
         self._style = widgets.HTML("<style>.cianna-otf-sources select {font-family: "
-                                   "var(--jp-code-font-family, monospace); white-space: pre;}</style>")
+                                   "var(--jp-code-font-family, monospace); white-space: pre;}"
+                                   ".cianna-otf-wrap {white-space: normal !important; overflow-wrap: anywhere; height: auto !important; "
+                                   "line-height: 1.3; min-height: var(--jp-widgets-inline-height, 28px);}"
+                                   "</style>")
         self.save_catalogue_button = widgets.Button(description="Save catalogue", disabled=True)
         self.save_regions_button = widgets.Button(description="Save regions", disabled=True)
         self.save_provenance_button = widgets.Button(description="Save provenance", disabled=True)
@@ -406,11 +446,14 @@ class DetectionWidget(widgets.VBox):
         self.region_mode.observe(lambda change: self._request_selection(), names="value")
         self.sources.observe(self._on_row_selected, names="value")
         self.model_picker.observe(self._on_model_picked, names="value")
+        for picker in (self.stretch, self.limits, self.colormap):
+            picker.observe(lambda change: self._guarded(self.apply_display), names="value")
 
         controls = widgets.VBox([
             self.model_picker, self.model_note, self.expert, widgets.HBox([self.region_mode, self.draw_button]),
-            widgets.HBox([self.region_label, self.clear_region_button]),
+            widgets.HBox([self.region_label, self.clear_region_button], layout={"width": "100%"}),
             self.detect_button, widgets.HBox([self.phase, self.progress]), self.status, self.warnings_banner,
+            self.stretch, self.limits, self.colormap,
         ], layout={"width": "340px"})
         results = widgets.VBox([
             self._style, self.sources_header, self.sources,
@@ -567,8 +610,10 @@ class DetectionWidget(widgets.VBox):
                 shown.hdu.writeto(buffer)
                 self.image_path, self._image_bytes = None, buffer.getvalue()
             self.pixel_scale_deg = shown.pixel_scale_deg
-            self.view.add_fits(shown.hdu)
-            if shown.centre is not None:
+            self._shown_hdu = shown.hdu
+            self.display = self._display_options()
+            self.view.add_fits(shown.hdu, name=IMAGE_LAYER, **self.display)
+            if shown.centre is not None:  # the whole image on screen
                 self.view.target, self.view.fov = shown.centre, shown.fov_deg
         except Exception as exc:
             self._fail(exc, "showing the image")
@@ -578,11 +623,32 @@ class DetectionWidget(widgets.VBox):
         self.rank_models()
         return True
 
+    def _display_options(self) -> dict[str, Any]:
+        return display_options(self._shown_hdu.data, stretch=self.stretch.value, limits=self.limits.value,
+                               colormap=self.colormap.value)
+
+    def apply_display(self) -> dict[str, Any] | None:
+        """Send the Stretch, Limits and Colours pickers' settings to the view; returns them (None: no image).
+
+        With the front end present only the settings travel (``cianna_otf_image_options``);
+        without it the image is sent again with them, replacing its layer.
+        """
+        if self._shown_hdu is None:
+            return None
+        self.display = self._display_options()
+        if self._frontend_protocol is not None:
+            self.view._send_or_queue({"event_name": IMAGE_OPTIONS_EVENT, "name": IMAGE_LAYER,
+                                      "options": dict(self.display)})
+        else:
+            self.view.add_fits(self._shown_hdu, name=IMAGE_LAYER, **self.display)
+        return self.display
+
     # -- regions ------------------------------------------------------------------------------
     def set_region(self, region: str | None) -> None:
         """Use `region` (SODA text, ICRS degrees; None for the whole image) for the next jobs."""
         self.region = region
         self.region_label.value = f"Region: {region}" if region else "Region: whole image"
+        self.region_label.tooltip = self.region_label.value
         self._remove_overlay(REGION_OVERLAY)
         stcs = stcs_from_soda(region) if region else None
         if stcs is not None:
@@ -718,7 +784,7 @@ class DetectionWidget(widgets.VBox):
             for button in (self.save_catalogue_button, self.save_regions_button, self.save_provenance_button):
                 button.disabled = False
             self.progress.bar_style = "success"
-            self.status.value = f"{len(table)} sources ({request['model'] or 'default model'}, job {job.job_id})"
+            self.status.value = f"{plural(len(table), 'source')} ({request['model'] or 'default model'}, job {job.job_id})"
         except Exception as exc:  # a thread: an escaping error would only reach stderr
             self.phase.value = job.phase if job is not None else "Not submitted"
             self.progress.bar_style = "danger"
@@ -740,8 +806,8 @@ class DetectionWidget(widgets.VBox):
     def _show_table(self, table: Table) -> None:
         """List the sources; choosing a row centres the view on the source."""
         columns = [c for c in self._LISTED if c in table.colnames]
-        self.sources_header.value = (f"<b>{len(table)} sources</b> (first {MAX_LISTED_ROWS} listed)"
-                                     if len(table) > MAX_LISTED_ROWS else f"<b>{len(table)} sources</b>")
+        self.sources_header.value = (f"<b>{plural(len(table), 'source')}</b> (first {MAX_LISTED_ROWS} listed)"
+                                     if len(table) > MAX_LISTED_ROWS else f"<b>{plural(len(table), 'source')}</b>")
         self.sources_header.value += ('<br><code style="white-space: pre">'
                                       + html.escape("  ".join(f"{c:>11}" for c in columns)) + "</code>")
 
@@ -798,7 +864,7 @@ class DetectionWidget(widgets.VBox):
     def _save(self, suffix: str, content: bytes) -> Path:
         path = self._result_path(suffix)
         path.write_bytes(content)
-        self.status.value = f"Saved {path}"
+        self.status.value = f"Saved {path}"  # wraps in the panel; the tooltip has it too
         return path
 
     def save_catalogue(self) -> Path:
@@ -881,7 +947,7 @@ class DetectionWidget(widgets.VBox):
         except Exception as exc:
             self._fail(exc)
             return None
-        sources = f"{len(table)} source{'' if len(table) == 1 else 's'}" if table is not None else ""
+        sources = plural(len(table), "source") if table is not None else ""
         what = " and ".join(part for part in ("Image" if sent.image_url else "", sources if sent.table_url else "")
                             if part)
         self._samp_ok(f"{what} {sent.viewers_text()}")

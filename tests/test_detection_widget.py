@@ -30,11 +30,15 @@ from cianna_otf_jupyter.widget import (  # noqa: E402
     DEFAULT_CLICK_RADIUS_ARCSEC,
     DetectionWidget,
     RegionMessageError,
+    IMAGE_LAYER,
+    IMAGE_OPTIONS_EVENT,
     default_client,
+    plural,
     region_from_message,
     running_jupyter_server,
     stcs_from_soda,
 )
+from cianna_otf_jupyter._view_image import display_limits  # noqa: E402
 from cianna_otf_server.client import Client  # noqa: E402
 from cianna_otf_server.models import DEFAULT_MODEL  # noqa: E402
 
@@ -51,6 +55,14 @@ def _queued(widget: DetectionWidget, event_name: str) -> list[dict]:
     """The messages named `event_name` waiting in the view's own call store for the front end."""
     return [arg for _func, args, _kwargs in widget.view._call_store.calls for arg in args
             if isinstance(arg, dict) and arg.get("event_name") == event_name]
+
+
+def _loaded(widget: DetectionWidget) -> list[tuple[dict, list]]:
+    """Mark the view loaded (its queued calls run) and record what it sends from then on."""
+    sent: list[tuple[dict, list]] = []
+    widget.view.send = lambda message, buffers=None: sent.append((message, buffers))
+    widget.view._is_loaded = True
+    return sent
 
 
 @pytest.fixture
@@ -149,6 +161,69 @@ def test_widget_layout_models_and_image(make_widget, sky_fits):
     assert widget.view in widget.children[0].children
 
 
+def test_the_image_is_shown_with_radio_display_defaults_and_framed(make_widget, sky_fits):
+    widget = make_widget()
+    sent = _loaded(widget)
+    ((message, _buffers),) = sent
+    assert message["event_name"] == "add_fits"
+    options = message["options"]
+    low, high = display_limits(widget._shown_hdu.data)
+    assert options == {"name": IMAGE_LAYER, "minCut": low, "maxCut": high, "stretch": "asinh",
+                       "colormap": "grayscale"}
+    assert widget.display == {k: v for k, v in options.items() if k != "name"}
+    # the whole image is on screen: centred, a field of view a little larger than its side
+    assert widget.view.target.dec.deg == pytest.approx(-30, abs=0.01)
+    assert float(getattr(widget.view.fov, "value", widget.view.fov)) >= 256 * widget.pixel_scale_deg
+    assert {widget.stretch, widget.limits, widget.colormap} <= set(widget.children[0].children[1].children)
+
+
+def test_display_controls_change_what_the_view_gets(make_widget):
+    widget = make_widget()
+    data = widget._shown_hdu.data
+    sent = _loaded(widget)
+    # without the front end, the image is sent again with the new settings, in the same layer
+    widget.colormap.value = "viridis"
+    first, second = [m for m, _b in sent if m["event_name"] == "add_fits"]
+    assert second["options"]["name"] == first["options"]["name"] == IMAGE_LAYER
+    assert second["options"]["colormap"] == "viridis" and first["options"]["colormap"] == "grayscale"
+    # with it, only the settings travel
+    _deliver(widget, {"event": "hello", "protocol": 1})
+    widget.stretch.value = "linear"
+    widget.limits.value = "minmax"
+    *_, last = [m for m, _b in sent if m["event_name"] == IMAGE_OPTIONS_EVENT]
+    assert last["name"] == IMAGE_LAYER
+    assert last["options"] == {"minCut": float(np.nanmin(data)), "maxCut": float(np.nanmax(data)),
+                               "stretch": "linear", "colormap": "viridis"}
+    assert len([m for m, _b in sent if m["event_name"] == "add_fits"]) == 2
+    widget.limits.value = "99.9"
+    *_, last = [m for m, _b in sent if m["event_name"] == IMAGE_OPTIONS_EVENT]
+    assert last["options"]["maxCut"] == pytest.approx(display_limits(data, "99.9")[1])
+    assert last["options"]["maxCut"] < float(np.nanmax(data))
+
+
+def test_counts_are_singular_or_plural(make_widget):
+    from astropy.table import Table
+
+    assert (plural(0, "source"), plural(1, "source"), plural(2, "source")) == ("0 sources", "1 source", "2 sources")
+    assert plural(1, "vertex", "vertices") == "1 vertex" and plural(3, "vertex", "vertices") == "3 vertices"
+    widget = make_widget()
+    widget._show_table(Table({"ra": [0.0], "dec": [-30.0]}))
+    assert widget.sources_header.value.startswith("<b>1 source</b>")
+    widget._show_table(Table({"ra": [0.0, 0.1], "dec": [-30.0, -30.0]}))
+    assert widget.sources_header.value.startswith("<b>2 sources</b>")
+
+
+def test_long_texts_wrap_with_the_whole_text_in_a_tooltip(make_widget):
+    widget = make_widget()
+    region = "POLYGON 359.98765432 -30.01234567 0.01234567 -30.01234567 0.01234567 -29.98765432"
+    widget.set_region(region)
+    assert widget.region_label.value == f"Region: {region}" == widget.region_label.tooltip
+    assert "cianna-otf-wrap" in widget.region_label._dom_classes
+    widget.status.value = "Saved /a/very/long/path/to/the/notebook/folder/sky-abc123-catalogue.vot"
+    assert widget.status.tooltip == widget.status.value and "cianna-otf-wrap" in widget.status._dom_classes
+    assert ".cianna-otf-wrap" in widget._style.value
+
+
 def test_region_message_sets_the_region_and_detect_overlays_sources(make_widget):
     widget = make_widget()
     _deliver(widget, {"event": "region", "shape": "circle", "ra": 0.0, "dec": -30.0, "radius": 0.015})
@@ -162,7 +237,7 @@ def test_region_message_sets_the_region_and_detect_overlays_sources(make_widget)
     assert len(widget.table) > 0 and {"ra", "dec"} <= set(widget.table.colnames)
     assert isinstance(widget.regions, Regions) and len(widget.regions) == len(widget.table)
     assert widget.phase.value == "COMPLETED" and widget.progress.value == widget.progress.max
-    assert f"{len(widget.table)} sources" in widget.status.value
+    assert f"{plural(len(widget.table), 'source')} (classic, job" in widget.status.value
     (queued,) = _queued(widget, "add_table")
     assert queued["options"]["name"] == f"CIANNA {widget.job.job_id}"
     assert len(widget.sources.options) == len(widget.table)

@@ -181,7 +181,8 @@ def check_quickstart(result: dict, nb, model: str = "classic") -> None:
     shapes = Path(result["regions_file"]).read_text()
     assert shapes.count("ellipse(") + shapes.count("box(") == result["rows"]
     assert "activity" in json.loads(Path(result["provenance_file"]).read_text())
-    assert f"{result['rows']} sources" in cell_text(nb, "detect")
+    rows = result["rows"]
+    assert (f"{rows} sources" if rows != 1 else "1 source ") in cell_text(nb, "detect")
 
 
 def test_quickstart_runs_top_to_bottom_without_interaction(standalone, tmp_path):

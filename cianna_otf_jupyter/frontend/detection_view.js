@@ -5,15 +5,17 @@
 // creates on its div (`__ciannaOtfViewKey`). The messages are protocol 1 of widget.py:
 //   front end -> kernel: {event: "hello"}, {event: "region", shape, ...}
 //   kernel -> front end: {event_name: "cianna_otf_select", shape: "rect"|"circle"|"polygon"|"click"},
-//                        {event_name: "cianna_otf_goto", ra, dec}
+//                        {event_name: "cianna_otf_goto", ra, dec},
+//                        {event_name: "cianna_otf_image_options", name, options: {minCut, maxCut, stretch, colormap}}
 // ipyaladin's own message handler throws on event names it does not know, so it is given a view
 // of the model that never shows it ours; everything else of ipyaladin runs untouched.
 
 const __ciannaOtfProtocol = 1;
 const __ciannaOtfSelectEvent = "cianna_otf_select";
 const __ciannaOtfGotoEvent = "cianna_otf_goto";
+const __ciannaOtfImageOptionsEvent = "cianna_otf_image_options";
 /** Our kernel -> front end events: ipyaladin's handler must never see them. */
-const __ciannaOtfEvents = new Set([__ciannaOtfSelectEvent, __ciannaOtfGotoEvent]);
+const __ciannaOtfEvents = new Set([__ciannaOtfSelectEvent, __ciannaOtfGotoEvent, __ciannaOtfImageOptionsEvent]);
 /** Our shape names -> Aladin Lite's selection modes. "click" arms nothing (clicks identify). */
 const __ciannaOtfSelectModes = { rect: "rect", circle: "circle", polygon: "poly" };
 /** A drag shorter than this (view pixels) is a slip of the mouse, not a region. */
@@ -89,6 +91,24 @@ function __ciannaOtfRegionMessage(aladin, selection) {
   return null;
 }
 
+/** New cuts, stretch and colour map for the FITS layer `name` (added by ipyaladin's add_fits). */
+function __ciannaOtfSetImageOptions(aladin, name, options) {
+  let layer = null;
+  try {
+    layer = aladin.getOverlayImageLayer(name);
+  } catch (error) {
+    layer = null;
+  }
+  if (!layer) return;
+  if (typeof layer.setCuts === "function" && options.minCut !== undefined && options.maxCut !== undefined) {
+    layer.setCuts(options.minCut, options.maxCut);
+  }
+  if (typeof layer.setColormap === "function" && (options.colormap || options.stretch)) {
+    const colormap = options.colormap || (layer.getColormap ? layer.getColormap() : "grayscale");
+    layer.setColormap(colormap, options.stretch ? { stretch: options.stretch } : undefined);
+  }
+}
+
 function __ciannaOtfDetectionView(base) {
   return {
     initialize: base.initialize,
@@ -129,6 +149,9 @@ function __ciannaOtfDetectionView(base) {
         if (!message) return;
         if (message.event_name === __ciannaOtfSelectEvent) arm(message.shape);
         if (message.event_name === __ciannaOtfGotoEvent) aladin.gotoRaDec(message.ra, message.dec);
+        if (message.event_name === __ciannaOtfImageOptionsEvent) {
+          __ciannaOtfSetImageOptions(aladin, message.name, message.options || {});
+        }
       };
       model.on("msg:custom", onMessage);
       el.dataset.ciannaOtfProtocol = String(__ciannaOtfProtocol);
