@@ -135,7 +135,10 @@ class YoloSpec:
     apart from the sources worth reporting (0 keeps all). ``measure`` makes the network a
     detector only: position, peak, integrated flux and apparent shape are measured from the image
     around each detection (`pipeline._measure`), since an image unlike the training skies is a
-    better judge of its own fluxes than the network's regression heads.
+    better judge of its own fluxes than the network's regression heads. ``deblend`` (with
+    ``measure`` and ``min_peak_snr`` on a signal-to-noise model) adds the significant peaks around
+    the detections that no measured detection accounts for, the sources a box between two of them
+    or the NMS merged (`pipeline._components`), and keeps one detection per measured peak.
     """
 
     nb_box: int
@@ -157,6 +160,7 @@ class YoloSpec:
     extended_filter_margin: float = 5.0
     min_peak_snr: float = 0.0
     measure: bool = False
+    deblend: bool = False
 
 
 @dataclass(frozen=True)
@@ -302,6 +306,7 @@ def card_from_dict(raw: dict[str, Any], path: Path | None = None) -> ModelCard:
             extended_filter_margin=yolo_table.number("extended_filter_margin", default=5.0),
             min_peak_snr=yolo_table.number("min_peak_snr", default=0.0),
             measure=yolo_table.flag("measure", default=False),
+            deblend=yolo_table.flag("deblend", default=False),
         )
 
     domain = _domain(reader.table("domain"), family)

@@ -27,6 +27,7 @@ from ..errors import ModelCardError, ModelFileError, UserInputError
 from ..models._card import PRECISIONS, ModelCard
 from ._boxes import Boxes
 from ._catalogue import classic_catalogue, yolo_catalogue
+from ._components import PEAK_DISTANCE_BEAMS, component_boxes, one_per_peak
 from ._decode import decode_batch, decode_settings
 from ._domain import DomainPlan, DomainView, drop_blank_boxes, plan_domain
 from ._image import SkyImage, open_image
@@ -326,6 +327,9 @@ class YoloDetection:
         if self.card.domain.declared:
             boxes = drop_blank_boxes(boxes, self.image)
         measurement = self._measure(boxes) if self.yolo.measure else None
+        if measurement is not None and self.yolo.deblend and self.domain.convention == "snr" \
+                and self.yolo.min_peak_snr > 0:
+            boxes, measurement = self._deblend(boxes, measurement)
         if self.noise is None:
             return boxes, None, measurement
         if measurement is not None and self.domain.convention == "snr":  # the fitted peaks, in sigmas
@@ -341,15 +345,41 @@ class YoloDetection:
             measurement = measurement.take(keep) if measurement is not None else None
         return boxes, snr, measurement
 
-    def _measure(self, boxes: Boxes) -> Measurement | None:
-        """Fit the detections on the view (model pixels), where the beam spans enough pixels."""
+    def _beam_in_model_pixels(self) -> tuple[float, float] | None:
         beam = getattr(self.image, "beam", None)
         if beam is None or self.image.wcs is None:
             return None
         major, minor, _ = beam.in_pixels(self.image.wcs)
-        zoom = self.view.zoom
-        return measure_sources(self.view.data, self.view.to_model(boxes), major * zoom, minor * zoom,
+        return major * self.view.zoom, minor * self.view.zoom
+
+    def _measure(self, boxes: Boxes) -> Measurement | None:
+        """Fit the detections on the view (model pixels), where the beam spans enough pixels."""
+        beam = self._beam_in_model_pixels()
+        if beam is None:
+            return None
+        return measure_sources(self.view.data, self.view.to_model(boxes), *beam,
                                snr=self.domain.convention == "snr")
+
+    def _deblend(self, boxes: Boxes, measurement: Measurement) -> tuple[Boxes, Measurement]:
+        """Add the sources around the detections that no measured detection accounts for.
+
+        A box the network put between two sources measures as noise, and one on the brighter
+        of two neighbours hides the other (`component_boxes`): the significant peaks around the
+        detections become detections of their own, measured like the others. Then one
+        detection per measured peak (the best scored) is kept: two boxes the NMS let through
+        may fit the same source. Failed boxes are left for the ``min_peak_snr`` cut to drop.
+        """
+        beam = self._beam_in_model_pixels()
+        if beam is None:
+            return boxes, measurement
+        found = component_boxes(self.view.data, self.view.to_model(boxes), measurement,
+                                self.yolo.min_peak_snr, beam[0])
+        if len(found):
+            measured = measure_sources(self.view.data, found, *beam, snr=True)
+            boxes = Boxes.concat([boxes, self.view.to_image(found)])
+            measurement = measurement.concat(measured)
+        keep = one_per_peak(measurement.x, measurement.y, boxes.objectness, PEAK_DISTANCE_BEAMS * beam[0])
+        return boxes.take(keep), measurement.take(keep)
 
     def catalogue(self) -> Table:
         """Merge the tiles and build the catalogue table."""

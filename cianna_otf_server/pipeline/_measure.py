@@ -82,6 +82,11 @@ class Measurement:
         """The measurements of the selected boxes."""
         return Measurement(*(getattr(self, name)[index] for name in self.__dataclass_fields__))
 
+    def concat(self, other: "Measurement") -> "Measurement":
+        """These measurements followed by `other`'s."""
+        return Measurement(*(np.concatenate([getattr(self, name), getattr(other, name)])
+                             for name in self.__dataclass_fields__))
+
 
 def measure_sources(pixels: object, boxes: Boxes, beam_major: float, beam_minor: float,
                     snr: bool = True) -> Measurement:

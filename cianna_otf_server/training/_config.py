@@ -88,13 +88,14 @@ class Recipe:
     randomised: bool = False
     version: str = "1.0"
     measure: bool = False  # the card measures position, flux and shape in the image (`[yolo] measure`)
+    deblend: bool = False  # and adds the peaks its boxes merged (`[yolo] deblend`)
 
 
 ABSOLUTE_RECIPE = Recipe("absolute", DEMO_NORMALISATION, DEMO_PARAMETERS, DomainSpec())
 SNR_RECIPE = Recipe("snr", SNR_NORMALISATION, SNR_PARAMETERS,
                     DomainSpec(input="snr", beam_pixels=3.5, beam_pixels_range=(1.5, 8.0), angles="pixel",
                                declared=True),
-                    objectness_max=12.0, randomised=True, version="2.1", measure=True)
+                    objectness_max=12.0, randomised=True, version="2.1", measure=True, deblend=True)
 RECIPES: dict[str, Recipe] = {recipe.name: recipe for recipe in (ABSOLUTE_RECIPE, SNR_RECIPE)}
 
 #: Seeds of the held-out validation skies (training draws 64-bit seeds above `TRAINING_SEED_FLOOR`).

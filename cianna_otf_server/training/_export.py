@@ -32,7 +32,8 @@ class DecodeChoice:
     min_peak_snr: float = 0.0
 
 
-def yolo_spec(net_head: Any, choice: DecodeChoice, edge_margin: int = 0, measure: bool = False) -> YoloSpec:
+def yolo_spec(net_head: Any, choice: DecodeChoice, edge_margin: int = 0, measure: bool = False,
+              deblend: bool = False) -> YoloSpec:
     """The card's ``[yolo]`` table for a head and detection settings.
 
     ``edge_margin`` is half the overlap of neighbouring patches: then every place of an overlap
@@ -47,6 +48,7 @@ def yolo_spec(net_head: Any, choice: DecodeChoice, edge_margin: int = 0, measure
         objectness_thresholds=(float(choice.threshold),) * int(net_head.nb_box),
         nms_threshold=float(choice.nms), second_nms_threshold=float(choice.second_nms),
         edge_margin=int(edge_margin), min_peak_snr=float(choice.min_peak_snr), measure=bool(measure),
+        deblend=bool(deblend),
     )
 
 
@@ -163,6 +165,7 @@ def card_text(*, weights_file: str, sha256: str, config: TrainConfig, yolo: Yolo
         f"edge_margin = {yolo.edge_margin}",
         *([f"min_peak_snr = {_toml_value(yolo.min_peak_snr)}"] if yolo.min_peak_snr > 0 else []),
         *(["measure = true"] if yolo.measure else []),
+        *(["deblend = true"] if yolo.deblend else []),
         "",
         *[_parameter_table(p) + "\n" for p in recipe.parameters],
         "[training]",
@@ -187,7 +190,8 @@ def export_model(net: CiannaNetwork, directory: str | Path, *, config: TrainConf
     sha = hashlib.sha256(weights.read_bytes()).hexdigest()
     head = net.yolo
     margin = (config.inference_patch - config.inference_shift) // 2
-    yolo = yolo_spec(head, choice, margin, measure=recipe_of(config).measure)
+    recipe = recipe_of(config)
+    yolo = yolo_spec(head, choice, margin, measure=recipe.measure, deblend=recipe.deblend)
     text = card_text(weights_file=weights.name, sha256=sha, config=config, yolo=yolo,
                      version=version, description=description, training_data=training_data, training=training)
     card_path = directory / f"{MODEL_NAME}.toml"

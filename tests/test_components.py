@@ -1,0 +1,124 @@
+"""Deblending around network detections (`pipeline._components`, ``[yolo] deblend``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+
+from cianna_otf_server.pipeline._boxes import Boxes
+from cianna_otf_server.pipeline._components import component_boxes, one_per_peak
+from cianna_otf_server.pipeline._measure import measure_sources
+
+BEAM = 2.5  # FWHM, pixels
+SIGMA = BEAM / math.sqrt(8.0 * math.log(2.0))
+
+
+def sky(sources: list[tuple[float, float, float]], size: int = 96, seed: int = 1) -> np.ndarray:
+    """A signal-to-noise image: unit white noise plus Gaussian point sources (x, y, peak SNR)."""
+    rng = np.random.default_rng(seed)
+    image = rng.normal(0.0, 1.0, (size, size)).astype(np.float32)
+    yy, xx = np.mgrid[0:size, 0:size]
+    for x, y, peak in sources:
+        image += (peak * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2.0 * SIGMA ** 2))).astype(np.float32)
+    return image
+
+
+def boxes_at(centres: list[tuple[float, float]], side: float = 5.5, score: list[float] | None = None) -> Boxes:
+    """Beam-sized boxes centred on 0-based pixel positions (corner convention: pixel k spans [k, k+1])."""
+    x = np.array([c[0] for c in centres], dtype=np.float64)
+    y = np.array([c[1] for c in centres], dtype=np.float64)
+    n = len(centres)
+    objectness = np.asarray(score if score is not None else [0.9] * n, dtype=np.float64)
+    return Boxes(x + 0.5 - side / 2, y + 0.5 - side / 2, x + 0.5 + side / 2, y + 0.5 + side / 2, objectness,
+                 np.ones(n), np.zeros((n, 0)), np.zeros((n, 5)), np.zeros(n, dtype=np.int64),
+                 np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64))
+
+
+def components(image: np.ndarray, boxes: Boxes, min_peak_snr: float = 4.0) -> Boxes:
+    measurement = measure_sources(image, boxes, BEAM, BEAM)
+    return component_boxes(image, boxes, measurement, min_peak_snr, BEAM)
+
+
+def test_a_box_between_two_sources_gives_both_of_them() -> None:
+    image = sky([(40.0, 40.0, 20.0), (40.0, 53.0, 15.0)])
+    between = boxes_at([(40.0, 46.5)])
+    assert measure_sources(image, between, BEAM, BEAM).peak[0] < 4.0  # measured, the box holds noise
+    found = components(image, between)
+    assert len(found) == 2
+    assert sorted(np.round(found.y_center).tolist()) == [40.0, 53.0]
+    assert np.allclose(found.x_center, 40.0, atol=1.0)
+    assert np.allclose(found.width, 5.5) and np.allclose(found.objectness, 0.9)
+
+
+def test_a_neighbour_the_nms_hid_is_added() -> None:
+    image = sky([(40.0, 40.0, 60.0), (46.5, 41.0, 12.0)])  # 2.6 beams apart
+    found = components(image, boxes_at([(40.0, 40.0)]))
+    assert len(found) == 1
+    assert abs(found.x_center[0] - 46.5) <= 1.0 and abs(found.y_center[0] - 41.0) <= 1.0
+
+
+def test_nothing_is_added_around_a_lone_source_or_below_the_threshold() -> None:
+    image = sky([(40.0, 40.0, 50.0), (47.0, 40.0, 3.0)])
+    assert len(components(image, boxes_at([(40.0, 40.0)]))) == 0
+
+
+def test_a_sidelobe_ring_of_a_bright_source_is_not_a_source() -> None:
+    image = sky([(48.0, 48.0, 2000.0)])
+    yy, xx = np.mgrid[0:96, 0:96]
+    ring = np.hypot(xx - 48.0, yy - 48.0)
+    image += (12.0 * np.exp(-((ring - 10.0) ** 2) / 2.0) * (1.0 + np.cos(6 * np.arctan2(yy - 48, xx - 48)))).astype(np.float32)
+    assert len(components(image, boxes_at([(48.0, 48.0)]))) == 0
+
+
+def test_the_shoulder_of_an_extended_source_is_not_split() -> None:
+    yy, xx = np.mgrid[0:96, 0:96]
+    image = sky([])
+    image += (40.0 * np.exp(-((xx - 48.0) ** 2 / (2 * 6.0 ** 2) + (yy - 48.0) ** 2 / (2 * 1.2 ** 2)))).astype(np.float32)
+    found = components(image, boxes_at([(48.0, 48.0)], side=30.0))
+    assert len(found) == 0
+
+
+def test_one_detection_per_measured_peak_keeps_the_best_scored() -> None:
+    x = np.array([10.0, 10.6, 30.0, np.nan])
+    y = np.array([10.0, 10.2, 30.0, 10.0])
+    keep = one_per_peak(x, y, np.array([0.5, 0.9, 0.4, 0.3]), 2.5)
+    assert keep.tolist() == [False, True, True, True]
+
+
+@pytest.fixture(scope="module")
+def crowded_sky(tmp_path_factory: pytest.TempPathFactory):
+    """A VLASS-like sky (2.5 px beam): close pairs of unrelated sources are common."""
+    from cianna_otf_server.sky.simulate import simulate_sky
+
+    path = tmp_path_factory.mktemp("deblend") / "sky.fits"
+    hdul, truth = simulate_sky(768, seed=4242, pixel_scale=1.0, beam_bmaj=2.5, beam_bmin=2.5, noise=1.2e-4,
+                               density=40000.0, flux_min=1.2e-4, flux_max=0.3)
+    hdul.writeto(path)
+    return path, truth
+
+
+def test_deblending_finds_more_true_sources_and_is_off_without_the_flag(crowded_sky) -> None:
+    from cianna_otf_server.models import default_registry
+    from cianna_otf_server.pipeline import detect
+    from cianna_otf_server.sky.quality import match_catalogues
+
+    path, truth = crowded_sky
+    card = default_registry().get("yolo-demo")
+    assert card.yolo.deblend and not default_registry().get("yolo-demo-sdc1").yolo.deblend  # off unless asked
+    plain = dataclasses.replace(card, yolo=dataclasses.replace(card.yolo, deblend=False))
+    with_deblend = detect(str(path), card)
+    without = detect(str(path), plain)
+    bright = truth[np.asarray(truth["snr"]) >= 10]
+
+    def found(table) -> int:
+        return len(match_catalogues(table, bright, radius_pix=2.5).truth)
+
+    def precision(table) -> float:
+        return len(match_catalogues(table, truth, radius_pix=2.5).detected) / max(1, len(table))
+
+    assert found(with_deblend) > found(without)
+    assert precision(with_deblend) >= precision(without) - 0.01
+    assert precision(with_deblend) >= 0.95
