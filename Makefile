@@ -9,7 +9,7 @@ DEMO_DIR ?= demo-output
 DEMO_ARGS ?= --ip=127.0.0.1
 ROOT_FLAG := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 
-.PHONY: install browser ds9 demo demo-cli test test-all clean
+.PHONY: install browser ds9 postgres demo demo-cli test test-all clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,7 +48,17 @@ browser: /usr/bin/chromium
 
 ds9: /usr/bin/ds9 /usr/bin/Xvfb /usr/bin/xpaset
 
-install: $(VENV)/.installed browser ds9
+# PostgreSQL's server programs for the PostgreSQL job store's tests (each test run makes and
+# starts a throw-away cluster of its own; nothing is configured on the machine). Installed with
+# apt-get where initdb is missing; without root, sudo is tried.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	$$SUDO apt-get install -y -q --no-install-recommends postgresql >/dev/null 2>&1 || \
+	{ $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q --no-install-recommends postgresql >/dev/null; } || \
+	echo "warning: PostgreSQL not installed (apt-get failed); the PostgreSQL store tests will be skipped"; }
+
+install: $(VENV)/.installed browser ds9 postgres
 
 # JupyterLab with the extension (the service runs inside it) and the quickstart notebook open.
 # It runs on copies in $(DEMO_DIR)/notebooks (made once, then kept with your changes), so the

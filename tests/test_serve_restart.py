@@ -31,12 +31,12 @@ def _free_port() -> int:
 
 
 class ServeProcess:
-    def __init__(self, data_dir: Path, data_root: Path, port: int) -> None:
+    def __init__(self, data_dir: Path, data_root: Path, port: int, extra: tuple[str, ...] = ()) -> None:
         env = {k: v for k, v in os.environ.items() if k != "CIANNA_OTF_TOKEN"}
         self.url = f"http://127.0.0.1:{port}"
         self.process = subprocess.Popen(
             [sys.executable, "-m", "cianna_otf_server.cli", "serve", "--port", str(port),
-             "--data-dir", str(data_dir), "--data-root", str(data_root), "--token", TOKEN, "--workers", "1"],
+             "--data-dir", str(data_dir), "--data-root", str(data_root), "--token", TOKEN, "--workers", "1", *extra],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
         )
         self.session = requests.Session()
@@ -71,9 +71,16 @@ def big_images(tmp_path_factory) -> Path:
     return root
 
 
-def test_sigkill_loses_nothing(tmp_path: Path, big_images: Path) -> None:
+@pytest.mark.parametrize("store", ["sqlite", "postgres"])
+def test_sigkill_loses_nothing(tmp_path: Path, big_images: Path, store: str, request) -> None:
+    """Every acknowledged job survives a SIGKILL, with the job records in SQLite or in PostgreSQL."""
     data_dir = tmp_path / "data"
-    server = ServeProcess(data_dir, big_images, _free_port())
+    extra: tuple[str, ...] = ()
+    if store == "postgres":
+        from postgres_db import fresh_database
+
+        extra = ("--database-url", fresh_database(request.getfixturevalue("postgres_url")))
+    server = ServeProcess(data_dir, big_images, _free_port(), extra)
     try:
         done = server.session.post(server.url + "/async", data={"IMAGE": "small.fits", "PHASE": "RUN"}, timeout=30).url
         assert server.session.get(done + "?WAIT=30", timeout=40).text.count("COMPLETED") == 1
@@ -90,7 +97,7 @@ def test_sigkill_loses_nothing(tmp_path: Path, big_images: Path) -> None:
     finally:
         server.stop(signal.SIGKILL)
 
-    restarted = ServeProcess(data_dir, big_images, _free_port())
+    restarted = ServeProcess(data_dir, big_images, _free_port(), extra)
     try:
         def url_on(new: ServeProcess, old: str) -> str:
             return new.url + old[old.index("/async/"):]

@@ -194,11 +194,10 @@ def check_job_database(config: "ServiceConfig") -> None:
     A damaged file (``PRAGMA quick_check``) or an unwritable one ends the command with a message
     naming it and saying what to do, and exit status 2: serving on it would accept jobs and lose them.
     """
-    from ..uws import JobStore
-    from ..uws._storage import DATABASE_FILE
+    from ..server._context import open_job_store
 
     try:
-        JobStore(config.data_path / DATABASE_FILE).close()
+        open_job_store(config).close()
     except StorageError as exc:
         raise UserInputError(str(exc)) from None
     except OSError as exc:  # the data folder itself cannot be made

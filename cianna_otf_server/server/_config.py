@@ -42,8 +42,13 @@ class ServiceConfig(Configurable):
     """Everything that shapes a running service: storage, models, limits, execution."""
 
     # -- storage and models ----------------------------------------------------------------------
-    data_dir = _Path(help="Where jobs (SQLite) and their files live (default: the user's data "
+    data_dir = _Path(help="Where jobs (SQLite, unless database_url) and their files live (default: the user's data "
                        "directory, cianna-otf/service; in Jupyter the Jupyter data directory).").tag(config=True)
+    database_url = Unicode("", help="The job database: empty for SQLite in data_dir (one service); a "
+                           "PostgreSQL URL (postgresql://user@host/db; the password from libpq's PGPASSWORD "
+                           "or ~/.pgpass) for a shared service or several replicas (needs "
+                           "cianna-otf[postgres]). Job files stay in data_dir, which replicas must share."
+                           ).tag(config=True)
     root_path = Unicode("/", help="URL path of the service root (behind a proxy); in Jupyter it is "
                         "{base_url}cianna-otf/ and not configurable.").tag(config=True)
     public_url = Unicode("", help="The service's public address (https://host[:port]), written into "

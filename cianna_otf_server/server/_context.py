@@ -15,12 +15,20 @@ from typing import Any
 from ..errors import UnknownModelError
 from ..jobs import DetectionParameterPolicy, DetectionRunner, LocalPoolExecutor
 from ..models import ModelRegistry
-from ..uws import JobEvents, JobFiles, JobService, JobStore
+from ..uws import JobEvents, JobFiles, JobService, JobStore, PostgresJobStore, SqlJobStore
+from ..uws._storage import DATABASE_FILE
 from ._config import ServiceConfig
 from ._memory import trim_free_memory
 from ._metrics import ServiceMetrics
 
 log = logging.getLogger(__name__)
+
+
+def open_job_store(config: ServiceConfig) -> SqlJobStore:
+    """The configured job store: PostgreSQL when `database_url` is set, else SQLite in the data folder."""
+    if config.database_url:
+        return PostgresJobStore(config.database_url)
+    return JobStore(config.data_path / DATABASE_FILE)
 
 
 class ServiceContext:
@@ -37,7 +45,7 @@ class ServiceContext:
             self.registry.get(config.default_model)
         except UnknownModelError as exc:
             log.warning("the default model is not available (%s): jobs must name a MODEL", exc)
-        self.store = JobStore(self.data_dir / "jobs.sqlite")
+        self.store = open_job_store(config)
         self.files = JobFiles(self.data_dir)
         self.events = JobEvents()
         self.metrics = ServiceMetrics(self.store)

@@ -5,13 +5,13 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
-from ..uws import JobStore, Phase
+from ..uws import Phase, SqlJobStore
 
 
 class _JobPhaseCollector:
     """Jobs per phase, read from the store at scrape time (always true, even after a restart)."""
 
-    def __init__(self, store: JobStore) -> None:
+    def __init__(self, store: SqlJobStore) -> None:
         self.store = store
 
     def collect(self):
@@ -24,7 +24,7 @@ class _JobPhaseCollector:
 class ServiceMetrics:
     """Counters and histograms the handlers and workers update, plus the job-phase gauge."""
 
-    def __init__(self, store: JobStore) -> None:
+    def __init__(self, store: SqlJobStore) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(_JobPhaseCollector(store))
         self.jobs_created = Counter("cianna_otf_jobs_created", "Jobs created", ["model"], registry=self.registry)

@@ -14,12 +14,16 @@ deployment) tests its integration with these rather than with copies of its own:
   the test names, yielded as a `SampHub`), and a SAMP client playing a desktop viewer that records
   the messages it is sent, replies ok and sends messages itself; `serve_folder`, the files of a
   folder over HTTP on 127.0.0.1, as Aladin Desktop serves the images it sends;
+* `postgres_server`: a throw-away PostgreSQL cluster in a folder of the test's, listening only
+  on a Unix socket there, for the PostgreSQL job store (`postgres_programs` says whether the
+  machine has PostgreSQL's programs);
 * the UWS checks: a job document valid against the UWS 1.1 schema, its phase, waiting for a phase.
 
 Nothing here is imported by the service itself.
 """
 
 from ._doubles import HoldingExecutor, PassPolicy, RecordingExecutor
+from ._postgres import postgres_programs, postgres_server
 from ._samp import SampHub, SampViewer, samp_hub, serve_folder
 from ._server import ServiceThread
 from ._uws import (
@@ -43,6 +47,8 @@ __all__ = [
     "SampHub",
     "SampViewer",
     "ServiceThread",
+    "postgres_programs",
+    "postgres_server",
     "UWS_NAMESPACES",
     "UWS_TIME",
     "assert_uws_valid",

@@ -1,4 +1,4 @@
-"""IVOA UWS 1.1 job management: records, SQLite storage, XML, and the job service.
+"""IVOA UWS 1.1 job management: records, SQLite or PostgreSQL storage, XML, and the job service.
 
 Generic over what a job does: the detection-specific parts (parameter validation, running a
 detection) plug in through `ParameterPolicy` and `JobExecutor`.
@@ -32,6 +32,8 @@ from ._models import (
     utc_now,
 )
 from ._service import ExecutionCallbacks, JobExecutor, JobService, ParameterPolicy, ServiceLimits, Upload
+from ._postgres import PostgresJobStore
+from ._sql import SqlJobStore
 from ._storage import JobStore, StorageFullError, StorageUnavailableError, file_error
 from ._xml import (
     error_votable,
@@ -46,7 +48,7 @@ __all__ = [
     "ValidatedParameters",
     "ABORTABLE_PHASES", "ACTIVE_PHASES", "FINAL_PHASES", "ErrorSummary", "ExecutionCallbacks",
     "InvalidPhaseError", "InvalidRequestError", "Job", "JobEvents", "JobExecutor", "JobFiles",
-    "JobFilter", "JobParameter", "JobResult", "JobService", "JobStore", "ParameterPolicy",
+    "JobFilter", "JobParameter", "JobResult", "JobService", "JobStore", "ParameterPolicy", "PostgresJobStore", "SqlJobStore",
     "PayloadTooLargeError", "PermissionDeniedError", "Phase", "ServiceBusyError", "ServiceLimits",
     "StorageFullError", "StorageUnavailableError", "file_error",
     "UWSError", "UnknownJobError", "UnknownResourceError", "Upload", "error_votable", "format_time",

@@ -1,6 +1,6 @@
 """The UWS verbs: create, start, abort, delete, get (with WAIT), list, and the updates.
 
-`JobService` owns the job state machine. It stores through `JobStore`, keeps files through
+`JobService` owns the job state machine. It stores through a `SqlJobStore`, keeps files through
 `JobFiles`, hands QUEUED jobs to an executor (a worker pool now, the batching scheduler later:
 both implement `JobExecutor`) and receives its callbacks. Handlers call it; it never sees HTTP.
 """
@@ -42,7 +42,8 @@ from ._models import (
     parse_time,
     utc_now,
 )
-from ._storage import JobStore, file_error
+from ._sql import SqlJobStore
+from ._storage import file_error
 from ._xml import has_non_xml_characters, xml_safe
 
 log = logging.getLogger(__name__)
@@ -116,7 +117,7 @@ class JobService:
 
     def __init__(
         self,
-        store: JobStore,
+        store: SqlJobStore,
         files: JobFiles,
         executor: JobExecutor,
         policy: ParameterPolicy,
@@ -201,7 +202,10 @@ class JobService:
             remaining = deadline - asyncio.get_running_loop().time()
             if remaining <= 0:
                 break
-            await self.events.wait(job_id, remaining)
+            # this process's own changes wake the waiter at once; another replica's (a shared
+            # store) are seen by reading the record again within the store's polling bound
+            poll = getattr(self.store, "change_poll_seconds", None)
+            await self.events.wait(job_id, remaining if poll is None else min(remaining, poll))
             job = self.get(owner, job_id)
             if phase is None and job.phase != start_phase:
                 break

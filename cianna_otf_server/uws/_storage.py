@@ -1,7 +1,9 @@
-"""Job persistence in SQLite (WAL mode): the only module that speaks SQL.
+"""Job persistence in SQLite (WAL mode), the embedded service's store.
 
 One connection guarded by a lock serves the event loop and the worker threads; every write is
-one short transaction, so a SIGKILL at any moment leaves a consistent database.
+one short transaction, so a SIGKILL at any moment leaves a consistent database. The operations
+themselves are `SqlJobStore`'s, shared with the PostgreSQL store; this module opens, checks
+and migrates the file and turns SQLite's failures into the service's.
 
 The store's failures are the service's, not the user's: a full disk becomes `StorageFullError`
 (HTTP 507), a database that cannot be written just now `StorageUnavailableError` (503), each
@@ -12,19 +14,16 @@ with a message a person can act on, and a damaged database file is refused when 
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from ..errors import CorruptDatabaseError, StorageError
 from ._errors import UWSError
-from ._models import ErrorSummary, Job, JobFilter, JobParameter, JobResult, Phase, format_time, parse_time
+from ._sql import SqlJobStore
 
 log = logging.getLogger(__name__)
 
@@ -73,35 +72,6 @@ CREATE TABLE IF NOT EXISTS results (
     PRIMARY KEY (job_id, position)
 );
 """
-
-_UPDATABLE = {
-    "phase", "run_id", "start_time", "end_time", "execution_duration", "destruction", "quote",
-    "error_message", "error_type", "error_detail", "progress_done", "progress_total",
-}
-
-
-def _time(value: datetime | None) -> str | None:
-    return format_time(value) if value is not None else None
-
-
-def _assignments(fields: dict[str, object]) -> tuple[str, list[object]]:
-    """SQL ``a = ?, b = ?`` and the values, with datetimes and phases in their stored form."""
-    unknown = set(fields) - _UPDATABLE
-    if unknown:
-        raise ValueError(f"cannot update {sorted(unknown)}")
-    values: list[object] = []
-    for value in fields.values():
-        if isinstance(value, datetime):
-            value = format_time(value)
-        elif isinstance(value, Phase):
-            value = value.value
-        values.append(value)
-    return ", ".join(f"{name} = ?" for name in fields), values
-
-
-def _parse(value: str | None) -> datetime | None:
-    return parse_time(value) if value else None
-
 
 class StorageFullError(UWSError, StorageError):
     """No room left on the disk (or in the quota) holding the job database or the job folders (507)."""
@@ -175,8 +145,8 @@ def file_error(exc: OSError, doing: str) -> StorageError | None:
     return None
 
 
-class JobStore:
-    """Create, read, update and delete job records."""
+class JobStore(SqlJobStore):
+    """Create, read, update and delete job records in SQLite (the operations: `SqlJobStore`)."""
 
     def __init__(self, path: str | Path) -> None:
         """Open (or make) the database at `path`, after checking that it is sound.
@@ -247,6 +217,10 @@ class JobStore:
         with self._lock:
             self._db.close()
 
+    def _next_seq(self) -> int:
+        """One more than the last job's (inside `add`'s BEGIN IMMEDIATE, so no other writer races it)."""
+        return int(self._execute("SELECT COALESCE(MAX(seq), 0) + 1 AS n FROM jobs").fetchone()["n"])
+
     # -- failures -------------------------------------------------------------------------
     @contextmanager
     def _guarded(self, doing: str) -> Iterator[None]:
@@ -285,195 +259,3 @@ class JobStore:
             self._db.execute("ROLLBACK")
         except sqlite3.Error as exc:
             log.warning("job database %s: rollback failed: %s", self.path, exc)
-
-    # -- writes ---------------------------------------------------------------------------
-    def add(self, job: Job) -> None:
-        """Insert a new job with its parameters and results, atomically."""
-        with self._transaction("create the job"):
-            seq = self._db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs").fetchone()[0]
-            self._db.execute(
-                "INSERT INTO jobs (job_id, owner, run_id, phase, creation_time, start_time, end_time,"
-                " execution_duration, destruction, quote, error_message, error_type, error_detail,"
-                " progress_done, progress_total, seq, spec) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    job.job_id, job.owner, job.run_id, job.phase.value, format_time(job.creation_time),
-                    _time(job.start_time), _time(job.end_time), job.execution_duration,
-                    _time(job.destruction), _time(job.quote),
-                    job.error.message if job.error else None,
-                    job.error.error_type if job.error else None,
-                    job.error.detail if job.error else None,
-                    job.progress_done, job.progress_total, seq,
-                    json.dumps(job.spec) if job.spec is not None else None,
-                ),
-            )
-            self._write_parameters(job.job_id, job.parameters)
-            self._write_results(job.job_id, job.results)
-
-    def update(self, job_id: str, **fields: object) -> None:
-        """Update scalar job fields (datetimes and `Phase` converted); unknown names are refused."""
-        assignments, values = _assignments(fields)
-        with self._guarded("update the job"):
-            self._db.execute(f"UPDATE jobs SET {assignments} WHERE job_id = ?", (*values, job_id))
-
-    def transition(self, job_id: str, allowed: Iterable[Phase], **fields: object) -> bool:
-        """Set fields only if the job's phase is one of `allowed`; True if it changed.
-
-        This compare-and-set keeps races (an abort while a worker finishes) from resurrecting a job.
-        """
-        allowed = [p.value for p in allowed]
-        assignments, values = _assignments(fields)
-        marks = ", ".join("?" for _ in allowed)
-        with self._guarded("change the job's phase"):
-            cursor = self._db.execute(
-                f"UPDATE jobs SET {assignments} WHERE job_id = ? AND phase IN ({marks})",
-                (*values, job_id, *allowed),
-            )
-            return cursor.rowcount == 1
-
-    def set_error(self, job_id: str, error: ErrorSummary, allowed: Iterable[Phase], end_time: datetime) -> bool:
-        """Move a job to ERROR with its summary, if it is still in one of `allowed`."""
-        return self.transition(
-            job_id, allowed, phase=Phase.ERROR, end_time=end_time,
-            error_message=error.message, error_type=error.error_type, error_detail=error.detail,
-        )
-
-    def replace_parameters(self, job_id: str, parameters: list[JobParameter],
-                           spec: dict[str, Any] | None = None) -> None:
-        """Replace a job's parameters and its worker spec together."""
-        with self._transaction("store the job's parameters"):
-            self._db.execute("DELETE FROM parameters WHERE job_id = ?", (job_id,))
-            self._write_parameters(job_id, parameters)
-            self._db.execute("UPDATE jobs SET spec = ? WHERE job_id = ?",
-                             (json.dumps(spec) if spec is not None else None, job_id))
-
-    def complete(self, job_id: str, results: list[JobResult], end_time: datetime,
-                 warnings: Iterable[str] = ()) -> bool:
-        """Record the results, warnings and COMPLETED in one transaction, unless the job left EXECUTING."""
-        notes = list(warnings)
-        with self._transaction("record the job's results"):
-            cursor = self._db.execute(
-                "UPDATE jobs SET phase = ?, end_time = ?, warnings = ? WHERE job_id = ? AND phase = ?",
-                (Phase.COMPLETED.value, format_time(end_time), json.dumps(notes) if notes else None,
-                 job_id, Phase.EXECUTING.value),
-            )
-            if cursor.rowcount != 1:
-                return False  # nothing changed: committing the empty transaction is harmless
-            self._db.execute("DELETE FROM results WHERE job_id = ?", (job_id,))
-            self._write_results(job_id, results)
-            return True
-
-    def delete(self, job_id: str) -> bool:
-        with self._guarded("delete the job"):
-            return self._db.execute("DELETE FROM jobs WHERE job_id = ?", (job_id,)).rowcount == 1
-
-    def _write_parameters(self, job_id: str, parameters: list[JobParameter]) -> None:
-        self._db.executemany(
-            "INSERT INTO parameters (job_id, position, name, value, by_reference, is_post) VALUES (?,?,?,?,?,?)",
-            [(job_id, i, p.name, p.value, int(p.by_reference), int(p.is_post)) for i, p in enumerate(parameters)],
-        )
-
-    def _write_results(self, job_id: str, results: list[JobResult]) -> None:
-        self._db.executemany(
-            "INSERT INTO results (job_id, position, result_id, file_name, mime_type, size) VALUES (?,?,?,?,?,?)",
-            [(job_id, i, r.result_id, r.file_name, r.mime_type, r.size) for i, r in enumerate(results)],
-        )
-
-    # -- reads ----------------------------------------------------------------------------
-    def get(self, job_id: str) -> Job | None:
-        with self._guarded("read the job"):
-            row = self._db.execute("SELECT * FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
-            if row is None:
-                return None
-            params = self._db.execute(
-                "SELECT * FROM parameters WHERE job_id = ? ORDER BY position", (job_id,)
-            ).fetchall()
-            results = self._db.execute(
-                "SELECT * FROM results WHERE job_id = ? ORDER BY position", (job_id,)
-            ).fetchall()
-        job = self._job(row)
-        job.parameters = [JobParameter(p["name"], p["value"], bool(p["by_reference"]), bool(p["is_post"])) for p in params]
-        job.results = [JobResult(r["result_id"], r["file_name"], r["mime_type"], r["size"]) for r in results]
-        return job
-
-    def list(self, owner: str | None, filters: JobFilter, include_archived: bool = False,
-             all_owners: bool = False) -> list[Job]:
-        """Jobs of `owner` matching the UWS filters, newest first when LAST is given.
-
-        Without a PHASE filter ARCHIVED jobs are left out, as UWS 1.1 asks.
-        """
-        clauses, values = [], []
-        if not all_owners:
-            clauses.append("owner IS ?")
-            values.append(owner)
-        if filters.phases:
-            clauses.append(f"phase IN ({', '.join('?' for _ in filters.phases)})")
-            values.extend(p.value for p in filters.phases)
-        elif not include_archived:
-            clauses.append("phase != ?")
-            values.append(Phase.ARCHIVED.value)
-        if filters.after is not None:
-            clauses.append("creation_time > ?")
-            values.append(format_time(filters.after))
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        order = "ORDER BY creation_time DESC, seq DESC" if filters.last is not None else "ORDER BY creation_time, seq"
-        limit = ""
-        if filters.last is not None:
-            limit = "LIMIT ?"
-            values.append(max(0, min(int(filters.last), 2**62)))  # SQLite integers are 64-bit
-        with self._guarded("list the jobs"):
-            rows = self._db.execute(f"SELECT * FROM jobs {where} {order} {limit}", values).fetchall()
-        return [self._job(row) for row in rows]
-
-    def ids_in_phase(self, phases: Iterable[Phase]) -> list[str]:
-        phases = [p.value for p in phases]
-        with self._guarded("list the jobs"):
-            rows = self._db.execute(
-                f"SELECT job_id FROM jobs WHERE phase IN ({', '.join('?' for _ in phases)}) ORDER BY seq", phases
-            ).fetchall()
-        return [row[0] for row in rows]
-
-    def job_ids(self) -> set[str]:
-        """Every job's id, whatever its phase (ARCHIVED included)."""
-        with self._guarded("list the jobs"):
-            return {row[0] for row in self._db.execute("SELECT job_id FROM jobs")}
-
-    def expired(self, now: datetime) -> list[str]:
-        """Jobs whose destruction time has passed."""
-        with self._guarded("list the jobs"):
-            rows = self._db.execute(
-                "SELECT job_id FROM jobs WHERE destruction IS NOT NULL AND destruction <= ?", (format_time(now),)
-            ).fetchall()
-        return [row[0] for row in rows]
-
-    def count(self, phases: Iterable[Phase], owner: str | None = None, any_owner: bool = True) -> int:
-        phases = [p.value for p in phases]
-        sql = f"SELECT COUNT(*) FROM jobs WHERE phase IN ({', '.join('?' for _ in phases)})"
-        values: list[object] = list(phases)
-        if not any_owner:
-            sql += " AND owner IS ?"
-            values.append(owner)
-        with self._guarded("count the jobs"):
-            return int(self._db.execute(sql, values).fetchone()[0])
-
-    @staticmethod
-    def _job(row: sqlite3.Row) -> Job:
-        error = None
-        if row["error_message"] is not None:
-            error = ErrorSummary(row["error_message"], row["error_type"] or "fatal", row["error_detail"])
-        return Job(
-            job_id=row["job_id"],
-            owner=row["owner"],
-            phase=Phase(row["phase"]),
-            creation_time=parse_time(row["creation_time"]),
-            run_id=row["run_id"],
-            start_time=_parse(row["start_time"]),
-            end_time=_parse(row["end_time"]),
-            execution_duration=int(row["execution_duration"]),
-            destruction=_parse(row["destruction"]),
-            quote=_parse(row["quote"]),
-            error=error,
-            progress_done=int(row["progress_done"]),
-            progress_total=int(row["progress_total"]),
-            warnings=json.loads(row["warnings"]) if row["warnings"] else [],
-            spec=json.loads(row["spec"]) if row["spec"] else None,
-        )
