@@ -98,19 +98,24 @@ def component_boxes(pixels: Any, boxes: Boxes, measurement: Measurement, min_pea
     cx, cy, value, owner = _local_peaks(pixels, mx, my, min_peak_snr, beam, 0.5 * size)
     if len(cx) == 0:
         return none
-    keep = np.ones(len(cx), dtype=bool)
+    # the cheap test first: most peaks found are the standing detections' own
     if standing.any():
         sx, sy, speak = mx[standing], my[standing], peak[standing]
         distance, nearest = cKDTree(np.c_[sx, sy]).query(np.c_[cx, cy])
         distance, nearest = np.asarray(distance), np.asarray(nearest)
-        keep &= distance > DISTINCT_BEAMS * beam
-        keep &= ~_inside_boxes(cx, cy, boxes.take(np.flatnonzero(standing)))
-        keep &= value >= SIDELOBE_RATIO * _brightest_near(cx, cy, sx, sy, speak, SIDELOBE_BEAMS * beam)
-        close = keep & (distance <= 2.0 * SEARCH_BEAMS * beam)
-        if close.any():
-            keep[close] = _dipped(pixels, cx[close], cy[close], value[close], sx[nearest[close]],
-                                  sy[nearest[close]])
-    keep &= _brightest_apart(cx, cy, value, DISTINCT_BEAMS * beam)
+        alive = np.flatnonzero(distance > DISTINCT_BEAMS * beam)
+        held = boxes.take(np.flatnonzero(standing))
+        alive = alive[~_inside_boxes(cx[alive], cy[alive], held)]
+        bright = _brightest_near(cx[alive], cy[alive], sx, sy, speak, SIDELOBE_BEAMS * beam)
+        alive = alive[value[alive] >= SIDELOBE_RATIO * bright]
+        close = alive[distance[alive] <= 2.0 * SEARCH_BEAMS * beam]
+        if len(close):
+            dipped = _dipped(pixels, cx[close], cy[close], value[close], sx[nearest[close]], sy[nearest[close]])
+            alive = np.setdiff1d(alive, close[~dipped])
+    else:
+        alive = np.arange(len(cx))
+    keep = np.zeros(len(cx), dtype=bool)
+    keep[alive[_brightest_apart(cx[alive], cy[alive], value[alive], DISTINCT_BEAMS * beam)]] = True
     if not keep.any():
         return none
     cx, cy, owner = cx[keep], cy[keep], owner[keep]
