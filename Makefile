@@ -9,7 +9,7 @@ DEMO_DIR ?= demo-output
 DEMO_ARGS ?= --ip=127.0.0.1
 ROOT_FLAG := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 
-.PHONY: install browser ds9 postgres demo demo-cli test test-all clean
+.PHONY: install browser ds9 postgres hub-proxy demo demo-cli test test-all clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -58,7 +58,15 @@ postgres:
 	{ $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q --no-install-recommends postgresql >/dev/null; } || \
 	echo "warning: PostgreSQL not installed (apt-get failed); the PostgreSQL store tests will be skipped"; }
 
-install: $(VENV)/.installed browser ds9 postgres
+# JupyterHub's proxy (configurable-http-proxy, from npm) for the shared-service test, which runs a
+# real hub (jupyterhub itself comes with the [dev] extra).
+$(VENV)/hub/node_modules/.bin/configurable-http-proxy: | $(BIN)/python
+	npm install --silent --no-audit --no-fund --prefix $(VENV)/hub configurable-http-proxy@5 || \
+	echo "warning: configurable-http-proxy not installed (needs npm); the JupyterHub test will be skipped"
+
+hub-proxy: $(VENV)/hub/node_modules/.bin/configurable-http-proxy
+
+install: $(VENV)/.installed browser ds9 postgres hub-proxy
 
 # JupyterLab with the extension (the service runs inside it) and the quickstart notebook open.
 # It runs on copies in $(DEMO_DIR)/notebooks (made once, then kept with your changes), so the

@@ -64,6 +64,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "--tokens-file a random token is made and printed")
     parser.add_argument("--tokens-file", default=None, metavar="FILE",
                         help="'TOKEN USER' lines: one token per user of a shared server")
+    parser.add_argument("--auth", choices=["tokens", "hub"], default="tokens",
+                        help="who the users are: 'tokens' (--token / --tokens-file, the default) or 'hub', the "
+                        "users of the JupyterHub this service is registered with (JUPYTERHUB_API_TOKEN, "
+                        "JUPYTERHUB_API_URL and JUPYTERHUB_SERVICE_NAME from the Hub; needs jupyterhub)")
     parser.add_argument("--config", default=None, metavar="FILE",
                         help="a traitlets config file (.py or .json) setting c.ServiceConfig.NAME")
     settings = parser.add_argument_group("service settings (defaults from ServiceConfig)")
@@ -168,18 +172,28 @@ def run(args: argparse.Namespace) -> int:
         registry.get(config.default_model)
     except UnknownModelError as exc:
         raise UserInputError(f"--default-model: {exc}") from None
-    token = args.token or os.environ.get(TOKEN_ENV) or None
-    try:
-        tokens, generated = default_tokens(token, args.tokens_file)
-    except (OSError, ValueError) as exc:
-        raise UserInputError(f"cannot read the tokens file: {exc}") from None
+    auth = None
+    tokens: dict[str, str] | None = None
+    generated = False
+    if args.auth == "hub":
+        from ..server._hub_auth import HubAuthenticator
+
+        auth = HubAuthenticator()
+    else:
+        token = args.token or os.environ.get(TOKEN_ENV) or None
+        try:
+            tokens, generated = default_tokens(token, args.tokens_file)
+        except (OSError, ValueError) as exc:
+            raise UserInputError(f"cannot read the tokens file: {exc}") from None
     check_job_database(config)
     info(f"serving at http://{args.host}:{args.port}{config.root_path} (data in {config.data_path}, "
          f"device {config.resolved_device()})")
-    if generated:
+    if auth is not None:
+        info(f"users: those of the JupyterHub at {auth.hub.api_url} (service {auth.service_name!r})")
+    if generated and tokens:
         info(f"token (send as 'Authorization: Bearer TOKEN'): {next(iter(tokens))}")
     try:
-        asyncio.run(serve(config, tokens, host=args.host, port=args.port))
+        asyncio.run(serve(config, tokens, host=args.host, port=args.port, auth=auth))
     except StorageError as exc:
         raise UserInputError(str(exc)) from None
     except OSError as exc:

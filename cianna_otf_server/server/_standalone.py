@@ -79,7 +79,7 @@ class StandaloneHandler(web.RequestHandler):
     SERVED_METHODS = web.RequestHandler.SUPPORTED_METHODS
     SUPPORTED_METHODS = _AnyMethod(web.RequestHandler.SUPPORTED_METHODS)
 
-    def initialize(self, context: ServiceContext, auth: TokenAuthenticator) -> None:
+    def initialize(self, context: ServiceContext, auth: Any) -> None:
         self.context = context
         self.auth = auth
         self._user: str | None = None
@@ -158,10 +158,15 @@ class _NotFound(web.RequestHandler):
     get = head = post = put = delete = patch = options = _answer
 
 
-def make_app(config: ServiceConfig, tokens: dict[str, str]) -> tuple[web.Application, ServiceContext]:
-    """Build the tornado application and its (not yet started) service context."""
+def make_app(config: ServiceConfig, tokens: dict[str, str] | None = None,
+             auth: Any = None) -> tuple[web.Application, ServiceContext]:
+    """Build the tornado application and its (not yet started) service context.
+
+    Users are those of `tokens` ({token: user}), or of `auth`, any object with
+    ``user_for(authorization_header) -> user | None`` (`HubAuthenticator`: a JupyterHub's users).
+    """
     context = ServiceContext(config)
-    auth = TokenAuthenticator(tokens)
+    auth = auth if auth is not None else TokenAuthenticator(tokens or {})
     handlers: list[Any] = make_handlers(context.root_path, StandaloneHandler, {"context": context, "auth": auth})
     # no response compression: pyvo reads job lists from the raw (undecoded) stream
     app = web.Application(handlers, default_handler_class=_NotFound, xsrf_cookies=False)
@@ -183,13 +188,14 @@ def make_server(app: web.Application, config: ServiceConfig) -> HeadCheckingHTTP
     return HeadCheckingHTTPServer(app, max_body_size=config.max_upload_bytes + FORM_OVERHEAD, xheaders=True)
 
 
-async def serve(config: ServiceConfig, tokens: dict[str, str], host: str = "127.0.0.1", port: int = 8750) -> None:
+async def serve(config: ServiceConfig, tokens: dict[str, str] | None, host: str = "127.0.0.1", port: int = 8750,
+                auth: Any = None) -> None:
     """Serve until SIGTERM or SIGINT, then stop accepting, stop workers and close the database.
 
     The job database is opened (and checked) before the port is bound: a damaged one raises
     `CorruptDatabaseError` and nothing is served.
     """
-    app, context = make_app(config, tokens)
+    app, context = make_app(config, tokens, auth)
     server = make_server(app, config)
     server.listen(port, host)
     context.start()

@@ -1,0 +1,182 @@
+"""`cianna-otf serve --auth hub` as a JupyterHub service, against a real JupyterHub.
+
+A real hub (jupyterhub from PyPI, its proxy from npm) with the service registered as an external
+service; users alice and bob get Hub API tokens from the Hub's REST API (as a notebook server's
+kernel holds one); carol's token may not use the service. The test checks who may do what:
+each user's jobs are theirs alone (list, read, abort, delete, guessing the URL), and a token
+the Hub refuses is a 401.
+
+Skipped where jupyterhub or configurable-http-proxy is missing, unless ``CIANNA_OTF_REQUIRE_HUB=1``
+(CI; ``make install`` installs both).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+REQUIRED = os.environ.get("CIANNA_OTF_REQUIRE_HUB") == "1"
+ROOT = Path(__file__).resolve().parents[1]
+SERVICE_TOKEN = "service-token-0123456789abcdef"
+TESTER_TOKEN = "tester-token-0123456789abcdef"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def proxy_command() -> str | None:
+    """configurable-http-proxy: on PATH, or where `make install` puts it (.venv/hub)."""
+    for candidate in (shutil.which("configurable-http-proxy"),
+                      str(Path(sys.prefix) / "hub" / "node_modules" / ".bin" / "configurable-http-proxy")):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def _need(condition: bool, reason: str) -> None:
+    if not condition:
+        if REQUIRED:
+            pytest.fail(f"{reason} (CIANNA_OTF_REQUIRE_HUB=1)")
+        pytest.skip(reason)
+
+
+def _wait_for(url: str, process: subprocess.Popen, what: str, headers: dict | None = None) -> None:
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited:\n{process.stdout.read() if process.stdout else ''}")
+        try:
+            if requests.get(url, headers=headers, timeout=2).status_code < 500:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.3)
+    process.kill()
+    raise RuntimeError(f"{what} did not start:\n{process.stdout.read() if process.stdout else ''}")
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory):
+    """A running hub and the service registered with it: (hub API URL, service URL, tokens by user)."""
+    try:
+        import jupyterhub  # noqa: F401
+    except ImportError:
+        _need(False, "jupyterhub is not installed")
+    proxy = proxy_command()
+    _need(proxy is not None, "configurable-http-proxy is not installed (npm install configurable-http-proxy)")
+    from cianna_otf_server.sky.simulate import write_simulation
+
+    folder = tmp_path_factory.mktemp("hub")
+    images = folder / "images"
+    images.mkdir()
+    write_simulation(images / "small.fits", 256, seed=6)
+    hub_port, proxy_port, api_port, service_port = (_free_port() for _ in range(4))
+    service_url = f"http://127.0.0.1:{service_port}"
+    (folder / "jupyterhub_config.py").write_text(f"""
+c.JupyterHub.ip = "127.0.0.1"
+c.JupyterHub.port = {proxy_port}
+c.JupyterHub.hub_ip = "127.0.0.1"
+c.JupyterHub.hub_port = {hub_port}
+c.ConfigurableHTTPProxy.command = [{proxy!r}]
+c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{api_port}"
+c.JupyterHub.db_url = "sqlite:///{folder}/jupyterhub.sqlite"
+c.JupyterHub.cookie_secret_file = "{folder}/cookie_secret"
+c.JupyterHub.authenticator_class = "dummy"
+c.Authenticator.allow_all = True
+c.JupyterHub.services = [
+    {{"name": "cianna-otf", "url": "{service_url}", "api_token": "{SERVICE_TOKEN}"}},
+    {{"name": "tester", "api_token": "{TESTER_TOKEN}"}},
+]
+c.JupyterHub.load_roles = [
+    {{"name": "user", "scopes": ["self", "access:services!service=cianna-otf"]}},
+    {{"name": "tester", "scopes": ["admin:users", "tokens"], "services": ["tester"]}},
+]
+""")
+    hub_process = subprocess.Popen([sys.executable, "-m", "jupyterhub", "-f", str(folder / "jupyterhub_config.py")],
+                                   cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    api = f"http://127.0.0.1:{hub_port}/hub/api"
+    service = None
+    try:
+        _wait_for(api + "/", hub_process, "JupyterHub")
+        admin = {"Authorization": f"token {TESTER_TOKEN}"}
+        created = requests.post(api + "/users", json={"usernames": ["alice", "bob", "carol"]}, headers=admin, timeout=10)
+        assert created.status_code in (201, 409), created.text
+        tokens = {}
+        for user, body in (("alice", {"note": "kernel"}), ("bob", {"note": "kernel"}),
+                           ("carol", {"note": "no service", "scopes": ["read:users:name!user=carol"]})):
+            reply = requests.post(f"{api}/users/{user}/tokens", json=body, headers=admin, timeout=10)
+            assert reply.status_code == 201, reply.text
+            tokens[user] = reply.json()["token"]
+        env = {**os.environ, "JUPYTERHUB_API_TOKEN": SERVICE_TOKEN, "JUPYTERHUB_API_URL": api,
+               "JUPYTERHUB_SERVICE_NAME": "cianna-otf"}
+        env.pop("CIANNA_OTF_TOKEN", None)
+        service = subprocess.Popen(
+            [sys.executable, "-m", "cianna_otf_server.cli", "serve", "--auth", "hub", "--port", str(service_port),
+             "--data-dir", str(folder / "service"), "--data-root", str(images), "--workers", "1"],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        _wait_for(service_url + "/models", service, "cianna-otf serve --auth hub",
+                  headers={"Authorization": f"token {tokens['alice']}"})
+        yield api, service_url, tokens
+    finally:
+        for process in (service, hub_process):
+            if process is not None and process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+
+
+def test_hub_users_own_their_jobs_and_no_one_else_sees_them(hub) -> None:
+    _, url, tokens = hub
+    alice, bob = requests.Session(), requests.Session()
+    alice.headers["Authorization"] = f"token {tokens['alice']}"
+    bob.headers["Authorization"] = f"Bearer {tokens['bob']}"  # either scheme, as clients send them
+
+    job = alice.post(url + "/async", data={"IMAGE": "small.fits", "MODEL": "classic"}, timeout=30)
+    assert job.status_code == 200 and "/async/" in job.url
+    job_url = job.url
+    job_id = job_url.rsplit("/", 1)[1]
+    assert "<uws:ownerId>alice</uws:ownerId>" in alice.get(job_url, timeout=10).text
+    assert job_id in alice.get(url + "/async", timeout=10).text
+    theirs = bob.post(url + "/async", data={"IMAGE": "small.fits", "MODEL": "classic"}, timeout=30).url
+
+    # bob: not in his list, not readable, not abortable, not deletable, by API or by guessing the URL
+    assert job_id not in bob.get(url + "/async", timeout=10).text
+    for method, path, data in (("get", "", None), ("get", "/phase", None), ("get", "/parameters", None),
+                               ("post", "/phase", {"PHASE": "ABORT"}), ("post", "", {"ACTION": "DELETE"}),
+                               ("delete", "", None)):
+        reply = getattr(bob, method)(job_url + path, data=data, timeout=10, allow_redirects=False)
+        assert reply.status_code in (403, 404), (method, path, reply.status_code)
+    assert alice.get(job_url + "/phase", timeout=10).text.strip() == "PENDING"
+    assert theirs.rsplit("/", 1)[1] not in alice.get(url + "/async", timeout=10).text
+
+    # alice runs hers to the end
+    alice.post(job_url + "/phase", data={"PHASE": "RUN"}, timeout=10)
+    xml = alice.get(job_url + "?WAIT=60", timeout=90).text
+    assert "<uws:phase>COMPLETED</uws:phase>" in xml or "EXECUTING" in xml or "QUEUED" in xml
+    deadline = time.monotonic() + 120
+    while "<uws:phase>COMPLETED" not in xml and time.monotonic() < deadline:
+        xml = alice.get(job_url + "?WAIT=30", timeout=60).text
+    assert "<uws:phase>COMPLETED" in xml
+    assert bob.get(job_url + "/results/result", timeout=10).status_code in (403, 404)
+    assert alice.get(job_url + "/results/result", timeout=10).status_code == 200
+
+
+def test_tokens_the_hub_does_not_vouch_for_are_refused(hub) -> None:
+    _, url, tokens = hub
+    for header in ({"Authorization": f"token {tokens['carol']}"},  # a real token without access to the service
+                   {"Authorization": "token not-a-token"}, {}):
+        reply = requests.get(url + "/async", headers=header, timeout=10)
+        assert reply.status_code == 401, (header, reply.status_code)
