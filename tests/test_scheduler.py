@@ -22,6 +22,7 @@ from yolo_models import write_tiny_yolo  # noqa: E402
 
 FINAL = {Phase.COMPLETED, Phase.ERROR, Phase.ABORTED}
 BATCH_LOG = re.compile(r"batch model=(\S+) precision=\S+ size=(\d+) jobs=(\d+)")
+OWNERS_LOG = re.compile(r"batch .* owners=(\d+)")
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +100,8 @@ def test_patches_of_several_jobs_share_batches(make_harness, caplog) -> None:
     assert sum(size for _, size, _ in batches) == 24  # every patch ran exactly once
     assert max(jobs_in for _, _, jobs_in in batches) >= 3  # batches mixed several jobs
     assert len(batches) <= 3  # 24 patches in batches of up to 16
+    owners = [int(m.group(1)) for r in caplog.records if (m := OWNERS_LOG.search(r.getMessage()))]
+    assert max(owners) == 2  # one batch held patches of both users' jobs
 
 
 def test_a_lone_job_is_flushed_after_max_wait(make_harness, caplog) -> None:

@@ -408,8 +408,9 @@ class BatchingScheduler:
             release_all(patches)
         size = sum(len(patches) for _, patches in parts)
         self.metrics.batch_done(group.key.name, device.device, size, elapsed)
-        log.info("batch model=%s precision=%s size=%d jobs=%d device=%s ms=%.1f", group.key.name,
-                 group.key.precision, size, len(parts), device.device, 1000 * elapsed)
+        owners = len({work.owner for work, _ in parts})  # a shared service batches its users together
+        log.info("batch model=%s precision=%s size=%d jobs=%d owners=%d device=%s ms=%.1f", group.key.name,
+                 group.key.precision, size, len(parts), owners, device.device, 1000 * elapsed)
         offset = 0
         for work, patches in parts:
             share = outputs[offset: offset + len(patches)]
