@@ -90,18 +90,19 @@ def small_queue(service_settings):
     return service_settings
 
 
-def test_queue_limits_are_503_with_retry_after(small_queue, standalone, image_server):
+def test_queue_limits_are_429_for_a_user_and_503_for_the_service(small_queue, standalone, image_server):
+    """A user at their own limit gets 429 (their quota); a full service 503 (for everyone); both with Retry-After."""
     alice, bob = standalone.session("alice"), standalone.session("bob")
     running = slow_job(standalone, image_server, alice)
     response = alice.post(f"{standalone.url}/async", data={"IMAGE": "http://example.org/x.fits", "PHASE": "RUN"},
                           allow_redirects=False)
-    assert response.status_code == 503
+    assert response.status_code == 429
     assert int(response.headers["Retry-After"]) > 0
     assert "Traceback" not in response.text and "queued" in response.text
     # a PENDING job is fine, but running it is refused the same way
     pending = create(standalone, alice, data={"IMAGE": "http://example.org/x.fits"})
     response = alice.post(f"{pending}/phase", data={"PHASE": "RUN"}, allow_redirects=False)
-    assert response.status_code == 503 and "Retry-After" in response.headers
+    assert response.status_code == 429 and "Retry-After" in response.headers
     assert phase(alice, pending) == "PENDING"
     # the limit is per owner: bob may run one ...
     bobs = create(standalone, bob, data={"IMAGE": f"{image_server.url}/slow.fits", "PHASE": "RUN"})

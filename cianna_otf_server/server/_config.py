@@ -73,7 +73,7 @@ class ServiceConfig(Configurable):
     download_deadline_seconds = Float(300.0, help="Seconds a whole URL fetch may take.").tag(config=True)
     max_image_pixels = Int(32768 * 32768, help="Largest image a job may process, pixels.").tag(config=True)
     # -- queue and job lifetimes -----------------------------------------------------------------
-    max_queued_per_owner = Int(100, help="Queued or running jobs per user before 503.").tag(config=True)
+    max_queued_per_owner = Int(100, help="Queued or running jobs per user before 429 (their own quota).").tag(config=True)
     max_queued_total = Int(1000, help="Queued or running jobs in total before 503.").tag(config=True)
     default_execution_duration = Int(3600, help="Seconds a job may run unless it asks otherwise.").tag(config=True)
     max_execution_duration = Int(24 * 3600, help="Upper bound of EXECUTIONDURATION, seconds.").tag(config=True)

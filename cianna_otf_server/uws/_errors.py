@@ -56,3 +56,13 @@ class ServiceBusyError(UWSError):
     """Queue limits reached (503 with Retry-After)."""
 
     status = 503
+
+
+class OwnerQuotaError(ServiceBusyError):
+    """One user's own quota reached (429 Too Many Requests with Retry-After): the service has room, they do not.
+
+    On a shared service the difference matters: 503 says the service is full for everyone,
+    429 that this user should wait for their own jobs.
+    """
+
+    status = 429

@@ -23,6 +23,7 @@ from ._errors import (
     InvalidPhaseError,
     InvalidRequestError,
     PayloadTooLargeError,
+    OwnerQuotaError,
     ServiceBusyError,
     UnknownJobError,
     UnknownResourceError,
@@ -366,7 +367,7 @@ class JobService:
             raise ServiceBusyError("the service queue is full; try again later",
                                    retry_after=self.limits.retry_after_seconds)
         if self.store.count(waiting, owner, any_owner=False) >= self.limits.max_queued_per_owner:
-            raise ServiceBusyError(
+            raise OwnerQuotaError(
                 f"you have {self.limits.max_queued_per_owner} jobs queued or running, the most allowed; "
                 "wait for some to finish", retry_after=self.limits.retry_after_seconds)
 
