@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from postgres_db import postgres_url  # noqa: F401  (a fixture: the session's PostgreSQL server)
+from postgres_db import postgres_url  # noqa: F401  (a fixture: the test run's PostgreSQL server)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 GOLDEN = SHARED / "cianna_golden"

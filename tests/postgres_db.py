@@ -26,7 +26,7 @@ def _missing(reason: str) -> None:
 
 @pytest.fixture(scope="session")
 def postgres_url():  # re-exported by conftest.py
-    """A PostgreSQL server for the session (its folder under /tmp, which its account can reach)."""
+    """A PostgreSQL server for the whole test run (its folder under /tmp, which its account can reach)."""
     from cianna_otf_server.testing import postgres_programs, postgres_server
 
     try:

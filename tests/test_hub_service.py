@@ -40,7 +40,7 @@ def proxy_command() -> str | None:
     for candidate in (shutil.which("configurable-http-proxy"),
                       str(Path(sys.prefix) / "hub" / "node_modules" / ".bin" / "configurable-http-proxy")):
         if candidate and os.access(candidate, os.X_OK):
-            return candidate
+            return os.path.abspath(candidate)  # the hub runs in a folder of its own
     return None
 
 
@@ -68,7 +68,7 @@ def _wait_for(url: str, process: subprocess.Popen, what: str, headers: dict | No
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory):
-    """A running hub and the service registered with it: (hub API URL, service URL, tokens by user)."""
+    """A running hub and the service registered with it: (hub API URL, service URL, tokens by user, hub process)."""
     try:
         import jupyterhub  # noqa: F401
     except ImportError:
@@ -127,7 +127,7 @@ c.JupyterHub.load_roles = [
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         _wait_for(service_url + "/models", service, "cianna-otf serve --auth hub",
                   headers={"Authorization": f"token {tokens['alice']}"})
-        yield api, service_url, tokens
+        yield api, service_url, tokens, hub_process
     finally:
         for process in (service, hub_process):
             if process is not None and process.poll() is None:
@@ -139,7 +139,7 @@ c.JupyterHub.load_roles = [
 
 
 def test_hub_users_own_their_jobs_and_no_one_else_sees_them(hub) -> None:
-    _, url, tokens = hub
+    _, url, tokens, _ = hub
     alice, bob = requests.Session(), requests.Session()
     alice.headers["Authorization"] = f"token {tokens['alice']}"
     bob.headers["Authorization"] = f"Bearer {tokens['bob']}"  # either scheme, as clients send them
@@ -175,8 +175,18 @@ def test_hub_users_own_their_jobs_and_no_one_else_sees_them(hub) -> None:
 
 
 def test_tokens_the_hub_does_not_vouch_for_are_refused(hub) -> None:
-    _, url, tokens = hub
+    _, url, tokens, _ = hub
     for header in ({"Authorization": f"token {tokens['carol']}"},  # a real token without access to the service
                    {"Authorization": "token not-a-token"}, {}):
         reply = requests.get(url + "/async", headers=header, timeout=10)
         assert reply.status_code == 401, (header, reply.status_code)
+
+
+def test_a_hub_that_cannot_be_reached_is_a_503_not_a_401(hub) -> None:
+    """Runs last: it stops the hub. A token the service has not seen cannot be checked: try again later."""
+    _, url, _, hub_process = hub
+    hub_process.terminate()
+    hub_process.wait(timeout=30)
+    reply = requests.get(url + "/async", headers={"Authorization": "token never-seen-before"}, timeout=30)
+    assert reply.status_code == 503 and "Retry-After" in reply.headers
+    assert "cannot be reached" in reply.text and "Traceback" not in reply.text

@@ -177,6 +177,8 @@ class ServiceHandlerMixin:
             message = self._reason
         if status_code == 401:  # RFC 9110: a 401 names the scheme (send_error cleared the base's header)
             self.set_header("WWW-Authenticate", 'Bearer realm="cianna-otf"')
+        if status_code == 503 and getattr(exc, "retry_after", None):  # a refusal that says when to retry
+            self.set_header("Retry-After", str(exc.retry_after))
         self.set_header("Content-Type", TEXT)
         self.finish(f"{message}\n")
 

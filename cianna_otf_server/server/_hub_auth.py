@@ -22,7 +22,11 @@ from typing import Any
 
 from ..errors import UserInputError
 
-__all__ = ["HubAuthenticator"]
+__all__ = ["HubAuthenticator", "HubUnavailableError"]
+
+
+class HubUnavailableError(Exception):
+    """The Hub could not say whose a token is (down, restarting, unreachable): 503, not 401."""
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +58,10 @@ class HubAuthenticator:
             return None
         try:
             model = self.hub.user_for_token(value.strip(), sync=True)
-        except Exception as exc:  # the Hub is down or answered an error: refuse, and say why in the log
+        except Exception as exc:  # the Hub is down or answered an error: not the user's fault
             log.warning("the Hub could not check a token: %s", exc)
-            return None
+            raise HubUnavailableError(
+                "the JupyterHub that vouches for users cannot be reached just now; try again shortly") from None
         if not model or model.get("kind", "user") != "user":
             return None
         if not self.hub.check_scopes(self.hub.access_scopes, model):

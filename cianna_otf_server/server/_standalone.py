@@ -20,6 +20,7 @@ from tornado import web
 from ._config import ServiceConfig
 from ._context import ServiceContext
 from ._handlers import FORM_OVERHEAD, TEXT, make_handlers
+from ._hub_auth import HubUnavailableError
 from ._refusal import DRAIN_LIMIT, HeadCheckingHTTPServer, refuse_after_body
 
 log = logging.getLogger(__name__)
@@ -109,7 +110,13 @@ class StandaloneHandler(web.RequestHandler):
         if self._bad_path:
             self._refuse(web.HTTPError(400, "the path is not valid UTF-8 once percent-decoded"))
             return
-        self._user = self.auth.user_for(self.request.headers.get("Authorization"))
+        try:
+            self._user = self.auth.user_for(self.request.headers.get("Authorization"))
+        except HubUnavailableError as exc:
+            refusal = web.HTTPError(503, str(exc))
+            refusal.retry_after = 10  # type: ignore[attr-defined]  (read by write_error)
+            self._refuse(refusal)
+            return
         if self._user is None:
             self.set_header("WWW-Authenticate", 'Bearer realm="cianna-otf"')
             self._refuse(web.HTTPError(401, "authentication required: send 'Authorization: Bearer TOKEN'"))

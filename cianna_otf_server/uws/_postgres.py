@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from ._sql import SqlJobStore
+from ._sql import SqlJobStore, schema
 from ._storage import StorageFullError, StorageUnavailableError
 
 __all__ = ["PostgresJobStore", "SCHEMA_VERSION"]
@@ -28,49 +28,8 @@ log = logging.getLogger(__name__)
 #: The schema this release writes (the ``otf_schema`` table holds the version a database has).
 SCHEMA_VERSION = 1
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS otf_schema (version INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS jobs (
-    job_id TEXT PRIMARY KEY,
-    owner TEXT,
-    run_id TEXT,
-    phase TEXT NOT NULL,
-    creation_time TEXT NOT NULL,
-    start_time TEXT,
-    end_time TEXT,
-    execution_duration BIGINT NOT NULL DEFAULT 0,
-    destruction TEXT,
-    quote TEXT,
-    error_message TEXT,
-    error_type TEXT,
-    error_detail TEXT,
-    progress_done BIGINT NOT NULL DEFAULT 0,
-    progress_total BIGINT NOT NULL DEFAULT 0,
-    seq BIGSERIAL NOT NULL,
-    warnings TEXT,
-    spec TEXT
-);
-CREATE INDEX IF NOT EXISTS jobs_owner ON jobs(owner);
-CREATE INDEX IF NOT EXISTS jobs_phase ON jobs(phase);
-CREATE TABLE IF NOT EXISTS parameters (
-    job_id TEXT NOT NULL REFERENCES jobs(job_id) ON DELETE CASCADE,
-    position INTEGER NOT NULL,
-    name TEXT NOT NULL,
-    value TEXT NOT NULL,
-    by_reference BOOLEAN NOT NULL DEFAULT FALSE,
-    is_post BOOLEAN NOT NULL DEFAULT FALSE,
-    PRIMARY KEY (job_id, position)
-);
-CREATE TABLE IF NOT EXISTS results (
-    job_id TEXT NOT NULL REFERENCES jobs(job_id) ON DELETE CASCADE,
-    position INTEGER NOT NULL,
-    result_id TEXT NOT NULL,
-    file_name TEXT NOT NULL,
-    mime_type TEXT NOT NULL,
-    size BIGINT,
-    PRIMARY KEY (job_id, position)
-);
-"""
+_SCHEMA = "CREATE TABLE IF NOT EXISTS otf_schema (version INTEGER NOT NULL);\n" + schema(
+    integer="BIGINT", sequence="BIGSERIAL", boolean="BOOLEAN", false="FALSE")
 
 
 def _psycopg() -> Any:

@@ -21,7 +21,55 @@ from typing import Any
 
 from ._models import ErrorSummary, Job, JobFilter, JobParameter, JobResult, Phase, format_time, parse_time
 
-__all__ = ["SqlJobStore", "job_from_row", "UPDATABLE_FIELDS"]
+__all__ = ["SqlJobStore", "job_from_row", "schema", "UPDATABLE_FIELDS"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id TEXT PRIMARY KEY,
+    owner TEXT,
+    run_id TEXT,
+    phase TEXT NOT NULL,
+    creation_time TEXT NOT NULL,
+    start_time TEXT,
+    end_time TEXT,
+    execution_duration {integer} NOT NULL DEFAULT 0,
+    destruction TEXT,
+    quote TEXT,
+    error_message TEXT,
+    error_type TEXT,
+    error_detail TEXT,
+    progress_done {integer} NOT NULL DEFAULT 0,
+    progress_total {integer} NOT NULL DEFAULT 0,
+    seq {sequence} NOT NULL,
+    warnings TEXT,
+    spec TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_owner ON jobs(owner);
+CREATE INDEX IF NOT EXISTS jobs_phase ON jobs(phase);
+CREATE TABLE IF NOT EXISTS parameters (
+    job_id TEXT NOT NULL REFERENCES jobs(job_id) ON DELETE CASCADE,
+    position INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    value TEXT NOT NULL,
+    by_reference {boolean} NOT NULL DEFAULT {false},
+    is_post {boolean} NOT NULL DEFAULT {false},
+    PRIMARY KEY (job_id, position)
+);
+CREATE TABLE IF NOT EXISTS results (
+    job_id TEXT NOT NULL REFERENCES jobs(job_id) ON DELETE CASCADE,
+    position INTEGER NOT NULL,
+    result_id TEXT NOT NULL,
+    file_name TEXT NOT NULL,
+    mime_type TEXT NOT NULL,
+    size {integer},
+    PRIMARY KEY (job_id, position)
+);
+"""
+
+
+def schema(*, integer: str, sequence: str, boolean: str, false: str) -> str:
+    """The three tables in a dialect's types (64-bit integers, the creation-order column, booleans)."""
+    return _SCHEMA.format(integer=integer, sequence=sequence, boolean=boolean, false=false)
 
 #: The job fields `update` and `transition` may set.
 UPDATABLE_FIELDS = frozenset({

@@ -23,55 +23,14 @@ from pathlib import Path
 
 from ..errors import CorruptDatabaseError, StorageError
 from ._errors import UWSError
-from ._sql import SqlJobStore
+from ._sql import SqlJobStore, schema
 
 log = logging.getLogger(__name__)
 
 #: The job database's file name in the service's data folder.
 DATABASE_FILE = "jobs.sqlite"
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    job_id TEXT PRIMARY KEY,
-    owner TEXT,
-    run_id TEXT,
-    phase TEXT NOT NULL,
-    creation_time TEXT NOT NULL,
-    start_time TEXT,
-    end_time TEXT,
-    execution_duration INTEGER NOT NULL DEFAULT 0,
-    destruction TEXT,
-    quote TEXT,
-    error_message TEXT,
-    error_type TEXT,
-    error_detail TEXT,
-    progress_done INTEGER NOT NULL DEFAULT 0,
-    progress_total INTEGER NOT NULL DEFAULT 0,
-    seq INTEGER NOT NULL,
-    warnings TEXT,
-    spec TEXT
-);
-CREATE INDEX IF NOT EXISTS jobs_owner ON jobs(owner);
-CREATE INDEX IF NOT EXISTS jobs_phase ON jobs(phase);
-CREATE TABLE IF NOT EXISTS parameters (
-    job_id TEXT NOT NULL REFERENCES jobs(job_id) ON DELETE CASCADE,
-    position INTEGER NOT NULL,
-    name TEXT NOT NULL,
-    value TEXT NOT NULL,
-    by_reference INTEGER NOT NULL DEFAULT 0,
-    is_post INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (job_id, position)
-);
-CREATE TABLE IF NOT EXISTS results (
-    job_id TEXT NOT NULL REFERENCES jobs(job_id) ON DELETE CASCADE,
-    position INTEGER NOT NULL,
-    result_id TEXT NOT NULL,
-    file_name TEXT NOT NULL,
-    mime_type TEXT NOT NULL,
-    size INTEGER,
-    PRIMARY KEY (job_id, position)
-);
-"""
+SCHEMA = schema(integer="INTEGER", sequence="INTEGER", boolean="INTEGER", false="0")
 
 class StorageFullError(UWSError, StorageError):
     """No room left on the disk (or in the quota) holding the job database or the job folders (507)."""
