@@ -107,8 +107,7 @@ def run_stages(image: Path, card, device: str, precision: str, out: Path) -> dic
     cut ahead in threads as `detect` cuts them; "cut_and_scale" is the time the loop waited.
     """
     from cianna_otf_server.pipeline import YoloDetection, open_image, parse_region
-    from cianna_otf_server.pipeline._detect import MAX_CUT_WORKERS, prepare_network, run_network
-    from cianna_otf_server.pipeline._tiling import iter_batches
+    from cianna_otf_server.pipeline._detect import MAX_CUT_WORKERS, patch_batches, prepare_network, run_network
 
     times: dict[str, float] = {"open": 0.0, "plan_and_noise": 0.0, "cut_and_scale": 0.0, "network": 0.0,
                                "decode": 0.0, "measure": 0.0, "peak_snr": 0.0, "merge_and_region": 0.0,
@@ -132,8 +131,7 @@ def run_stages(image: Path, card, device: str, precision: str, out: Path) -> dic
     detection = YoloDetection(sky, card, box, precision=precision, device=device)
     times["plan_and_noise"] = time.perf_counter() - begin
     workers = min(MAX_CUT_WORKERS, os.cpu_count() or 1)  # as `detect` cuts: ahead, in threads
-    batches = iter(iter_batches(detection.view, detection.plan, card.normalisation, 16, channels=card.channels,
-                                workers=workers))
+    batches = iter(patch_batches(detection, 16, workers))  # on the GPU where `detect` makes them there
     while True:
         begin = time.perf_counter()
         item = next(batches, None)

@@ -261,15 +261,16 @@ class CiannaNetwork(nn.Module):
 
     @torch.inference_mode()
     def forward(self, x: np.ndarray | torch.Tensor, raw_output: bool = True) -> np.ndarray:  # type: ignore[override]
-        """Run CIANNA's forward pass on numpy input and return float32 numpy in CIANNA's layout.
+        """Run CIANNA's forward pass on numpy input (or a tensor) and return float32 numpy in CIANNA's layout.
 
         For a YOLO head, ``raw_output=True`` gives the activated tensor and ``raw_output=False``
         the decoded form (box corners in input pixels), exactly like CIANNA's forward files.
         """
-        if isinstance(x, torch.Tensor):
-            x = x.detach().cpu().numpy()
-        x = self._check_input(np.asarray(x, dtype=np.float32))
-        out = self.forward_tensor(torch.from_numpy(np.ascontiguousarray(x)).to(self.device))
+        if isinstance(x, torch.Tensor):  # patches made on the device stay there
+            out = self.forward_tensor(self._check_input(x.detach()).to(self.device))
+        else:
+            x = self._check_input(np.asarray(x, dtype=np.float32))
+            out = self.forward_tensor(torch.from_numpy(np.ascontiguousarray(x)).to(self.device))
         if not raw_output and self.yolo is not None:
             out = self.decode(out)
         return out.float().contiguous().cpu().numpy()  # C order even after a channels-last run

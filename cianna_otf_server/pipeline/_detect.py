@@ -17,7 +17,7 @@ import logging
 import math
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 from astropy.io import fits
@@ -29,6 +29,8 @@ from ._boxes import Boxes
 from ._catalogue import classic_catalogue, yolo_catalogue
 from ._components import PEAK_DISTANCE_BEAMS, component_boxes, one_per_peak
 from ._decode import decode_batch, decode_settings
+from ._device_decode import decode_batch_tensor, device_decode_problem, tensor_outputs
+from ._device_tiling import DeviceTiler, device_tiling_problem
 from ._domain import DomainPlan, DomainView, drop_blank_boxes, plan_domain
 from ._image import SkyImage, open_image
 from ._measure import Measurement, measure_sources
@@ -38,7 +40,7 @@ from ._region import PixelBox, parse_region
 from ._tiling import cut_patch, iter_batches, plan_tiles
 
 __all__ = ["YoloDetection", "detect", "resolve_precision", "prepare_network", "check_network", "run_network",
-           "run_detection"]
+           "run_detection", "patch_batches"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,10 @@ Progress = Callable[[int, int], None]
 #: Most threads `detect` cuts patches with (the reads and scaling of a batch are a few large
 #: array operations: beyond a few threads the memory bus, not the cores, bounds them).
 MAX_CUT_WORKERS = 4
+
+#: Fewest patches per forward call when the patches are made on the GPU (a row of patches of a
+#: survey image is one strip; small batches would leave the device waiting on launches).
+DEVICE_BATCH = 64
 
 
 def resolve_precision(precision: str | None, card: ModelCard, device: Any = "cpu") -> str:
@@ -113,8 +119,16 @@ def check_network(net: Any, card: ModelCard) -> Any:
     return net
 
 
-def run_network(net: Any, batch: np.ndarray) -> np.ndarray:
-    """Forward one batch ``[N, C, H, W]`` float32; returns the decoded YOLO output ``[N, C_out, gh, gw]``."""
+def run_network(net: Any, batch: Any) -> Any:
+    """Forward one batch ``[N, C, H, W]`` float32; returns the decoded YOLO output ``[N, C_out, gh, gw]``.
+
+    A numpy batch gives numpy; a batch made on the network's device (`patch_batches`) gives
+    a tensor left there, for `YoloDetection.add_outputs` to decode where it is.
+    """
+    if not isinstance(batch, np.ndarray):
+        on_device = tensor_outputs(net, batch)
+        if on_device is not None:
+            return on_device
     out = np.asarray(net.forward(batch, raw_output=False))
     if out.ndim == 5 and out.shape[2] == 1:  # [N, C, D=1, H, W]
         out = out[:, :, 0]
@@ -236,19 +250,37 @@ def run_detection(detection: "YoloDetection", network: Any, *, batch_size: int =
 
     The one-job path (`detect`, the worker pool); the batching scheduler feeds a `YoloDetection`
     from batches shared with other jobs instead. ``cut_workers`` threads cut the next batches
-    while this one runs (`iter_batches`); the worker pool keeps one, its jobs being the threads.
+    while this one runs (`iter_batches`; on a GPU the patches are made there, `patch_batches`);
+    the worker pool keeps one, its jobs being the threads.
     """
-    card = detection.card
     total, done = len(detection.plan), 0
     if progress:
         progress(0, total)
-    for tiles, batch in iter_batches(detection.view, detection.plan, card.normalisation, batch_size,
-                                     channels=card.channels, workers=cut_workers):
+    for tiles, batch in patch_batches(detection, batch_size, cut_workers):
         detection.add_outputs(tiles, run_network(network, batch), inputs=batch)
         done += len(tiles)
         if progress:
             progress(done, total)
     return detection.catalogue()
+
+
+def patch_batches(detection: "YoloDetection", batch_size: int, cut_workers: int = 1) -> Iterator[tuple[list, Any]]:
+    """The detection's patches in batches: made on the network's GPU where they can be, else on the host.
+
+    On a GPU host the host-side cutting bounds a whole image (`DeviceTiler` makes a row of
+    patches from one strip of the image where the network runs); elsewhere, or when the view
+    cannot be cut there (`device_tiling_problem`: a resampled view, a compressed HDU), the
+    host path cuts them in ``cut_workers`` threads. Either way the batches come in plan order.
+    """
+    card = detection.card
+    problem = device_tiling_problem(detection.view, detection.device)
+    if problem is None:
+        tiler = DeviceTiler(detection.view, detection.plan, card.normalisation, detection.device,
+                            channels=card.channels, workers=max(1, cut_workers))
+        return tiler.batches(max(batch_size, DEVICE_BATCH))
+    log.debug("patches cut on the host: %s", problem)
+    return iter_batches(detection.view, detection.plan, card.normalisation, batch_size,
+                        channels=card.channels, workers=cut_workers)
 
 
 class YoloDetection:
@@ -290,19 +322,33 @@ class YoloDetection:
     def complete(self) -> bool:
         return self.received == len(self.plan)
 
-    def add_outputs(self, tiles: list, outputs: np.ndarray, inputs: np.ndarray | None = None) -> None:
+    def add_outputs(self, tiles: list, outputs: np.ndarray, inputs: Any = None) -> None:
         """Decode the network's decoded-box outputs ``[n, C, gh, gw]`` of `tiles` (first NMS included).
 
-        ``inputs`` (the normalised batch ``[n, C, H, W]``) is read by the SDC1 extended-source
-        filter when the card turns it on; without it the patches are cut again from the view.
+        Outputs left on the network's device are decoded there (`decode_batch_tensor`; only
+        the kept boxes are copied back), numpy outputs on the host; both give the same boxes.
+
+        ``inputs`` (the normalised batch ``[n, C, H, W]``, numpy or a device tensor) is read by
+        the SDC1 extended-source filter when the card turns it on; without it the patches are
+        cut again from the view.
         """
         patches = None
         if self.settings.extended_filter is not None:
+            if inputs is not None and not isinstance(inputs, np.ndarray):  # a batch made on the device
+                inputs = inputs[:, :1].float().cpu().numpy()
             if inputs is not None:
                 patches = [inputs[k, 0] for k in range(len(tiles))]
             else:
                 patches = [cut_patch(self.view, tile, self.plan.patch_size, self.card.normalisation) for tile in tiles]
-        decoded = decode_batch(outputs, [t.index for t in tiles], self.yolo, self.settings, patches)
+        indices = [t.index for t in tiles]
+        decoded = None
+        if not isinstance(outputs, np.ndarray):  # left on the device by `run_network`
+            if patches is None and device_decode_problem(self.settings) is None:
+                decoded = decode_batch_tensor(outputs, indices, self.yolo, self.settings)
+            if decoded is None:
+                outputs = outputs.float().cpu().numpy()
+        if decoded is None:
+            decoded = decode_batch(outputs, indices, self.yolo, self.settings, patches)
         for tile, boxes in zip(tiles, decoded):
             if self.per_tile[tile.index] is None:
                 self.received += 1

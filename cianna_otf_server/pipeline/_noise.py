@@ -88,6 +88,24 @@ class NoiseMap:
             background, rms = wy @ self.background @ wx.T, wy @ self.rms @ wx.T
         return background.astype(np.float32), np.maximum(rms, self.floor).astype(np.float32)
 
+    def factors(self, x0: int, x1: int, y0: int, y1: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(background_rows [h, n], rms_rows [h, n], columns [w, n])`` of pixels ``[y0:y1, x0:x1]``.
+
+        `window` is ``background_rows @ columns.T`` and ``max(rms_rows @ columns.T, floor)``:
+        a device that scales a strip of a survey image to signal to noise (`_device_tiling`)
+        keeps the columns of the whole width once and computes each strip's maps as two
+        matrix products where its pixels are, instead of receiving them from the host.
+        """
+        ny_m, nx_m = self.rms.shape
+        ox, oy = self.origin
+        columns = self._axis_weights(x0 - ox, x1 - ox, nx_m)
+        rows = self._mesh_rows
+        if rows is not None:
+            index = np.clip(np.arange(y0 - oy, y1 - oy), 0, len(rows[0]) - 1)
+            return rows[0][index], rows[1][index], columns
+        wy = self._axis_weights(y0 - oy, y1 - oy, ny_m)
+        return wy @ self.background, wy @ self.rms, columns
+
     @cached_property
     def _mesh_rows(self) -> tuple[np.ndarray, np.ndarray] | None:
         """``(Wy @ background, Wy @ rms)`` for every row of the y axis, or None without an axis table.
