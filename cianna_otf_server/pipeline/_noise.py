@@ -411,8 +411,13 @@ def measure_noise(data: Any, mesh: int = 64, filter_size: int = 3, step: int | N
 def _cell_means(values: np.ndarray, bw: int, bh: int) -> np.ndarray:
     """Block means over ``bh x bw`` cells (partial cells at the far edges included)."""
     h, w = values.shape
-    rows = np.add.reduceat(values, np.arange(0, h, bh), axis=0, dtype=np.float64)
-    sums = np.add.reduceat(rows, np.arange(0, w, bw), axis=1)
+    # along x first, where the cells are contiguous runs: as a reshape when the cells tile the
+    # row (about 8x faster than a reduceat over rows of the full-resolution map), in float64
+    if w % bw == 0:
+        columns = values.reshape(h, w // bw, bw).sum(axis=2, dtype=np.float64)
+    else:
+        columns = np.add.reduceat(values, np.arange(0, w, bw), axis=1, dtype=np.float64)
+    sums = np.add.reduceat(columns, np.arange(0, h, bh), axis=0)
     heights = np.minimum(bh, h - np.arange(0, h, bh))
     widths = np.minimum(bw, w - np.arange(0, w, bw))
     return sums / (heights[:, None] * widths[None, :])
