@@ -122,3 +122,33 @@ def test_deblending_finds_more_true_sources_and_is_off_without_the_flag(crowded_
     assert found(with_deblend) > found(without)
     assert precision(with_deblend) >= precision(without) - 0.01
     assert precision(with_deblend) >= 0.95
+
+
+def _greedy_walk(x, y, score, distance):
+    """The greedy choice walked point by point (what `greedy_apart` must equal)."""
+    from scipy.spatial import cKDTree
+
+    keep = np.zeros(len(x), dtype=bool)
+    taken = np.zeros(len(x), dtype=bool)
+    tree = cKDTree(np.c_[x, y])
+    for k in np.argsort(-score, kind="stable"):
+        if not taken[k]:
+            keep[k] = True
+            taken[tree.query_ball_point([x[k], y[k]], distance)] = True
+    return keep
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_greedy_apart_equals_the_point_by_point_walk(seed, monkeypatch):
+    from cianna_otf_server.pipeline import _components
+    from cianna_otf_server.pipeline._components import greedy_apart
+
+    rng = np.random.default_rng(seed)
+    n = 3000
+    x, y = rng.uniform(0, 400, n), rng.uniform(0, 400, n)  # crowded: chains of neighbours
+    score = np.round(rng.uniform(0, 1, n), 2)  # many ties
+    expected = _greedy_walk(x, y, score, 6.0)
+    assert 0.1 * n < expected.sum() < 0.9 * n
+    np.testing.assert_array_equal(greedy_apart(x, y, score, 6.0), expected)
+    monkeypatch.setattr(_components, "_MAX_ROUNDS", 1)  # the fallback walk gives the same
+    np.testing.assert_array_equal(greedy_apart(x, y, score, 6.0), expected)

@@ -319,3 +319,55 @@ def test_noise_at_equals_the_interpolation_through_every_mesh_node(cells):
     dense = np.einsum("pj,ji,pi->p", _weights(v, cells), noise.rms, _weights(u, cells))
     np.testing.assert_allclose(noise.at(x, y), np.maximum(dense, noise.floor), rtol=1e-12, atol=1e-12)
     assert noise.at(x[:6].reshape(2, 3), y[:6].reshape(2, 3)).shape == (2, 3)
+
+
+def _blank_walk(boxes, data, max_blank):
+    """`drop_blank_boxes`' rule, box by box (the oracle of the vectorised version)."""
+    import math
+
+    ny, nx = data.shape
+    keep = np.ones(len(boxes), dtype=bool)
+    for k in range(len(boxes)):
+        xa, xb = int(math.floor(boxes.x_min[k])), int(math.ceil(boxes.x_max[k]))
+        ya, yb = int(math.floor(boxes.y_min[k])), int(math.ceil(boxes.y_max[k]))
+        area = max(1, (xb - xa) * (yb - ya))
+        cxa, cxb, cya, cyb = max(0, xa), min(nx, xb), max(0, ya), min(ny, yb)
+        if cxa >= cxb or cya >= cyb:
+            keep[k] = False
+            continue
+        finite = np.isfinite(data[cya:cyb, cxa:cxb])
+        if 1.0 - np.count_nonzero(finite) / area > max_blank:
+            keep[k] = False
+            continue
+        ix = min(max(int(math.floor(boxes.x_center[k] + 0.5)), cxa), cxb - 1) - cxa
+        iy = min(max(int(math.floor(boxes.y_center[k] + 0.5)), cya), cyb - 1) - cya
+        keep[k] = bool(finite[iy, ix])
+    return keep
+
+
+def test_blank_boxes_of_a_large_catalogue_are_dropped_as_box_by_box():
+    """Stacks of windows give the box-by-box rule: edges, NaN blanks, boxes of every size."""
+    from cianna_otf_server.pipeline._boxes import Boxes
+    from cianna_otf_server.pipeline._domain import MAX_BLANK_FRACTION, drop_blank_boxes
+
+    rng = np.random.default_rng(4)
+    data = rng.normal(size=(300, 400)).astype(">f4")
+    data[:80, :120] = np.nan
+    data[200:, 300:] = np.nan
+    data[rng.uniform(size=data.shape) < 0.05] = np.nan
+    n = 4000
+    cx, cy = rng.uniform(-20, 420, n), rng.uniform(-20, 320, n)
+    w = np.where(rng.uniform(size=n) < 0.7, 6.0, rng.uniform(1, 60, n))
+    h = np.where(rng.uniform(size=n) < 0.7, 6.0, rng.uniform(1, 60, n))
+    f, i = np.zeros(n), np.zeros(n, dtype=np.int64)
+    boxes = Boxes(cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2, f, f, np.zeros((n, 0)), np.zeros((n, 0)), i, i, i)
+
+    class _Image:
+        shape = data.shape
+
+    image = _Image()
+    image.data = data
+    expected = _blank_walk(boxes, data, MAX_BLANK_FRACTION)
+    assert 0.2 * n < expected.sum() < 0.95 * n
+    kept = drop_blank_boxes(boxes, image)
+    np.testing.assert_array_equal(kept.x_min, boxes.x_min[expected])

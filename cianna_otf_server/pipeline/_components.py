@@ -45,7 +45,7 @@ from ._boxes import Boxes
 from ._measure import Measurement
 from ._windows import STACK_PIXELS, read_windows
 
-__all__ = ["component_boxes", "one_per_peak", "PEAK_DISTANCE_BEAMS", "SEARCH_BEAMS", "DISTINCT_BEAMS", "SIDELOBE_RATIO", "SIDELOBE_BEAMS", "DIP"]
+__all__ = ["component_boxes", "one_per_peak", "greedy_apart", "PEAK_DISTANCE_BEAMS", "SEARCH_BEAMS", "DISTINCT_BEAMS", "SIDELOBE_RATIO", "SIDELOBE_BEAMS", "DIP"]
 
 #: Components are looked for this many beam FWHMs around each detection's centre.
 SEARCH_BEAMS = 3.0
@@ -210,17 +210,51 @@ def _dipped(pixels: Any, cx: np.ndarray, cy: np.ndarray, value: np.ndarray, sx: 
 
 def _brightest_apart(cx: np.ndarray, cy: np.ndarray, value: np.ndarray, distance: float) -> np.ndarray:
     """Of peaks closer than `distance` to each other, the brightest."""
-    keep = np.zeros(len(cx), dtype=bool)
-    if len(cx) == 0:
-        return keep
-    tree = cKDTree(np.c_[cx, cy])
-    taken = np.zeros(len(cx), dtype=bool)
-    for k in np.argsort(-value, kind="stable"):
-        if taken[k]:
-            continue
-        keep[k] = True
-        taken[tree.query_ball_point([cx[k], cy[k]], distance)] = True
-    return keep
+    return greedy_apart(cx, cy, value, distance)
+
+
+#: Rounds of `greedy_apart`'s fixed point before it walks the points one by one instead (a
+#: chain of ever fainter neighbours that long does not occur on real skies).
+_MAX_ROUNDS = 64
+
+
+def greedy_apart(x: np.ndarray, y: np.ndarray, score: np.ndarray, distance: float) -> np.ndarray:
+    """Keep mask of the greedy choice: by decreasing score, a point is kept unless a kept one within `distance` came first.
+
+    A catalogue of a survey image holds 10^5 points: walked one by one in Python, with a tree
+    query each, that is seconds. The greedy choice is the unique fixed point of "kept unless an
+    earlier neighbour is kept" (each point depends on earlier ones only), so it is reached by a
+    few vectorised rounds over the neighbour pairs found in one tree query, starting with every
+    point kept; each round settles at least the next point in order. Ties keep the earlier index.
+    """
+    n = len(x)
+    if n == 0:
+        return np.zeros(0, dtype=bool)
+    order = np.argsort(-np.asarray(score, dtype=np.float64), kind="stable")
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n)
+    pairs = cKDTree(np.c_[x, y]).query_pairs(distance, output_type="ndarray")
+    if len(pairs) == 0:
+        return np.ones(n, dtype=bool)
+    a, b = pairs[:, 0], pairs[:, 1]
+    a_first = rank[a] < rank[b]
+    first, later = np.where(a_first, a, b), np.where(a_first, b, a)
+    alive = np.ones(n, dtype=bool)
+    for _ in range(_MAX_ROUNDS):
+        updated = np.ones(n, dtype=bool)
+        updated[later[alive[first]]] = False
+        if np.array_equal(updated, alive):
+            return alive
+        alive = updated
+    # the walk, point by point in order, over the same pairs
+    neighbours = [[] for _ in range(n)]
+    for i, j in zip(first.tolist(), later.tolist()):
+        neighbours[i].append(j)
+    alive = np.ones(n, dtype=bool)
+    for k in order.tolist():
+        if alive[k]:
+            alive[neighbours[k]] = False
+    return alive
 
 
 def one_per_peak(x: np.ndarray, y: np.ndarray, score: np.ndarray, distance: float) -> np.ndarray:
@@ -234,13 +268,5 @@ def one_per_peak(x: np.ndarray, y: np.ndarray, score: np.ndarray, distance: floa
     index = np.flatnonzero(np.isfinite(x) & np.isfinite(y))
     if len(index) < 2:
         return keep
-    tree = cKDTree(np.c_[x[index], y[index]])
-    taken = np.zeros(len(index), dtype=bool)
-    for k in np.argsort(-np.asarray(score)[index], kind="stable"):
-        if taken[k]:
-            continue
-        near = [j for j in tree.query_ball_point([x[index[k]], y[index[k]]], distance) if j != k and not taken[j]]
-        taken[k] = True
-        taken[near] = True
-        keep[index[near]] = False
+    keep[index] = greedy_apart(x[index], y[index], np.asarray(score)[index], distance)
     return keep

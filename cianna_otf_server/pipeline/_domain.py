@@ -508,24 +508,19 @@ def drop_blank_boxes(boxes: Boxes, image: Any, max_blank: float = MAX_BLANK_FRAC
     if len(boxes) == 0:
         return boxes
     ny, nx = image.shape
-    keep = np.ones(len(boxes), dtype=bool)
-    # plain floats once: Boxes' derived columns are computed on each access
-    x_mins, x_maxs = boxes.x_min.tolist(), boxes.x_max.tolist()
-    y_mins, y_maxs = boxes.y_min.tolist(), boxes.y_max.tolist()
-    centres_x, centres_y = boxes.x_center.tolist(), boxes.y_center.tolist()
-    for k in range(len(boxes)):
-        xa, xb = int(math.floor(x_mins[k])), int(math.ceil(x_maxs[k]))
-        ya, yb = int(math.floor(y_mins[k])), int(math.ceil(y_maxs[k]))
-        area = max(1, (xb - xa) * (yb - ya))
-        cxa, cxb, cya, cyb = max(0, xa), min(nx, xb), max(0, ya), min(ny, yb)
-        if cxa >= cxb or cya >= cyb:
-            keep[k] = False
-            continue
-        finite = np.isfinite(np.asarray(image.data[cya:cyb, cxa:cxb]))
-        if 1.0 - int(np.count_nonzero(finite)) / area > max_blank:
-            keep[k] = False
-            continue
-        ix = min(max(int(math.floor(centres_x[k] + 0.5)), cxa), cxb - 1) - cxa
-        iy = min(max(int(math.floor(centres_y[k] + 0.5)), cya), cyb - 1) - cya
-        keep[k] = bool(finite[iy, ix])
+    xa, xb = np.floor(boxes.x_min).astype(np.int64), np.ceil(boxes.x_max).astype(np.int64)
+    ya, yb = np.floor(boxes.y_min).astype(np.int64), np.ceil(boxes.y_max).astype(np.int64)
+    area = np.maximum(1, (xb - xa) * (yb - ya))  # beyond the image counts as blank
+    cxa, cxb = np.maximum(0, xa), np.minimum(nx, xb)
+    cya, cyb = np.maximum(0, ya), np.minimum(ny, yb)
+    ix = np.clip(np.floor(boxes.x_center + 0.5).astype(np.int64), cxa, cxb - 1) - cxa  # the centre pixel
+    iy = np.clip(np.floor(boxes.y_center + 0.5).astype(np.int64), cya, cyb - 1) - cya
+    keep = np.zeros(len(boxes), dtype=bool)
+    # a survey image's catalogue holds 10^5 boxes: read them as stacks of windows, not one by one
+    for height, width, index in window_groups(cyb - cya, cxb - cxa, (cxa < cxb) & (cya < cyb)):
+        sizes = (cyb[index] - cya[index], cxb[index] - cxa[index])
+        finite = np.isfinite(read_windows(image.data, cya[index], cxa[index], height, width, np.float64, sizes))
+        count = finite.reshape(len(index), -1).sum(axis=1)
+        mostly_data = ~(1.0 - count / area[index] > max_blank)
+        keep[index] = mostly_data & finite[np.arange(len(index)), iy[index], ix[index]]
     return boxes.take(keep)
