@@ -267,3 +267,51 @@ def test_batched_results_equal_the_one_job_pipeline(make_harness, images) -> Non
     got = parse_single_table(str(path)).to_table()
     assert len(got) == len(expected) > 0
     np.testing.assert_allclose(np.sort(got["ra"]), np.sort(expected["ra"]), atol=1e-9)
+
+
+def test_a_click_is_not_held_up_by_two_surveys_catalogues(make_harness, monkeypatch) -> None:
+    """Both post-processing threads' worth of survey catalogues being built: a third user's click still completes."""
+    import threading
+
+    from cianna_otf_server.pipeline import YoloDetection
+
+    original = YoloDetection.catalogue
+    building = threading.Semaphore(0)
+
+    def slow_catalogue(self):
+        if len(self.plan) > 100:  # a survey's second NMS, measurement and columns, made slow
+            building.release()
+            time.sleep(3.0)
+        return original(self)
+
+    monkeypatch.setattr(YoloDetection, "catalogue", slow_catalogue)
+    h = make_harness(batch_size={"cpu": 64}, max_wait=0.01, post_threads=2)
+    surveys = [h.submit("big.fits", owner=f"survey{i}") for i in range(2)]
+    assert building.acquire(timeout=120)  # the first survey's catalogue is being built
+    building.acquire(timeout=60)  # and (usually) the second's
+    submitted = time.monotonic()
+    click = h.submit("small.fits", owner="clicker")
+    assert h.wait(click).phase == Phase.COMPLETED
+    latency = time.monotonic() - submitted
+    assert latency < 2.0, f"the click waited {latency:.1f} s behind the surveys' catalogues"
+    for job_id in surveys:
+        assert h.wait(job_id, timeout=120).phase == Phase.COMPLETED
+
+
+def test_the_priority_pool_runs_the_most_urgent_task_first() -> None:
+    import threading
+
+    from cianna_otf_server.scheduler._priority_pool import PriorityPool
+
+    pool = PriorityPool(1, name="test-priority")
+    gate, ran = threading.Event(), []
+    pool.submit(0, gate.wait)  # holds the only worker while the others queue
+    for priority, name in ((256, "survey-1"), (256, "survey-2"), (4, "click"), (64, "medium")):
+        pool.submit(priority, lambda n=name: ran.append(n))
+    pool.submit(1, lambda: 1 / 0)  # a failing task does not end the worker
+    gate.set()
+    deadline = time.monotonic() + 5
+    while len(ran) < 4 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert ran == ["click", "medium", "survey-1", "survey-2"]
+    pool.shutdown()

@@ -9,19 +9,15 @@ is always one free for somebody else.
 
 from __future__ import annotations
 
-import logging
-import threading
 from collections import deque
-from typing import Callable, Hashable
+from typing import Hashable
 
-log = logging.getLogger(__name__)
+from ._task_pool import Task, TaskPool
 
 __all__ = ["OwnerFairPool"]
 
-Task = Callable[[], None]
 
-
-class OwnerFairPool:
+class OwnerFairPool(TaskPool):
     """``threads`` daemon workers; tasks are taken round robin over owners, ``per_owner`` at most each.
 
     ``per_owner`` defaults to ``threads - 1`` (at least 1). A task's exceptions are logged and
@@ -29,32 +25,15 @@ class OwnerFairPool:
     """
 
     def __init__(self, threads: int, per_owner: int | None = None, name: str = "otf-fair") -> None:
-        self.threads = max(1, int(threads))
+        super().__init__(threads, name)
         self.per_owner = max(1, int(per_owner) if per_owner is not None else self.threads - 1)
-        self._name = name
-        self._cond = threading.Condition()
         self._queues: dict[Hashable, deque[Task]] = {}
         self._turns: deque[Hashable] = deque()  # owners with queued tasks, next first
         self._running: dict[Hashable, int] = {}
-        self._workers: list[threading.Thread] = []
-        self._open = True
 
     def submit(self, owner: Hashable, task: Task) -> None:
         """Queue ``task`` for ``owner`` (None is an owner like any other)."""
-        with self._cond:
-            if not self._open:
-                raise RuntimeError("the pool is shut down")
-            queue = self._queues.get(owner)
-            if queue is None:
-                queue = self._queues[owner] = deque()
-                self._turns.append(owner)
-            queue.append(task)
-            if len(self._workers) < self.threads:
-                worker = threading.Thread(target=self._work, daemon=True,
-                                          name=f"{self._name}-{len(self._workers)}")
-                self._workers.append(worker)
-                worker.start()
-            self._cond.notify()
+        self._put(owner, task)
 
     def queued(self, owner: Hashable | None = None) -> int:
         """Tasks waiting (of one owner, or of all)."""
@@ -63,18 +42,16 @@ class OwnerFairPool:
                 return len(self._queues.get(owner, ()))
             return sum(len(q) for q in self._queues.values())
 
-    def shutdown(self, wait: bool = True, timeout: float = 30.0) -> None:
-        """Drop queued tasks, let running ones finish (waiting up to ``timeout`` s when ``wait``)."""
-        with self._cond:
-            self._open = False
-            self._queues.clear()
-            self._turns.clear()
-            self._cond.notify_all()
-        if wait:
-            for worker in self._workers:
-                if worker is not threading.current_thread():
-                    worker.join(timeout)
-        self._workers = []
+    def _enqueue(self, owner: Hashable, task: Task) -> None:
+        queue = self._queues.get(owner)
+        if queue is None:
+            queue = self._queues[owner] = deque()
+            self._turns.append(owner)
+        queue.append(task)
+
+    def _clear(self) -> None:
+        self._queues.clear()
+        self._turns.clear()
 
     def _next(self) -> tuple[Hashable, Task] | None:
         """The next owner in turn that may run another task, and its task (call under the lock)."""
@@ -91,26 +68,12 @@ class OwnerFairPool:
             return owner, task
         return None
 
-    def _work(self) -> None:
-        while True:
-            with self._cond:
-                picked = self._next() if self._open else None
-                while picked is None:
-                    if not self._open:
-                        return
-                    self._cond.wait()
-                    picked = self._next() if self._open else None
-                owner, task = picked
-                self._running[owner] = self._running.get(owner, 0) + 1
-            try:
-                task()
-            except BaseException:  # noqa: BLE001 - a task's failure must not end the worker
-                log.exception("a task of owner %r failed", owner)
-            finally:
-                with self._cond:
-                    left = self._running[owner] - 1
-                    if left:
-                        self._running[owner] = left
-                    else:
-                        del self._running[owner]
-                    self._cond.notify_all()
+    def _started(self, owner: Hashable) -> None:
+        self._running[owner] = self._running.get(owner, 0) + 1
+
+    def _finished(self, owner: Hashable) -> None:
+        left = self._running[owner] - 1
+        if left:
+            self._running[owner] = left
+        else:
+            del self._running[owner]

@@ -5,8 +5,10 @@ raw patches ahead (bounded per job); each device worker (one per GPU, or one for
 picks the group (model version, precision) whose batch is full or whose oldest patch has
 waited `max_wait`, composes a batch across jobs (owners in turn, fewest remaining patches
 first, so a click is not stuck behind a survey), normalises it on the device, runs it, and
-hands each job its outputs; post-processing threads decode, and merge a job once its last
-patch is back. Classic (non-network) jobs run on the post-processing threads directly.
+hands each job its outputs; post-processing threads decode them, the smallest job's first, and
+a large job's catalogue is built on finishing threads shared out between owners once its last
+patch is back, so a survey's catalogue never holds up another user's click. Classic
+(non-network) jobs run on threads of their own, shared out between owners too.
 
 `BatchingScheduler` implements the job service's `JobExecutor` interface.
 """
@@ -35,12 +37,18 @@ from ._cache import ModelCache, ModelKey, model_key
 from ._device import DeviceRunner, Launched, OutOfDeviceMemory
 from ._metrics import SchedulerMetrics
 from ._pool import PinnedPool, release_all
+from ._priority_pool import PriorityPool
 from ._work import JobWork, ReadyPatch
 
 if TYPE_CHECKING:  # torch is imported when a network is first loaded
     import torch
 
 log = logging.getLogger(__name__)
+
+
+#: Jobs of at most this many patches build their catalogue on the thread that decoded their last
+#: batch; larger ones hand it to the owner-fair finishing threads.
+SMALL_JOB_PATCHES = 16
 
 
 @dataclass
@@ -109,7 +117,7 @@ class BatchingScheduler:
             log.info("several GPUs: CUDA graphs are off, batches run eagerly")
         self._prepare: OwnerFairPool | None = None
         self._whole: OwnerFairPool | None = None
-        self._reader = self._post = None
+        self._reader = self._post = self._finish = None
         self.metrics.watch(self)
 
     # -- JobExecutor -------------------------------------------------------------------------
@@ -130,7 +138,11 @@ class BatchingScheduler:
         self._prepare = OwnerFairPool(s.prepare_threads, s.prepare_per_owner, name="otf-prepare")
         self._whole = OwnerFairPool(s.post_threads, name="otf-whole")
         self._reader = ThreadPoolExecutor(s.readers, thread_name_prefix="otf-reader")
-        self._post = ThreadPoolExecutor(s.post_threads, thread_name_prefix="otf-post")
+        # decoding by urgency (a click's batch before a survey's queued ones), and the catalogues of
+        # large jobs on threads of their own, shared out between owners: a survey's second NMS,
+        # measurement and files never hold the threads another user's click is decoded on
+        self._post = PriorityPool(s.post_threads, name="otf-post")
+        self._finish = OwnerFairPool(s.post_threads, name="otf-finish")
         for device in self.devices:
             thread = threading.Thread(target=self._device_loop, args=(device,), daemon=True,
                                       name=f"otf-device-{device.device}")
@@ -146,13 +158,12 @@ class BatchingScheduler:
         for thread in self._threads:
             thread.join(30 if wait else 0)
         self._threads = []
-        for fair in (self._prepare, self._whole):
+        for fair in (self._prepare, self._whole, self._post, self._finish):
             if fair is not None:
                 fair.shutdown(wait=wait)
-        for pool in (self._reader, self._post):
-            if pool is not None:
-                pool.shutdown(wait=wait, cancel_futures=True)
-        self._prepare = self._whole = self._reader = self._post = None
+        if self._reader is not None:
+            self._reader.shutdown(wait=wait, cancel_futures=True)
+        self._prepare = self._whole = self._reader = self._post = self._finish = None
 
     def submit(self, job: Job) -> None:
         if not self._running:
@@ -415,7 +426,7 @@ class BatchingScheduler:
         for work, patches in parts:
             share = outputs[offset: offset + len(patches)]
             offset += len(patches)
-            self._post.submit(self._decode, work, patches, share)
+            self._post.submit(work.total, lambda w=work, p=patches, o=share: self._decode(w, p, o))
 
     def _shrink(self, device: DeviceRunner, group: _Group, parts: list[tuple[JobWork, list[ReadyPatch]]],
                 size: int) -> None:
@@ -449,11 +460,19 @@ class BatchingScheduler:
                 self._detach(work)
         self._progress(work.job_id, work.done, work.total, work.cancelled, throttle=not finished, work=work)
         if finished:
-            try:
-                table = work.detection.catalogue()
-                self._complete(work.job_id, work.prepared, table)
-            except BaseException as exc:  # noqa: BLE001
-                self._fail(work.job_id, exc)
+            finish = self._finish
+            if work.total <= SMALL_JOB_PATCHES or finish is None:
+                self._finish_job(work)  # a click's catalogue: cheaper than a hand-over
+            else:
+                finish.submit(work.owner, lambda: self._finish_job(work))
+
+    def _finish_job(self, work: JobWork) -> None:
+        """The catalogue of a job whose patches are all decoded, and its result files."""
+        try:
+            table = work.detection.catalogue()
+            self._complete(work.job_id, work.prepared, table)
+        except BaseException as exc:  # noqa: BLE001
+            self._fail(work.job_id, exc)
 
     def _progress(self, job_id: str, done: int, total: int, cancelled: threading.Event,
                   throttle: bool = False, work: JobWork | None = None) -> None:
