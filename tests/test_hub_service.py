@@ -98,8 +98,12 @@ c.JupyterHub.services = [
     {{"name": "cianna-otf", "url": "{service_url}", "api_token": "{SERVICE_TOKEN}"}},
     {{"name": "tester", "api_token": "{TESTER_TOKEN}"}},
 ]
+c.JupyterHub.custom_scopes = {{
+    "custom:cianna-otf:admin": {{"description": "Administer the CIANNA On-The-Fly service: every user's jobs, metrics"}},
+}}
 c.JupyterHub.load_roles = [
     {{"name": "user", "scopes": ["self", "access:services!service=cianna-otf"]}},
+    {{"name": "cianna-otf-admin", "scopes": ["custom:cianna-otf:admin"], "users": ["dora"]}},
     {{"name": "tester", "scopes": ["admin:users", "tokens"], "services": ["tester"]}},
 ]
 """)
@@ -110,10 +114,10 @@ c.JupyterHub.load_roles = [
     try:
         _wait_for(api + "/", hub_process, "JupyterHub")
         admin = {"Authorization": f"token {TESTER_TOKEN}"}
-        created = requests.post(api + "/users", json={"usernames": ["alice", "bob", "carol"]}, headers=admin, timeout=10)
+        created = requests.post(api + "/users", json={"usernames": ["alice", "bob", "carol", "dora"]}, headers=admin, timeout=10)
         assert created.status_code in (201, 409), created.text
         tokens = {}
-        for user, body in (("alice", {"note": "kernel"}), ("bob", {"note": "kernel"}),
+        for user, body in (("alice", {"note": "kernel"}), ("bob", {"note": "kernel"}), ("dora", {"note": "operator"}),
                            ("carol", {"note": "no service", "scopes": ["read:users:name!user=carol"]})):
             reply = requests.post(f"{api}/users/{user}/tokens", json=body, headers=admin, timeout=10)
             assert reply.status_code == 201, reply.text
@@ -180,6 +184,34 @@ def test_tokens_the_hub_does_not_vouch_for_are_refused(hub) -> None:
                    {"Authorization": "token not-a-token"}, {}):
         reply = requests.get(url + "/async", headers=header, timeout=10)
         assert reply.status_code == 401, (header, reply.status_code)
+
+
+def test_an_administrator_reaches_every_users_jobs_and_the_metrics(hub) -> None:
+    """dora's role holds the service's admin scope: she lists, reads and aborts others' jobs; others cannot."""
+    _, url, tokens, _ = hub
+    sessions = {}
+    for user in ("alice", "bob", "dora"):
+        sessions[user] = requests.Session()
+        sessions[user].headers["Authorization"] = f"token {tokens[user]}"
+    alice_job = sessions["alice"].post(url + "/async", data={"IMAGE": "small.fits", "MODEL": "classic"}, timeout=30).url
+    bob_job = sessions["bob"].post(url + "/async", data={"IMAGE": "small.fits", "MODEL": "classic"}, timeout=30).url
+    dora_job = sessions["dora"].post(url + "/async", data={"IMAGE": "small.fits", "MODEL": "classic"}, timeout=30).url
+    listed = sessions["dora"].get(url + "/async", timeout=10).text
+    for job_url in (alice_job, bob_job, dora_job):
+        assert job_url.rsplit("/", 1)[1] in listed
+    assert "<uws:ownerId>alice</uws:ownerId>" in sessions["dora"].get(alice_job, timeout=10).text
+    assert "<uws:ownerId>dora</uws:ownerId>" in sessions["dora"].get(dora_job, timeout=10).text  # hers, in her name
+    reply = sessions["dora"].post(bob_job + "/phase", data={"PHASE": "ABORT"}, timeout=10)
+    assert reply.status_code in (200, 303), reply.status_code
+    assert sessions["bob"].get(bob_job + "/phase", timeout=10).text.strip() == "ABORTED"
+    # the others stay in their own lane: no admin job for alice, no metrics for plain users
+    assert dora_job.rsplit("/", 1)[1] not in sessions["alice"].get(url + "/async", timeout=10).text
+    assert sessions["alice"].get(dora_job, timeout=10).status_code in (403, 404)
+    assert sessions["alice"].get(url + "/metrics", timeout=10).status_code == 403
+    metrics = sessions["dora"].get(url + "/metrics", timeout=10)
+    assert metrics.status_code == 200 and "cianna_otf" in metrics.text
+    assert sessions["dora"].delete(alice_job, timeout=10, allow_redirects=False).status_code in (200, 303)
+    assert sessions["alice"].get(alice_job, timeout=10).status_code == 404
 
 
 def test_a_hub_that_cannot_be_reached_is_a_503_not_a_401(hub) -> None:

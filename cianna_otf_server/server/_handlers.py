@@ -27,6 +27,8 @@ from ..provenance import FORMATS as PROVENANCE_FORMATS
 from ..provenance import convert as convert_provenance
 from ..provenance import response_format as provenance_format
 from ..uws import (
+    ALL_OWNERS,
+    PermissionDeniedError,
     InvalidRequestError,
     PayloadTooLargeError,
     Phase,
@@ -70,6 +72,16 @@ class ServiceHandlerMixin:
     @property
     def service(self):
         return self.context.service
+
+    @property
+    def reach(self) -> str | None:
+        """Whose jobs this request may see and change: its user's, or every owner's for an administrator.
+
+        Jobs are always created in the user's own name (`owner`); a service administrator (on a
+        JupyterHub, a token with the service's admin scope) lists, reads, aborts and deletes
+        anyone's, so that a platform's operators can clear a runaway survey.
+        """
+        return ALL_OWNERS if getattr(self, "admin", False) else self.owner
 
     # -- request bodies: streamed, so an oversized upload is refused (413) before it is read ----
     def start_body(self) -> None:
@@ -510,7 +522,7 @@ class JobListHandler(ServiceHandlerMixin):
 
     @_guard
     def get(self) -> None:
-        jobs = self.service.list_jobs(self.owner, job_filter(self.form_parameters()))
+        jobs = self.service.list_jobs(self.reach, job_filter(self.form_parameters()))
         self.send_xml(job_list_document(jobs, self.context.href))
 
     @_guard
@@ -527,26 +539,26 @@ class JobHandler(ServiceHandlerMixin):
     async def get(self, job_id: str) -> None:
         wait = wait_request(self.form_parameters())
         if wait is None:
-            job = self.service.get(self.owner, job_id)
+            job = self.service.get(self.reach, job_id)
         else:
-            job = await self.service.wait(self.owner, job_id, *wait)
+            job = await self.service.wait(self.reach, job_id, *wait)
         self.send_xml(job_document(job, self.context.href))
 
     @_guard
     def post(self, job_id: str) -> None:
         action = (self.parameter("ACTION") or "").upper()
         if action == "DELETE":
-            self.service.delete(self.owner, job_id)
+            self.service.delete(self.reach, job_id)
             self.see_other(self.job_list_url())
             return
         if action:
             raise InvalidRequestError(f"ACTION={action} is not supported; only ACTION=DELETE")
-        self.service.update_parameters(self.owner, job_id, self.form_parameters(), self.uploads())
+        self.service.update_parameters(self.reach, job_id, self.form_parameters(), self.uploads())
         self.see_other(self.job_url(job_id))
 
     @_guard
     def delete(self, job_id: str) -> None:
-        self.service.delete(self.owner, job_id)
+        self.service.delete(self.reach, job_id)
         self.see_other(self.job_list_url())
 
 
@@ -555,15 +567,15 @@ class PhaseHandler(ServiceHandlerMixin):
 
     @_guard
     def get(self, job_id: str) -> None:
-        self.send_text(self.service.get(self.owner, job_id).phase.value)
+        self.send_text(self.service.get(self.reach, job_id).phase.value)
 
     @_guard
     def post(self, job_id: str) -> None:
         phase = (self.parameter("PHASE") or "").upper()
         if phase == "RUN":
-            self.service.start(self.owner, job_id)
+            self.service.start(self.reach, job_id)
         elif phase == "ABORT":
-            self.service.abort(self.owner, job_id)
+            self.service.abort(self.reach, job_id)
         else:
             raise InvalidRequestError("PHASE must be RUN or ABORT")
         self.see_other(self.job_url(job_id))
@@ -574,14 +586,14 @@ class ExecutionDurationHandler(ServiceHandlerMixin):
 
     @_guard
     def get(self, job_id: str) -> None:
-        self.send_text(str(self.service.get(self.owner, job_id).execution_duration))
+        self.send_text(str(self.service.get(self.reach, job_id).execution_duration))
 
     @_guard
     def post(self, job_id: str) -> None:
         value = self.parameter("EXECUTIONDURATION")
         if value is None:
             raise InvalidRequestError("give EXECUTIONDURATION=seconds")
-        self.service.update_execution_duration(self.owner, job_id, value)
+        self.service.update_execution_duration(self.reach, job_id, value)
         self.see_other(self.job_url(job_id))
 
 
@@ -590,7 +602,7 @@ class DestructionHandler(ServiceHandlerMixin):
 
     @_guard
     def get(self, job_id: str) -> None:
-        job = self.service.get(self.owner, job_id)
+        job = self.service.get(self.reach, job_id)
         self.send_text(format_time(job.destruction) if job.destruction else "")
 
     @_guard
@@ -598,7 +610,7 @@ class DestructionHandler(ServiceHandlerMixin):
         value = self.parameter("DESTRUCTION")
         if value is None:
             raise InvalidRequestError("give DESTRUCTION=ISO 8601 instant")
-        self.service.update_destruction(self.owner, job_id, value)
+        self.service.update_destruction(self.reach, job_id, value)
         self.see_other(self.job_url(job_id))
 
 
@@ -607,7 +619,7 @@ class QuoteHandler(ServiceHandlerMixin):
 
     @_guard
     def get(self, job_id: str) -> None:
-        job = self.service.get(self.owner, job_id)
+        job = self.service.get(self.reach, job_id)
         self.send_text(format_time(job.quote) if job.quote else "")
 
 
@@ -616,7 +628,7 @@ class OwnerHandler(ServiceHandlerMixin):
 
     @_guard
     def get(self, job_id: str) -> None:
-        self.send_text(self.service.get(self.owner, job_id).owner or "")
+        self.send_text(self.service.get(self.reach, job_id).owner or "")
 
 
 class ErrorHandler(ServiceHandlerMixin):
@@ -624,7 +636,7 @@ class ErrorHandler(ServiceHandlerMixin):
 
     @_guard
     def get(self, job_id: str) -> None:
-        job = self.service.get(self.owner, job_id)
+        job = self.service.get(self.reach, job_id)
         if job.error is None:
             raise UnknownResourceError(f"job {job_id} is {job.phase.value} and has no error")
         self.set_header("Content-Type", VOTABLE)
@@ -636,7 +648,7 @@ class ResultsHandler(ServiceHandlerMixin):
 
     @_guard
     def get(self, job_id: str) -> None:
-        self.send_xml(results_document(self.service.get(self.owner, job_id), self.context.href))
+        self.send_xml(results_document(self.service.get(self.reach, job_id), self.context.href))
 
 
 class ResultHandler(ServiceHandlerMixin):
@@ -644,7 +656,7 @@ class ResultHandler(ServiceHandlerMixin):
 
     @_guard
     async def get(self, job_id: str, result_id: str) -> None:
-        path, result = self.service.result_path(self.owner, job_id, result_id)
+        path, result = self.service.result_path(self.reach, job_id, result_id)
         if not path.is_file():
             raise UnknownResourceError(f"the file of result {result_id!r} is missing")
         requested = self.parameter("RESPONSEFORMAT")
@@ -664,11 +676,11 @@ class ParametersHandler(ServiceHandlerMixin):
 
     @_guard
     def get(self, job_id: str) -> None:
-        self.send_xml(parameters_document(self.service.get(self.owner, job_id), self.context.href))
+        self.send_xml(parameters_document(self.service.get(self.reach, job_id), self.context.href))
 
     @_guard
     def post(self, job_id: str) -> None:
-        self.service.update_parameters(self.owner, job_id, self.form_parameters(), self.uploads())
+        self.service.update_parameters(self.reach, job_id, self.form_parameters(), self.uploads())
         self.see_other(self.job_url(job_id))
 
 
@@ -677,11 +689,11 @@ class ParameterHandler(ServiceHandlerMixin):
 
     @_guard
     async def get(self, job_id: str, name: str) -> None:
-        job = self.service.get(self.owner, job_id)
+        job = self.service.get(self.reach, job_id)
         for parameter in job.parameters:
             if parameter.name.upper() == name.upper():
                 if parameter.by_reference:
-                    path = self.service.upload_path(self.owner, job_id, parameter.name)
+                    path = self.service.upload_path(self.reach, job_id, parameter.name)
                     await self.send_file(path, "application/octet-stream")
                 else:
                     self.send_text(parameter.value)
@@ -721,6 +733,10 @@ class MetricsHandler(ServiceHandlerMixin):
     @_guard
     def get(self) -> None:
         from prometheus_client import CONTENT_TYPE_LATEST
+
+        if getattr(self, "admins_only_metrics", False) and not getattr(self, "admin", False):
+            # a shared service's figures (every user's jobs and queues) are its operators'
+            raise PermissionDeniedError("the service's metrics are for its administrators")
 
         self.set_header("Content-Type", CONTENT_TYPE_LATEST)
         self.finish(self.context.metrics.exposition())

@@ -18,17 +18,27 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import UserInputError
 
-__all__ = ["HubAuthenticator", "HubUnavailableError"]
+__all__ = ["HubAuthenticator", "HubUnavailableError", "HubPrincipal"]
 
 
 class HubUnavailableError(Exception):
     """The Hub could not say whose a token is (down, restarting, unreachable): 503, not 401."""
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class HubPrincipal:
+    """A Hub user as the service sees them: their name (the job owner) and whether they administer it."""
+
+    name: str
+    admin: bool = False
+
 
 class HubAuthenticator:
     """Maps a Hub API token to its user's name, through the Hub's API."""
@@ -46,6 +56,8 @@ class HubAuthenticator:
                 "--auth hub: JUPYTERHUB_API_TOKEN and JUPYTERHUB_API_URL are not set; register the service "
                 "in jupyterhub_config.py (c.JupyterHub.services) and start it with the token given there")
         self.service_name = service_name or os.environ.get("JUPYTERHUB_SERVICE_NAME", "cianna-otf")
+        #: the custom scope of the service's administrators (declared in the Hub's custom_scopes)
+        self.admin_scope = f"custom:{self.service_name}:admin"
         self.hub = HubAuth(api_token=api_token, api_url=api_url, cache_max_age=cache_seconds,
                            access_scopes={f"access:services!service={self.service_name}"})
 
@@ -71,3 +83,15 @@ class HubAuthenticator:
     def user_for(self, header: str | None) -> str | None:
         model = self.model_for(header)
         return str(model["name"]) if model else None
+
+    def principal_for(self, header: str | None) -> HubPrincipal | None:
+        """The token's user, and whether the token holds the service's admin scope (``custom:NAME:admin``).
+
+        An administrator lists, reads, aborts and deletes every user's jobs and reads /metrics;
+        the Hub grants the scope through a role (see the README), and only on tokens that
+        carry it: a user's other tokens stay plain.
+        """
+        model = self.model_for(header)
+        if not model:
+            return None
+        return HubPrincipal(str(model["name"]), bool(self.hub.check_scopes({self.admin_scope}, model)))

@@ -84,6 +84,7 @@ class StandaloneHandler(web.RequestHandler):
         self.context = context
         self.auth = auth
         self._user: str | None = None
+        self.admin = False
         self._bad_path = False
 
     def decode_argument(self, value: bytes, name: str | None = None) -> str:
@@ -111,7 +112,7 @@ class StandaloneHandler(web.RequestHandler):
             self._refuse(web.HTTPError(400, "the path is not valid UTF-8 once percent-decoded"))
             return
         try:
-            self._user = self.auth.user_for(self.request.headers.get("Authorization"))
+            self._user, self.admin = self._principal(self.request.headers.get("Authorization"))
         except HubUnavailableError as exc:
             refusal = web.HTTPError(503, str(exc))
             refusal.retry_after = 10  # type: ignore[attr-defined]  (read by write_error)
@@ -123,9 +124,22 @@ class StandaloneHandler(web.RequestHandler):
             return
         self.start_body()  # type: ignore[attr-defined]
 
+    def _principal(self, header: str | None) -> tuple[str | None, bool]:
+        """The request's user and whether they administer the service (`HubAuthenticator` knows admins)."""
+        principal_for = getattr(self.auth, "principal_for", None)
+        if principal_for is None:
+            return self.auth.user_for(header), False
+        principal = principal_for(header)
+        return (principal.name, principal.admin) if principal is not None else (None, False)
+
     @property
     def owner(self) -> str | None:
         return self._user
+
+    @property
+    def admins_only_metrics(self) -> bool:
+        """Whether /metrics is for administrators only: on a service with named administrators."""
+        return getattr(self.auth, "principal_for", None) is not None
 
     def set_default_headers(self) -> None:
         self.set_header("Cache-Control", "no-store")

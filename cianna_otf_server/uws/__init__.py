@@ -32,7 +32,7 @@ from ._models import (
     parse_time,
     utc_now,
 )
-from ._service import ExecutionCallbacks, JobExecutor, JobService, ParameterPolicy, ServiceLimits, Upload
+from ._service import ALL_OWNERS, ExecutionCallbacks, JobExecutor, JobService, ParameterPolicy, ServiceLimits, Upload
 from ._postgres import PostgresJobStore
 from ._sql import SqlJobStore
 from ._storage import JobStore, StorageFullError, StorageUnavailableError, file_error
@@ -46,6 +46,7 @@ from ._xml import (
 )
 
 __all__ = [
+    "ALL_OWNERS",
     "ValidatedParameters",
     "ABORTABLE_PHASES", "ACTIVE_PHASES", "FINAL_PHASES", "ErrorSummary", "ExecutionCallbacks",
     "InvalidPhaseError", "InvalidRequestError", "Job", "JobEvents", "JobExecutor", "JobFiles",

@@ -58,6 +58,19 @@ MAX_VALUE_CHARS = 4096
 UWS_CONTROL = {"PHASE", "RUNID", "EXECUTIONDURATION", "DESTRUCTION", "ACTION", "WAIT", "REQUEST"}
 
 
+
+class _AllOwners(str):
+    """The owner argument that reaches every owner's jobs (a service administrator's requests).
+
+    A distinct object, never a user name: comparisons are by identity, so a user who calls
+    themselves "*" or anything else reaches only their own jobs.
+    """
+
+    __slots__ = ()
+
+
+ALL_OWNERS = _AllOwners("(all owners)")
+
 @dataclass
 class Upload:
     """An inline (multipart) upload for parameter `name`, received into the file `path` (`size` bytes).
@@ -180,9 +193,12 @@ class JobService:
 
     # -- access ---------------------------------------------------------------------------
     def get(self, owner: str | None, job_id: str) -> Job:
-        """The job, if it exists and belongs to `owner` (another owner's job is reported unknown)."""
+        """The job, if it exists and belongs to `owner` (another owner's job is reported unknown).
+
+        `ALL_OWNERS` (a service administrator's reach) reaches every job.
+        """
         job = self.store.get(job_id)
-        if job is None or job.owner != owner:
+        if job is None or (owner is not ALL_OWNERS and job.owner != owner):
             raise UnknownJobError(f"no job {job_id!r}")
         return job
 
@@ -213,6 +229,9 @@ class JobService:
         return job
 
     def list_jobs(self, owner: str | None, filters: JobFilter) -> list[Job]:
+        """`owner`'s jobs matching the UWS filters; every owner's for `ALL_OWNERS`."""
+        if owner is ALL_OWNERS:
+            return self.store.list(None, filters, all_owners=True)
         return self.store.list(owner, filters)
 
     def result_path(self, owner: str | None, job_id: str, result_id: str):
