@@ -66,7 +66,7 @@ from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 
-from cianna_otf_server.client import URL_ENV, Client, ClientError, Job
+from cianna_otf_server.client import URL_ENV, Client, ClientError, Job, has_configured_token
 
 from ._view_image import (
     COLORMAPS,
@@ -160,8 +160,16 @@ def default_client() -> Client:
        server has no token of its own and the kernel inherits ``JUPYTERHUB_API_TOKEN``
        (``JPY_API_TOKEN`` in old hubs), which the single-user server accepts.
     3. ``Client()``: the client config file, or a `ConfigurationError` that says what to set.
+
+    With ``$CIANNA_OTF_URL`` and no token of its own (``$CIANNA_OTF_TOKEN`` or the config file),
+    a kernel of a JupyterHub user server sends the user's Hub token (``$JUPYTERHUB_API_TOKEN``,
+    which the Hub gives every spawned server): a platform points its users' notebooks at the
+    shared service (``c.Spawner.environment``) and each job is the user's own.
     """
     if os.environ.get(URL_ENV):
+        hub_token = os.environ.get("JUPYTERHUB_API_TOKEN")
+        if hub_token and not has_configured_token():
+            return Client(token=hub_token, auth_scheme="token")
         return Client()
     info = running_jupyter_server()
     if info is not None:

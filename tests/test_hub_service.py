@@ -214,6 +214,28 @@ def test_an_administrator_reaches_every_users_jobs_and_the_metrics(hub) -> None:
     assert sessions["alice"].get(alice_job, timeout=10).status_code == 404
 
 
+def test_a_notebook_kernel_of_a_hub_user_submits_to_the_shared_service(hub, tmp_path, monkeypatch) -> None:
+    """The widget's client in a spawned server's kernel: the platform's URL, the user's own Hub token."""
+    from cianna_otf_jupyter.widget import default_client
+    from cianna_otf_server.sky.simulate import write_simulation
+
+    _, url, tokens, _ = hub
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))  # no client config file
+    monkeypatch.delenv("CIANNA_OTF_TOKEN", raising=False)
+    monkeypatch.setenv("CIANNA_OTF_URL", url)  # c.Spawner.environment on the platform
+    monkeypatch.setenv("JUPYTERHUB_API_TOKEN", tokens["bob"])  # what the Hub gives bob's server
+    client = default_client()
+    image = tmp_path / "my-field.fits"  # a file in the user's own server: uploaded
+    write_simulation(image, 200, seed=8)
+    job = client.submit(str(image), model="classic")
+    job.wait(timeout=120)
+    assert job.phase == "COMPLETED"
+    assert "<uws:ownerId>bob</uws:ownerId>" in requests.get(
+        job.url, headers={"Authorization": f"token {tokens['bob']}"}, timeout=10).text
+    assert requests.get(job.url, headers={"Authorization": f"token {tokens['alice']}"},
+                        timeout=10).status_code in (403, 404)
+
+
 def test_a_hub_that_cannot_be_reached_is_a_503_not_a_401(hub) -> None:
     """Runs last: it stops the hub. A token the service has not seen cannot be checked: try again later."""
     _, url, _, hub_process = hub

@@ -26,7 +26,7 @@ except ImportError as exc:  # pragma: no cover - requests comes with the [client
     raise ImportError("the CIANNA On-The-Fly client needs requests: pip install 'cianna-otf[client]'") from exc
 
 from ._client import Client
-from ._config import DEFAULT_TIMEOUT, TOKEN_ENV, URL_ENV, config_path
+from ._config import DEFAULT_TIMEOUT, TOKEN_ENV, URL_ENV, config_path, has_configured_token
 from ._describe import client_message, format_job, iso_time, job_dict, short_time
 from ._errors import (
     AuthenticationError,
@@ -56,6 +56,7 @@ __all__ = [
     "WaitTimeoutError",
     "client_message",
     "config_path",
+    "has_configured_token",
     "format_job",
     "iso_time",
     "job_dict",

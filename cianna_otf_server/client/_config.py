@@ -25,6 +25,11 @@ def config_path() -> Path:
     return Path(base) / "cianna-otf" / "client.toml"
 
 
+def has_configured_token() -> bool:
+    """Whether the user set a token of their own: ``$CIANNA_OTF_TOKEN`` or ``token`` in the config file."""
+    return bool(os.environ.get(TOKEN_ENV) or _read_config(config_path()).get("token"))
+
+
 def _read_config(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
