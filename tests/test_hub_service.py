@@ -68,7 +68,10 @@ def _wait_for(url: str, process: subprocess.Popen, what: str, headers: dict | No
 
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory):
-    """A running hub and the service registered with it: (hub API URL, service URL, tokens by user, hub process)."""
+    """A running hub and the service registered with it.
+
+    (hub API URL, the service's own URL, tokens by user, hub process, the service's URL through the Hub's proxy)
+    """
     try:
         import jupyterhub  # noqa: F401
     except ImportError:
@@ -123,15 +126,16 @@ c.JupyterHub.load_roles = [
             assert reply.status_code == 201, reply.text
             tokens[user] = reply.json()["token"]
         env = {**os.environ, "JUPYTERHUB_API_TOKEN": SERVICE_TOKEN, "JUPYTERHUB_API_URL": api,
-               "JUPYTERHUB_SERVICE_NAME": "cianna-otf"}
+               "JUPYTERHUB_SERVICE_NAME": "cianna-otf", "JUPYTERHUB_SERVICE_PREFIX": "/services/cianna-otf/"}
         env.pop("CIANNA_OTF_TOKEN", None)
         service = subprocess.Popen(
             [sys.executable, "-m", "cianna_otf_server.cli", "serve", "--auth", "hub", "--port", str(service_port),
              "--data-dir", str(folder / "service"), "--data-root", str(images), "--workers", "1"],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        _wait_for(service_url + "/models", service, "cianna-otf serve --auth hub",
+        root = service_url + "/services/cianna-otf"  # served at the Hub's prefix for it
+        _wait_for(root + "/models", service, "cianna-otf serve --auth hub",
                   headers={"Authorization": f"token {tokens['alice']}"})
-        yield api, service_url, tokens, hub_process
+        yield api, root, tokens, hub_process, f"http://127.0.0.1:{proxy_port}/services/cianna-otf"
     finally:
         for process in (service, hub_process):
             if process is not None and process.poll() is None:
@@ -143,7 +147,7 @@ c.JupyterHub.load_roles = [
 
 
 def test_hub_users_own_their_jobs_and_no_one_else_sees_them(hub) -> None:
-    _, url, tokens, _ = hub
+    _, url, tokens, _, _ = hub
     alice, bob = requests.Session(), requests.Session()
     alice.headers["Authorization"] = f"token {tokens['alice']}"
     bob.headers["Authorization"] = f"Bearer {tokens['bob']}"  # either scheme, as clients send them
@@ -179,7 +183,7 @@ def test_hub_users_own_their_jobs_and_no_one_else_sees_them(hub) -> None:
 
 
 def test_tokens_the_hub_does_not_vouch_for_are_refused(hub) -> None:
-    _, url, tokens, _ = hub
+    _, url, tokens, _, _ = hub
     for header in ({"Authorization": f"token {tokens['carol']}"},  # a real token without access to the service
                    {"Authorization": "token not-a-token"}, {}):
         reply = requests.get(url + "/async", headers=header, timeout=10)
@@ -188,7 +192,7 @@ def test_tokens_the_hub_does_not_vouch_for_are_refused(hub) -> None:
 
 def test_an_administrator_reaches_every_users_jobs_and_the_metrics(hub) -> None:
     """dora's role holds the service's admin scope: she lists, reads and aborts others' jobs; others cannot."""
-    _, url, tokens, _ = hub
+    _, url, tokens, _, _ = hub
     sessions = {}
     for user in ("alice", "bob", "dora"):
         sessions[user] = requests.Session()
@@ -219,7 +223,7 @@ def test_a_notebook_kernel_of_a_hub_user_submits_to_the_shared_service(hub, tmp_
     from cianna_otf_jupyter.widget import default_client
     from cianna_otf_server.sky.simulate import write_simulation
 
-    _, url, tokens, _ = hub
+    _, url, tokens, _, _ = hub
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))  # no client config file
     monkeypatch.delenv("CIANNA_OTF_TOKEN", raising=False)
     monkeypatch.setenv("CIANNA_OTF_URL", url)  # c.Spawner.environment on the platform
@@ -236,9 +240,21 @@ def test_a_notebook_kernel_of_a_hub_user_submits_to_the_shared_service(hub, tmp_
                         timeout=10).status_code in (403, 404)
 
 
+def test_the_service_answers_through_the_hubs_proxy_at_its_prefix(hub) -> None:
+    """Users reach it at https://hub/services/cianna-otf/ (JUPYTERHUB_SERVICE_PREFIX), job URLs included."""
+    _, _, tokens, _, proxied = hub
+    alice = requests.Session()
+    alice.headers["Authorization"] = f"token {tokens['alice']}"
+    models = alice.get(proxied + "/models", timeout=10)
+    assert models.status_code == 200 and "classic" in models.text
+    job = alice.post(proxied + "/async", data={"IMAGE": "small.fits", "MODEL": "classic"}, timeout=30)
+    assert job.status_code == 200 and job.url.startswith(proxied + "/async/")
+    assert "<uws:ownerId>alice</uws:ownerId>" in job.text
+
+
 def test_a_hub_that_cannot_be_reached_is_a_503_not_a_401(hub) -> None:
     """Runs last: it stops the hub. A token the service has not seen cannot be checked: try again later."""
-    _, url, _, hub_process = hub
+    _, url, _, hub_process, _ = hub
     hub_process.terminate()
     hub_process.wait(timeout=30)
     reply = requests.get(url + "/async", headers={"Authorization": "token never-seen-before"}, timeout=30)

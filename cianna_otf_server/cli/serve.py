@@ -179,6 +179,9 @@ def run(args: argparse.Namespace) -> int:
         from ..server._hub_auth import HubAuthenticator
 
         auth = HubAuthenticator()
+        prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "")
+        if args.root_path is None and prefix and config.root_path == "/":  # behind the Hub's proxy at /services/NAME/
+            config.root_path = "/" + prefix.strip("/") + "/"
     else:
         token = args.token or os.environ.get(TOKEN_ENV) or None
         try:
