@@ -82,6 +82,27 @@ def test_upload_over_the_limit_is_413(small_uploads, standalone, sky_fits):
     assert len(list((standalone.context.files.root / "jobs").iterdir())) == 2  # nothing left by the refusals
 
 
+# -- storage per user ---------------------------------------------------------------------------
+@pytest.fixture
+def small_storage(service_settings):
+    service_settings.max_storage_per_owner_mb = 1
+    return service_settings
+
+
+def test_a_user_over_their_storage_share_gets_403_until_they_delete_jobs(small_storage, standalone):
+    alice, bob = standalone.session("alice"), standalone.session("bob")
+    blob = b"SIMPLE" * 100_000  # 600 kB
+    first = create(standalone, alice, files={"IMAGE": ("a.fits", blob)})
+    refused = alice.post(f"{standalone.url}/async", files={"IMAGE": ("b.fits", blob)}, allow_redirects=False)
+    assert refused.status_code == 403
+    assert "MB of the 1.0 MB each user may keep" in refused.text and "delete finished jobs" in refused.text
+    assert "Traceback" not in refused.text
+    assert len(list((standalone.context.files.root / "jobs").iterdir())) == 1  # nothing left by the refusal
+    create(standalone, bob, files={"IMAGE": ("b.fits", blob)})  # another user's share is their own
+    assert alice.delete(first, allow_redirects=False).status_code in (200, 303)
+    create(standalone, alice, files={"IMAGE": ("b.fits", blob)})  # room again
+
+
 # -- queue limits ---------------------------------------------------------------------------------
 @pytest.fixture
 def small_queue(service_settings):

@@ -30,6 +30,10 @@ class PermissionDeniedError(UWSError):
     status = 403
 
 
+class StorageQuotaError(PermissionDeniedError):
+    """The user's jobs already hold their share of the service's disk (403, with what to delete)."""
+
+
 class InvalidPhaseError(PermissionDeniedError):
     """The action is not allowed in the job's current phase (403, with the reason)."""
 

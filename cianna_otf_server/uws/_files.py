@@ -26,6 +26,17 @@ class JobFiles:
             raise ValueError(f"invalid job id {job_id!r}")
         return self.root / "jobs" / job_id
 
+    def job_bytes(self, job_id: str) -> int:
+        """Bytes the job's files take (uploads, work files, results); 0 for a job without a folder."""
+        total = 0
+        for path in self.job_dir(job_id).rglob("*"):
+            try:
+                if path.is_file() and not path.is_symlink():
+                    total += path.stat().st_size
+            except OSError:  # removed meanwhile
+                continue
+        return total
+
     def create(self, job_id: str) -> Path:
         directory = self.job_dir(job_id)
         for sub in ("uploads", "work", "results"):

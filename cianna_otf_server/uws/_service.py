@@ -25,6 +25,7 @@ from ._errors import (
     PayloadTooLargeError,
     OwnerQuotaError,
     ServiceBusyError,
+    StorageQuotaError,
     UnknownJobError,
     UnknownResourceError,
 )
@@ -91,6 +92,7 @@ class ServiceLimits:
     max_upload_bytes: int = 2 * 1024**3
     max_queued_per_owner: int = 100
     max_queued_total: int = 1000
+    max_storage_per_owner: int = 0  # bytes of job files (uploads, results) per user; 0 = no limit
     retry_after_seconds: int = 30
     default_execution_duration: int = 3600  # seconds; 0 = unlimited
     max_execution_duration: int = 24 * 3600
@@ -283,6 +285,7 @@ class JobService:
         )
         if run is not None:
             self._check_queue_room(owner)
+        self._check_storage_room(owner, sum(upload.size for upload in uploads))
         try:
             self.files.create(job_id)
             for upload in uploads:
@@ -389,6 +392,25 @@ class JobService:
             raise OwnerQuotaError(
                 f"you have {self.limits.max_queued_per_owner} jobs queued or running, the most allowed; "
                 "wait for some to finish", retry_after=self.limits.retry_after_seconds)
+
+    def _check_storage_room(self, owner: str | None, incoming: int) -> None:
+        """Refuse a new job when its owner's jobs already hold their share of the disk (403).
+
+        A shared service's disk is every user's: one user's uploads and results must not fill
+        it for the others (a full disk fails everybody's jobs). Deleting finished jobs, or
+        letting them reach their destruction time, makes room.
+        """
+        limit = self.limits.max_storage_per_owner
+        if not limit:
+            return
+        jobs = self.store.list(owner, JobFilter(), include_archived=True)
+        used = sum(self.files.job_bytes(job.job_id) for job in jobs)
+        if used + incoming > limit:
+            mb = 1024 * 1024
+            raise StorageQuotaError(
+                f"your {len(jobs)} jobs hold {used / mb:.1f} MB of the {limit / mb:.1f} MB each user may keep"
+                + (f" and this job brings {incoming / mb:.1f} MB more" if incoming else "")
+                + "; delete finished jobs (DELETE on the job's URL) to make room")
 
     def _queue(self, job: Job) -> None:
         if self.store.transition(job.job_id, [Phase.PENDING, Phase.HELD], phase=Phase.QUEUED):
