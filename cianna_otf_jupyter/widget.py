@@ -65,6 +65,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
+import numpy as np
 
 from cianna_otf_server.client import URL_ENV, Client, ClientError, Job, has_configured_token
 
@@ -78,6 +79,7 @@ from ._view_image import (
     display_options,
     view_image,
 )
+from ._source_table import SourceTable
 from .aladin import FRONTEND_DIR, SERVICE_PATH, OfflineAladin, extend_esm
 
 if TYPE_CHECKING:
@@ -101,6 +103,8 @@ IMAGE_LAYER = "CIANNA image"
 DEFAULT_CLICK_RADIUS_ARCSEC = 20.0
 #: Rows shown in the result list (the full table is always in ``widget.table``).
 MAX_LISTED_ROWS = 500
+#: How the listed columns are written (degrees to about 0.04", fluxes to 4 digits); others ``.6g``.
+_CELL_FORMATS = {"id": "d", "ra": ".5f", "dec": ".5f", "flux": ".4g", "snr": ".1f", "score": ".3f"}
 REGION_MODES = (("Rectangle", "rect"), ("Circle", "circle"), ("Polygon", "polygon"), ("Click a source", "click"))
 REGION_OVERLAY = "Region of interest"
 REGION_COLOUR = "#2f80ed"
@@ -298,12 +302,6 @@ def _model_label(name: str, card: Mapping[str, Any], plan: Mapping[str, Any] | N
     return f"{name} \u2014 {verdict} ({reason})" if reason else f"{name} \u2014 {verdict}"
 
 
-def _masked() -> Any:
-    import numpy as np
-
-    return np.ma.masked
-
-
 # -- the widget ------------------------------------------------------------------------------
 class DetectionWidget(widgets.VBox):
     """Draw a region on an image, detect sources with a service model, see and keep the result.
@@ -428,12 +426,10 @@ class DetectionWidget(widgets.VBox):
         # what makes the last catalogue doubtful (Job.warnings), shown only when there is something
         self.warnings_banner = widgets.HTML("", layout={"display": "none"})
         self.warnings_banner.add_class("cianna-otf-warnings")
-        self.sources = widgets.Select(options=[], rows=10, layout={"width": "100%"})
+        self.sources = SourceTable(layout={"width": "100%"})
         self.sources.add_class("cianna-otf-sources")
-        # the rows are fixed-width text: a monospace font keeps the columns under their header
         self.sources_header = widgets.HTML("")
-        self._style = widgets.HTML("<style>.cianna-otf-sources select {font-family: "
-                                   "var(--jp-code-font-family, monospace); white-space: pre;}"
+        self._style = widgets.HTML("<style>"
                                    ".cianna-otf-wrap {white-space: normal !important; overflow-wrap: anywhere; height: auto !important; "
                                    "line-height: 1.3; min-height: var(--jp-widgets-inline-height, 28px);}"
                                    "</style>")
@@ -812,21 +808,24 @@ class DetectionWidget(widgets.VBox):
     _LISTED = ("id", "ra", "dec", "flux", "snr", "score")
 
     def _show_table(self, table: Table) -> None:
-        """List the sources; choosing a row centres the view on the source."""
+        """List the sources in the table (sortable by any column); choosing a row centres the view on it."""
         columns = [c for c in self._LISTED if c in table.colnames]
         self.sources_header.value = (f"<b>{plural(len(table), 'source')}</b> (first {MAX_LISTED_ROWS} listed)"
                                      if len(table) > MAX_LISTED_ROWS else f"<b>{plural(len(table), 'source')}</b>")
-        self.sources_header.value += ('<br><code style="white-space: pre">'
-                                      + html.escape("  ".join(f"{c:>11}" for c in columns)) + "</code>")
-
-        def cell(value: Any) -> str:
-            if value is _masked():  # an empty cell (no flux without a known unit)
-                return f"{'--':>11}"
-            return f"{value:11.6g}" if isinstance(value, float) or hasattr(value, "dtype") and value.dtype.kind == "f" else f"{value!s:>11}"
-
-        self.sources.options = [("  ".join(cell(row[c]) for c in columns), index)
-                                for index, row in enumerate(table[:MAX_LISTED_ROWS])]
-        self.sources.value = None
+        listed = table[:MAX_LISTED_ROWS]
+        keys, texts = {}, []
+        for name in columns:
+            column = listed[name]
+            mask = np.ma.getmaskarray(column) if hasattr(column, "mask") else np.zeros(len(column), dtype=bool)
+            values = np.ma.getdata(column)
+            numeric = values.dtype.kind in "fiu"
+            keys[name] = np.where(mask, np.nan, values.astype(np.float64)) if numeric else values.astype(str)
+            form = _CELL_FORMATS.get(name, ".6g")
+            texts.append(["--" if masked else (format(value, form) if numeric else str(value))
+                          for value, masked in zip(values.tolist(), mask.tolist())])
+        units = [str(table[name].unit) if getattr(table[name], "unit", None) is not None else "" for name in columns]
+        cells = [list(row) for row in zip(*texts)] if texts else []
+        self.sources.show(list(zip(columns, units)), cells, keys)
 
     def _on_row_selected(self, change: Mapping[str, Any]) -> None:
         index = change.get("new")

@@ -249,6 +249,41 @@ def test_region_message_sets_the_region_and_detect_overlays_sources(make_widget)
                       "content": {"ra": float(widget.table["ra"][-1]), "dec": float(widget.table["dec"][-1])}})
     assert widget.sources.value == len(widget.table) - 1
 
+    # the table: columns with units, numbers formatted, sorted by the catalogue's values
+    sources = widget.sources
+    names = [c["name"] for c in sources.columns]
+    assert names[:3] == ["id", "ra", "dec"] and {"name": "ra", "unit": "deg"} in sources.columns
+    ra_text = sources.cells[0][names.index("ra")]
+    assert float(ra_text) == pytest.approx(float(widget.table["ra"][0]), abs=1e-5) and len(ra_text.split(".")[1]) == 5
+    sources.sort_by, sources.descending = "flux", True  # what a click on the header sends
+    fluxes = np.ma.filled(np.ma.asarray(widget.table["flux"], dtype=float), np.nan)
+    shown = fluxes[sources.order]
+    finite = shown[np.isfinite(shown)]
+    assert len(finite) and np.all(np.diff(finite) <= 0), "brightest first"
+    assert sorted(sources.order) == list(range(len(widget.table)))
+    sources.descending = False
+    assert np.all(np.diff(fluxes[sources.order][np.isfinite(fluxes[sources.order])]) >= 0)
+    sources.value = sources.order[0]  # a row chosen in the sorted table is still that catalogue row
+    assert widget.view.target.ra.deg == pytest.approx(float(widget.table["ra"][sources.order[0]]))
+
+
+def test_the_source_table_puts_empty_cells_last_and_sorts_text():
+    from cianna_otf_jupyter._source_table import SourceTable
+
+    table = SourceTable()
+    flux = np.array([2.0, np.nan, 5.0, 1.0])
+    names = np.array(["b", "d", "a", "c"])
+    table.show([("flux", "Jy"), ("name", "")], [[str(f), n] for f, n in zip(flux, names)],
+               {"flux": flux, "name": names})
+    table.sort_by = "flux"
+    assert table.order == [3, 0, 2, 1]
+    table.descending = True
+    assert table.order == [2, 0, 3, 1], "empty last whichever the direction"
+    table.sort_by = "name"
+    assert [names[i] for i in table.order] == ["d", "c", "b", "a"]
+    table.show([("flux", "Jy")], [["1"], ["2"]], {"flux": np.array([1.0, 2.0])})  # new rows keep the sort key
+    assert table.sort_by == "name" and table.order == [0, 1] and table.value is None
+
 
 def test_click_submits_a_small_circle_job(make_widget):
     widget = make_widget()

@@ -190,7 +190,8 @@ def test_quickstart_in_jupyterlab_draw_a_region_and_detect(tmp_path):
         assert n_sources > 0
 
         # the table lists the same sources
-        rows = widget.locator(".widget-select select option")
+        rows = widget.locator(".cianna-otf-table tbody tr")
+        rows.first.wait_for(timeout=15_000)
         assert rows.count() == n_sources
 
         # the overlay: result circles inside the drawn rectangle, and none outside it
@@ -211,12 +212,34 @@ def test_quickstart_in_jupyterlab_draw_a_region_and_detect(tmp_path):
 
         widget.screenshot(path=str(ARTIFACTS / "quickstart-widget.png"))
         header = widget.locator(".widget-html", has_text="source").last.bounding_box()
-        listing = widget.locator(".widget-select").bounding_box()
+        listing = widget.locator(".cianna-otf-table").bounding_box()
         page.screenshot(path=str(ARTIFACTS / "quickstart-table.png"), clip={
             "x": min(header["x"], listing["x"]), "y": header["y"],
             "width": max(header["x"] + header["width"], listing["x"] + listing["width"]) - min(header["x"], listing["x"]),
             "height": listing["y"] + listing["height"] - header["y"]})
         page.screenshot(path=str(ARTIFACTS / "quickstart-page.png"), full_page=True)
+
+        # the table sorts on a header click, and a chosen row is highlighted (the view then moves)
+        headers = widget.locator(".cianna-otf-table th")
+        names = [text.split(" [")[0].strip(" \u25b2\u25bc") for text in headers.all_inner_texts()]
+        assert "flux" in names and any("[deg]" in text for text in headers.all_inner_texts())
+        column = names.index("flux")
+        flux_header = headers.nth(column)
+        flux_header.click()  # ascending
+        flux_header.click()  # descending
+        page.wait_for_function("document.querySelector('.cianna-otf-table th[data-column=flux]')"
+                               ".textContent.includes('\u25bc')", timeout=15_000)
+
+        def fluxes() -> list[float]:
+            cells = widget.locator(f".cianna-otf-table tbody tr td:nth-child({column + 1})").all_inner_texts()
+            return [float(text) for text in cells if text.strip() not in ("", "--")]
+
+        deadline = time.monotonic() + 15
+        while fluxes() != sorted(fluxes(), reverse=True) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert fluxes() == sorted(fluxes(), reverse=True), "brightest first after two clicks"
+        rows.nth(min(1, n_sources - 1)).click()
+        widget.locator(".cianna-otf-table tr.cianna-otf-chosen").wait_for(timeout=15_000)
 
     external = [url for url, _ in requests_seen if not url.startswith((lab.url, "data:", "blob:"))]
     aladin = [(url, outcome) for url, outcome in requests_seen if "/cianna-otf/static/aladin-lite/aladin.js" in url]
@@ -295,10 +318,9 @@ def test_circle_drawing_row_centring_and_click_to_identify_in_the_browser(tmp_pa
         assert int(circle_result.group(1)) >= 1, "sources in the circle"
 
         # choosing a row centres the view on that source
-        listing = widget.locator(".widget-select select")
-        first_row = listing.evaluate("select => select.options[0].text")
-        ra_row, dec_row = (float(v) for v in first_row.split()[1:3])
-        listing.select_option(index=0)
+        first_row = widget.locator(".cianna-otf-table tbody tr").first
+        ra_row, dec_row = (float(v) for v in first_row.locator("td").all_inner_texts()[1:3])
+        first_row.click()
         time.sleep(1.0)  # the kernel moves the view; the click below checks where it went
 
         # "Click a source" and a click at the view's centre, where that source now is
