@@ -152,3 +152,28 @@ def test_greedy_apart_equals_the_point_by_point_walk(seed, monkeypatch):
     np.testing.assert_array_equal(greedy_apart(x, y, score, 6.0), expected)
     monkeypatch.setattr(_components, "_MAX_ROUNDS", 1)  # the fallback walk gives the same
     np.testing.assert_array_equal(greedy_apart(x, y, score, 6.0), expected)
+
+
+def test_inside_boxes_and_brightest_near_equal_the_point_by_point_answers():
+    from scipy.spatial import cKDTree
+
+    from cianna_otf_server.pipeline._components import _brightest_near, _inside_boxes
+
+    rng = np.random.default_rng(3)
+    n, m = 2000, 500
+    cx, cy = rng.uniform(0, 300, n), rng.uniform(0, 300, n)
+    sx, sy = rng.uniform(0, 300, m), rng.uniform(0, 300, m)
+    sx[:5], sy[:5] = cx[:5], cy[:5]  # points on a detection's centre
+    speak = rng.uniform(5, 500, m)
+    w, h = rng.uniform(2, 20, m), rng.uniform(2, 20, m)
+    f, i = np.zeros(m), np.zeros(m, dtype=np.int64)
+    held = Boxes(sx + 0.5 - w / 2, sy + 0.5 - h / 2, sx + 0.5 + w / 2, sy + 0.5 + h / 2, f, f,
+                 np.zeros((m, 0)), np.zeros((m, 0)), i, i, i)
+    tree = cKDTree(np.c_[sx, sy])
+    brightest = np.array([max((speak[j] for j in tree.query_ball_point([x, y], 6.0)), default=0.0)
+                          for x, y in zip(cx, cy)])
+    np.testing.assert_array_equal(_brightest_near(cx, cy, sx, sy, speak, 6.0), brightest)
+    inside = np.array([bool(np.any((held.x_min - 0.5 <= x) & (x <= held.x_max - 0.5)
+                                   & (held.y_min - 0.5 <= y) & (y <= held.y_max - 0.5))) for x, y in zip(cx, cy)])
+    assert 0.05 * n < inside.sum() < 0.95 * n
+    np.testing.assert_array_equal(_inside_boxes(cx, cy, held), inside)

@@ -176,13 +176,10 @@ def _inside_boxes(cx: np.ndarray, cy: np.ndarray, held: Boxes) -> np.ndarray:
     if len(held) == 0 or len(cx) == 0:
         return inside
     reach = 0.5 * float(np.max(np.hypot(held.width, held.height))) + 1.0
-    tree = cKDTree(np.c_[held.x_center, held.y_center])
-    for k, near in enumerate(tree.query_ball_point(np.c_[cx, cy], reach)):
-        if not near:
-            continue
-        j = np.asarray(near)
-        inside[k] = bool(np.any((held.x_min[j] - 0.5 <= cx[k]) & (cx[k] <= held.x_max[j] - 0.5)
-                                & (held.y_min[j] - 0.5 <= cy[k]) & (cy[k] <= held.y_max[j] - 0.5)))
+    k, j = _pairs_within(cx, cy, held.x_center, held.y_center, reach)
+    hit = ((held.x_min[j] - 0.5 <= cx[k]) & (cx[k] <= held.x_max[j] - 0.5)
+           & (held.y_min[j] - 0.5 <= cy[k]) & (cy[k] <= held.y_max[j] - 0.5))
+    inside[k[hit]] = True
     return inside
 
 
@@ -190,10 +187,18 @@ def _brightest_near(cx: np.ndarray, cy: np.ndarray, sx: np.ndarray, sy: np.ndarr
                     radius: float) -> np.ndarray:
     """The highest peak among the standing detections within `radius` of each point (0 if none)."""
     out = np.zeros(len(cx))
-    for k, near in enumerate(cKDTree(np.c_[sx, sy]).query_ball_point(np.c_[cx, cy], radius)):
-        if near:
-            out[k] = float(np.max(speak[near]))
+    if len(cx) == 0 or len(sx) == 0:
+        return out
+    k, j = _pairs_within(cx, cy, sx, sy, radius)
+    np.maximum.at(out, k, np.asarray(speak, dtype=np.float64)[j])
     return out
+
+
+def _pairs_within(ax: np.ndarray, ay: np.ndarray, bx: np.ndarray, by: np.ndarray,
+                  radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(k, j)``: every point ``k`` of a and ``j`` of b at most `radius` apart (one pair of trees, no loop)."""
+    pairs = cKDTree(np.c_[ax, ay]).sparse_distance_matrix(cKDTree(np.c_[bx, by]), radius, output_type="ndarray")
+    return pairs["i"].astype(np.int64), pairs["j"].astype(np.int64)
 
 
 def _dipped(pixels: Any, cx: np.ndarray, cy: np.ndarray, value: np.ndarray, sx: np.ndarray,
