@@ -25,8 +25,8 @@ from cianna_otf_server.cianna.architectures import (
     small_yolo,
 )
 
-SDC1_PARAMETERS = 12_621_373  # DESIGN.md: ~12.6 M
-SDC1_MACS_512 = 23_012_048_896  # DESIGN.md: ~23 GMAC per 512 x 512 patch
+SDC1_PARAMETERS = 12_621_373  # the SDC1 reference network: ~12.6 M parameters
+SDC1_MACS_512 = 23_012_048_896  # and ~23 GMAC per 512 x 512 patch
 
 
 @pytest.fixture(scope="module")

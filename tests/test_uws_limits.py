@@ -98,6 +98,10 @@ def test_a_user_over_their_storage_share_gets_403_until_they_delete_jobs(small_s
     assert "MB of the 1.0 MB each user may keep" in refused.text and "delete finished jobs" in refused.text
     assert "Traceback" not in refused.text
     assert len(list((standalone.context.files.root / "jobs").iterdir())) == 1  # nothing left by the refusal
+    # nor can a PENDING job's image be replaced by a larger one over the share
+    replaced = alice.post(f"{first}/parameters", files={"IMAGE": ("c.fits", blob)}, allow_redirects=False)
+    assert replaced.status_code == 403 and "each user may keep" in replaced.text
+    assert alice.get(f"{first}/parameters/IMAGE").content == blob  # the image it had is kept
     create(standalone, bob, files={"IMAGE": ("b.fits", blob)})  # another user's share is their own
     assert alice.delete(first, allow_redirects=False).status_code in (200, 303)
     create(standalone, alice, files={"IMAGE": ("b.fits", blob)})  # room again

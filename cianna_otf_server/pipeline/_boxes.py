@@ -7,11 +7,11 @@ patches cheap to concatenate.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["Boxes", "diou", "diou_matrix"]
+__all__ = ["Boxes", "diou", "diou_matrix", "diou_broadcast"]
 
 
 @dataclass
@@ -113,18 +113,28 @@ def diou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """
     a = np.asarray(a, dtype=np.float64)[:, None, :]
     b = np.asarray(b, dtype=np.float64)[None, :, :]
-    inter_w = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0.0, None)
-    inter_h = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0.0, None)
+    return diou_broadcast(a, b, np)
+
+
+def diou_broadcast(a: Any, b: Any, xp: Any) -> Any:
+    """`diou_matrix`'s formula on corner arrays ``[..., 4]`` that broadcast against each other.
+
+    ``xp`` is the array library (numpy, or torch for boxes decoded where the network ran), so
+    the host and the device compute the overlap with the same expression.
+    """
+    inter_w = (xp.minimum(a[..., 2], b[..., 2]) - xp.maximum(a[..., 0], b[..., 0])).clip(min=0.0)
+    inter_h = (xp.minimum(a[..., 3], b[..., 3]) - xp.maximum(a[..., 1], b[..., 1])).clip(min=0.0)
     inter = inter_w * inter_h
-    area_a = np.abs(a[..., 2] - a[..., 0]) * np.abs(a[..., 3] - a[..., 1])
-    area_b = np.abs(b[..., 2] - b[..., 0]) * np.abs(b[..., 3] - b[..., 1])
+    area_a = abs(a[..., 2] - a[..., 0]) * abs(a[..., 3] - a[..., 1])
+    area_b = abs(b[..., 2] - b[..., 0]) * abs(b[..., 3] - b[..., 1])
     union = area_a + area_b - inter
-    enclose_w = np.maximum(a[..., 2], b[..., 2]) - np.minimum(a[..., 0], b[..., 0])
-    enclose_h = np.maximum(a[..., 3], b[..., 3]) - np.minimum(a[..., 1], b[..., 1])
-    dist = np.hypot(0.5 * (a[..., 0] + a[..., 2] - b[..., 0] - b[..., 2]), 0.5 * (a[..., 1] + a[..., 3] - b[..., 1] - b[..., 3]))
-    diag = np.hypot(enclose_w, enclose_h)
-    tiny = np.finfo(np.float64).tiny
-    return inter / np.maximum(union, tiny) - dist / np.maximum(diag, tiny)
+    enclose_w = xp.maximum(a[..., 2], b[..., 2]) - xp.minimum(a[..., 0], b[..., 0])
+    enclose_h = xp.maximum(a[..., 3], b[..., 3]) - xp.minimum(a[..., 1], b[..., 1])
+    dist = xp.hypot(0.5 * (a[..., 0] + a[..., 2] - b[..., 0] - b[..., 2]),
+                    0.5 * (a[..., 1] + a[..., 3] - b[..., 1] - b[..., 3]))
+    diag = xp.hypot(enclose_w, enclose_h)
+    tiny = float(np.finfo(np.float64).tiny)
+    return inter / union.clip(min=tiny) - dist / diag.clip(min=tiny)
 
 
 def diou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from ..models._card import YoloSpec
-from ._boxes import Boxes
+from ._boxes import Boxes, diou_broadcast
 from ._decode import DecodeSettings
 
 if TYPE_CHECKING:
@@ -157,20 +157,7 @@ def _diou(boxes: "torch.Tensor") -> "torch.Tensor":
     """`diou_matrix` of every pair of boxes within each patch: ``[n, K, 4]`` to ``[n, K, K]``."""
     import torch
 
-    a, b = boxes[:, :, None, :], boxes[:, None, :, :]
-    inter_w = (torch.minimum(a[..., 2], b[..., 2]) - torch.maximum(a[..., 0], b[..., 0])).clamp_min(0.0)
-    inter_h = (torch.minimum(a[..., 3], b[..., 3]) - torch.maximum(a[..., 1], b[..., 1])).clamp_min(0.0)
-    inter = inter_w * inter_h
-    area_a = (a[..., 2] - a[..., 0]).abs() * (a[..., 3] - a[..., 1]).abs()
-    area_b = (b[..., 2] - b[..., 0]).abs() * (b[..., 3] - b[..., 1]).abs()
-    union = area_a + area_b - inter
-    enclose_w = torch.maximum(a[..., 2], b[..., 2]) - torch.minimum(a[..., 0], b[..., 0])
-    enclose_h = torch.maximum(a[..., 3], b[..., 3]) - torch.minimum(a[..., 1], b[..., 1])
-    dist = torch.hypot(0.5 * (a[..., 0] + a[..., 2] - b[..., 0] - b[..., 2]),
-                       0.5 * (a[..., 1] + a[..., 3] - b[..., 1] - b[..., 3]))
-    diag = torch.hypot(enclose_w, enclose_h)
-    tiny = float(np.finfo(np.float64).tiny)
-    return inter / union.clamp_min(tiny) - dist / diag.clamp_min(tiny)
+    return diou_broadcast(boxes[:, :, None, :], boxes[:, None, :, :], torch)
 
 
 def tensor_outputs(network: Any, batch: "torch.Tensor") -> "torch.Tensor | None":

@@ -484,6 +484,8 @@ class JobService:
                 merged[upload.name.upper()] = JobParameter(
                     upload.name.upper(), self.href(job_id, f"parameters/{upload.name.upper()}"), True, True)
             validated = self.policy.validate(list(merged.values()))
+            if uploads:  # the owner's, whoever sends it (an administrator included)
+                self._check_storage_room(job.owner, sum(upload.size for upload in uploads))
             for upload in uploads:
                 self.files.store_upload(job_id, upload.name.upper(), upload.path)
             self.store.replace_parameters(job_id, validated.parameters, validated.spec)
