@@ -177,3 +177,34 @@ def test_inside_boxes_and_brightest_near_equal_the_point_by_point_answers():
                                    & (held.y_min - 0.5 <= y) & (y <= held.y_max - 0.5))) for x, y in zip(cx, cy)])
     assert 0.05 * n < inside.sum() < 0.95 * n
     np.testing.assert_array_equal(_inside_boxes(cx, cy, held), inside)
+
+
+def test_neighbours_across_an_elongated_beam_are_two_sources() -> None:
+    """A 6 x 2.5 px beam along y: sources 6 px apart in x are 2.4 beams apart, not one beam."""
+    from cianna_otf_server.pipeline._beam_metric import BeamMetric
+
+    rng = np.random.default_rng(3)
+    size = 96
+    image = rng.normal(0.0, 1.0, (size, size)).astype(np.float32)
+    yy, xx = np.mgrid[0:size, 0:size]
+    sx, sy = 2.5 / math.sqrt(8 * math.log(2)), 6.0 / math.sqrt(8 * math.log(2))
+    for x, peak in ((40.0, 80.0), (46.0, 15.0)):
+        image += (peak * np.exp(-((xx - x) ** 2 / (2 * sx ** 2) + (yy - 48.0) ** 2 / (2 * sy ** 2)))).astype(np.float32)
+    box = boxes_at([(40.0, 48.0)], side=8.0)
+    measurement = measure_sources(image, box, 6.0, 2.5, beam_angle=0.0)
+    found = component_boxes(image, box, measurement, 4.0, 6.0, 2.5, 0.0)
+    assert len(found) == 1 and abs(found.x_center[0] - 46.0) <= 1.0
+    # measured in major axes (a round 6 px beam) the neighbour is within one beam: none found
+    assert len(component_boxes(image, box, measurement, 4.0, 6.0)) == 0
+    # one per peak: 6 px apart is 2.4 beams across this beam, and 1 beam for a round one
+    x, y = np.array([40.0, 46.0]), np.array([48.0, 48.0])
+    assert one_per_peak(x, y, np.array([0.9, 0.5]), 1.0, BeamMetric.of(6.0, 2.5, 0.0)).all()
+    assert not one_per_peak(x, y, np.array([0.9, 0.5]), 6.5).all()
+
+
+def test_a_compact_detection_does_not_own_its_whole_box() -> None:
+    """The network's box on a bright point source reaches over a neighbour 2 beams away."""
+    image = sky([(40.0, 40.0, 400.0), (45.0, 40.0, 20.0)])  # 2 beams apart
+    box = boxes_at([(40.0, 40.0)], side=14.0)  # the neighbour lies inside the box
+    found = components(image, box)
+    assert len(found) == 1 and abs(found.x_center[0] - 45.0) <= 1.0

@@ -251,3 +251,37 @@ def test_window_stacks_cover_every_window_once_and_read_nan_beyond_the_image():
                 if 0 <= y < 50 and 0 <= x < 40 and (k < 3 or (i < 4 and j < 5)):
                     expected[i, j] = data[y, x]
         np.testing.assert_array_equal(stacks[k], expected)
+
+
+@pytest.mark.parametrize("angle", [0.0, -60.0, 35.0])
+def test_a_source_boxed_beside_a_brighter_neighbour_is_measured_not_the_neighbour(angle):
+    """An elongated beam (6 x 2.5 px): a 12-sigma source with a 300-sigma one 1.6 beams away.
+
+    The brightest pixel within a beam of the box centre is the neighbour's wing: without the
+    beam's weighting the measurement fits the neighbour a second time and the source is lost.
+    """
+    rng = np.random.default_rng(11)
+    image = rng.standard_normal((120, 120))
+    t = math.radians(angle)
+    minor_dir = np.array([math.cos(t), math.sin(t)])  # across the major axis, in (x, y)
+    source = np.array([60.0, 60.0])
+    neighbour = source + 1.6 * 2.5 * 2.2 * minor_dir  # 8.8 px away across the beam
+    image += _gaussian(image.shape, *source, 12.0, 6.0, 2.5, angle)
+    image += _gaussian(image.shape, *neighbour, 300.0, 6.0, 2.5, angle)
+    boxes = _boxes([(source[0] + 1.0, source[1] - 1.0)], 8.0)
+    new = measure_sources(image, boxes, 6.0, 2.5, beam_angle=angle)
+    assert math.hypot(new.x[0] - source[0], new.y[0] - source[1]) < 1.0
+    assert 9.0 < new.peak[0] < 15.0
+    old = _measure_sources_reference(image, boxes, 6.0, 2.5, beam_angle=angle)
+    _assert_same_measurement(new, old)
+
+
+def test_the_beam_weighted_start_equals_the_per_box_measurement_on_an_elongated_beam():
+    hdul, truth = simulate_sky(768, seed=12, beam_bmaj=9.0, beam_bmin=3.6, beam_pa=-60.0, pixel_scale=1.5)
+    image, view, major, minor = _snr_view(hdul)
+    angle = image.beam.in_pixels(image.wcs)[2]
+    boxes = _catalogue_boxes(truth, image.shape, major, np.random.default_rng(12))
+    new = measure_sources(view.data, boxes, major, minor, beam_angle=angle)
+    old = _measure_sources_reference(view.data, boxes, major, minor, beam_angle=angle)
+    assert new.fitted.sum() > 50
+    _assert_same_measurement(new, old)

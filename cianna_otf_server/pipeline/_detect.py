@@ -27,7 +27,7 @@ from ..errors import ModelCardError, ModelFileError, UserInputError
 from ..models._card import PRECISIONS, ModelCard
 from ._boxes import Boxes
 from ._catalogue import classic_catalogue, yolo_catalogue
-from ._components import PEAK_DISTANCE_BEAMS, component_boxes, one_per_peak
+from ._components import PEAK_DISTANCE_BEAMS, BeamMetric, component_boxes, one_per_peak
 from ._decode import decode_batch, decode_settings
 from ._device_decode import decode_batch_tensor, device_decode_problem, tensor_outputs
 from ._device_tiling import DeviceTiler, device_tiling_problem
@@ -391,20 +391,21 @@ class YoloDetection:
             measurement = measurement.take(keep) if measurement is not None else None
         return boxes, snr, measurement
 
-    def _beam_in_model_pixels(self) -> tuple[float, float] | None:
+    def _beam_in_model_pixels(self) -> tuple[float, float, float] | None:
+        """The beam's axes (pixels) and major-axis angle (degrees from +y towards -x) in the view."""
         beam = getattr(self.image, "beam", None)
         if beam is None or self.image.wcs is None:
             return None
-        major, minor, _ = beam.in_pixels(self.image.wcs)
-        return major * self.view.zoom, minor * self.view.zoom
+        major, minor, angle = beam.in_pixels(self.image.wcs)
+        return major * self.view.zoom, minor * self.view.zoom, angle
 
     def _measure(self, boxes: Boxes) -> Measurement | None:
         """Fit the detections on the view (model pixels), where the beam spans enough pixels."""
         beam = self._beam_in_model_pixels()
         if beam is None:
             return None
-        return measure_sources(self.view.data, self.view.to_model(boxes), *beam,
-                               snr=self.domain.convention == "snr")
+        return measure_sources(self.view.data, self.view.to_model(boxes), beam[0], beam[1],
+                               snr=self.domain.convention == "snr", beam_angle=beam[2])
 
     def _deblend(self, boxes: Boxes, measurement: Measurement) -> tuple[Boxes, Measurement]:
         """Add the sources around the detections that no measured detection accounts for.
@@ -418,13 +419,15 @@ class YoloDetection:
         beam = self._beam_in_model_pixels()
         if beam is None:
             return boxes, measurement
+        major, minor, angle = beam
         found = component_boxes(self.view.data, self.view.to_model(boxes), measurement,
-                                self.yolo.min_peak_snr, beam[0])
+                                self.yolo.min_peak_snr, major, minor, angle)
         if len(found):
-            measured = measure_sources(self.view.data, found, *beam, snr=True)
+            measured = measure_sources(self.view.data, found, major, minor, snr=True, beam_angle=angle)
             boxes = Boxes.concat([boxes, self.view.to_image(found)])
             measurement = measurement.concat(measured)
-        keep = one_per_peak(measurement.x, measurement.y, boxes.objectness, PEAK_DISTANCE_BEAMS * beam[0])
+        keep = one_per_peak(measurement.x, measurement.y, boxes.objectness, PEAK_DISTANCE_BEAMS,
+                            BeamMetric.of(major, minor, angle))
         return boxes.take(keep), measurement.take(keep)
 
     def catalogue(self) -> Table:

@@ -17,6 +17,11 @@ than the fitted Gaussian: doubles, extended emission) take the sum of their pixe
 sigma in the box instead, divided by the beam area and by the share of a Gaussian's flux above
 that level (``1 - level / peak``).
 
+"Brightest near the box centre", for a box of about a beam, weighs each pixel by the beam's
+response at its offset from the centre (`start_weight`): a source the network boxed beside a
+brighter neighbour one or two beams away is measured, rather than the neighbour a second time.
+Bigger boxes (extended sources) take the brightest pixel of their inner half.
+
 The fit runs on the image as the model sees it (`DomainView`, signal-to-noise units, resampled
 so that the beam spans enough pixels), which keeps undersampled images measurable; positions
 and sizes are mapped back to image pixels by the caller.
@@ -29,6 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._beam_metric import BeamMetric
 from ._boxes import Boxes
 from ._windows import blank_beyond, read_windows, window_groups
 
@@ -42,6 +48,12 @@ FIT_FRACTION = 0.3
 COMPLEX_AREA = 6.0
 #: Pixels counted in the sum of a complex source: above this many local sigmas.
 ISLAND_SNR = 2.0
+_FOUR_LN2 = 4.0 * math.log(2.0)
+
+
+def start_weight(dx: np.ndarray, dy: np.ndarray, metric: BeamMetric) -> np.ndarray:
+    """The beam's response (1 at its centre, 1/2 at half its FWHM) at pixel offsets ``(dx, dy)``."""
+    return np.exp(-_FOUR_LN2 * metric.squared(dx, dy))
 
 
 @dataclass(frozen=True)
@@ -89,7 +101,7 @@ class Measurement:
 
 
 def measure_sources(pixels: object, boxes: Boxes, beam_major: float, beam_minor: float,
-                    snr: bool = True) -> Measurement:
+                    snr: bool = True, beam_angle: float | None = None) -> Measurement:
     """Fit each box's source in `pixels` (boxes and beam in the same pixel frame).
 
     Parameters
@@ -104,6 +116,9 @@ def measure_sources(pixels: object, boxes: Boxes, beam_major: float, beam_minor:
     snr : bool
         The pixels are in units of the local noise (then the complex-source sum keeps pixels
         above `ISLAND_SNR`; otherwise pixels above 5% of the peak).
+    beam_angle : float, optional
+        The beam's major-axis angle, degrees from +y towards -x; without it the beam's shape
+        is taken as round where it weighs the pixels a measurement starts from.
 
     Notes
     -----
@@ -121,13 +136,14 @@ def measure_sources(pixels: object, boxes: Boxes, beam_major: float, beam_minor:
     beam_area = math.pi * beam_major * beam_minor / (4.0 * math.log(2.0))
     reach = max(2, int(math.ceil(1.2 * beam_major)))
     geometry = _BoxGeometry.of(boxes, reach)
+    metric = BeamMetric.of(beam_major, beam_minor if beam_angle is not None else None, beam_angle)
     xa, ya = geometry.fx - geometry.half_w, geometry.fy - geometry.half_h  # window corners, unclipped
     xb, yb = geometry.fx + geometry.half_w + 1, geometry.fy + geometry.half_h + 1
     use = (np.maximum(xa, 0) < np.minimum(xb, nx)) & (np.maximum(ya, 0) < np.minimum(yb, ny))
     for height, width, index in window_groups(yb - ya, xb - xa, use):
         values = _read_stack(pixels, ya[index], xa[index], yb[index], xb[index], height, width)
         _measure_stack(values, ya[index], xa[index], geometry.take(index), index, result,
-                       beam_major, beam_minor, beam_area, reach, snr)
+                       beam_major, beam_minor, beam_area, reach, snr, metric)
     return result.measurement()
 
 
@@ -208,7 +224,7 @@ _RHS = len(_MOMENTS) + np.arange(len(_TERMS))
 
 def _measure_stack(values: np.ndarray, ya: np.ndarray, xa: np.ndarray, box: _BoxGeometry, index: np.ndarray,
                    result: _Results, beam_major: float, beam_minor: float, beam_area: float, reach: int,
-                   snr: bool) -> None:
+                   snr: bool, metric: BeamMetric) -> None:
     """Measure a stack of windows ``values [m, h, w]`` (corners ``(ya, xa)``) into ``result[index]``.
 
     The steps of `_measure_sources_reference` for each window, as array operations over the
@@ -223,7 +239,18 @@ def _measure_stack(values: np.ndarray, ya: np.ndarray, xa: np.ndarray, box: _Box
     near_x = ((xs - box.cx[:, None]) / np.maximum(reach, 0.5 * box.width)[:, None]) ** 2
     near_y = ((ys - box.cy[:, None]) / np.maximum(reach, 0.5 * box.height)[:, None]) ** 2
     usable = finite & ((near_x[:, None, :] + near_y[:, :, None]) <= 1.0)
-    candidates = np.where(usable, values, -np.inf).reshape(m, h * w)
+    candidates = np.where(usable, values, -np.inf)
+    score = candidates
+    small = np.maximum(box.width, box.height) <= 2 * reach  # a box of about a beam
+    if small.any():
+        weight = start_weight((xs - box.cx[:, None])[:, None, :], (ys - box.cy[:, None])[:, :, None], metric)
+        score = np.where(small[:, None, None] & (candidates > 0), candidates * weight, candidates)
+        # the weights chose the source; its brightest pixel (within half a beam) is the start
+        chosen = np.argmax(score.reshape(m, h * w), axis=1)
+        cy_, cx_ = np.divmod(chosen, w)
+        around = metric.squared((xs - (xa + cx_)[:, None])[:, None, :], (ys - (ya + cy_)[:, None])[:, :, None]) <= 0.25
+        candidates = np.where(small[:, None, None] & ~around, -np.inf, candidates)
+    candidates = candidates.reshape(m, h * w)
     best = np.argmax(candidates, axis=1)
     peak = candidates[np.arange(m), best].astype(np.float64)  # levels from it are float64, as a window's own
     seen = usable.reshape(m, h * w)[np.arange(m), best]  # any usable pixel: the best one is usable
@@ -380,7 +407,7 @@ def _solve_stack(normal: np.ndarray, rhs: np.ndarray, starts: np.ndarray, v: np.
 
 
 def _measure_sources_reference(pixels: object, boxes: Boxes, beam_major: float, beam_minor: float,
-                               snr: bool = True) -> Measurement:
+                               snr: bool = True, beam_angle: float | None = None) -> Measurement:
     """`measure_sources`, one box at a time: the measurement as plainly stated.
 
     Each box's window is read and measured on its own, with `_fit_gaussian`; `measure_sources`
@@ -393,6 +420,7 @@ def _measure_sources_reference(pixels: object, boxes: Boxes, beam_major: float, 
     ny, nx = (int(v) for v in pixels.shape)  # type: ignore[attr-defined]
     beam_area = math.pi * beam_major * beam_minor / (4.0 * math.log(2.0))
     reach = max(2, int(math.ceil(1.2 * beam_major)))
+    metric = BeamMetric.of(beam_major, beam_minor if beam_angle is not None else None, beam_angle)
     # the box columns as plain floats once: Boxes' derived columns are computed on each access
     centres_x, centres_y = boxes.x_center.tolist(), boxes.y_center.tolist()
     widths, heights = boxes.width.tolist(), boxes.height.tolist()
@@ -417,6 +445,13 @@ def _measure_sources_reference(pixels: object, boxes: Boxes, beam_major: float, 
         candidates = np.where(finite & near, window, -np.inf)
         if not np.isfinite(candidates).any():
             continue
+        score = candidates
+        if max(width, height) <= 2 * reach:  # a box of about a beam: weighed by the beam's response
+            score = np.where(candidates > 0, candidates * start_weight(xx - cx, yy - cy, metric), candidates)
+            sy, sx = np.unravel_index(int(np.argmax(score)), window.shape)
+            # the weights chose the source; its brightest pixel (within half a beam) is the start
+            around = metric.squared(xx - xx[sy, sx], yy - yy[sy, sx]) <= 0.25
+            candidates = np.where(around, candidates, -np.inf)
         iy, ix = np.unravel_index(int(np.argmax(candidates)), window.shape)
         peak = window[iy, ix]
         out["x"][k], out["y"][k], out["peak"][k] = xx[iy, ix], yy[iy, ix], peak
