@@ -15,7 +15,7 @@ from cianna_otf_server.jobs import DetectionParameterPolicy, DetectionRunner
 from cianna_otf_server.models import ModelRegistry
 from cianna_otf_server.scheduler import BatchingScheduler, DeviceRunner, OutOfDeviceMemory, SchedulerSettings
 from cianna_otf_server.sky.simulate import write_simulation
-from cianna_otf_server.uws import JobFiles, JobService, JobStore, Phase
+from cianna_otf_server.uws import JobFiles, JobService, JobStore, OwnerQuotaError, Phase, ServiceLimits
 
 sys.path.insert(0, str(Path(__file__).parent))
 from yolo_models import write_tiny_yolo  # noqa: E402
@@ -37,7 +37,8 @@ def images(tmp_path_factory) -> Path:
 class Harness:
     """A job service wired to a `BatchingScheduler`, driven without HTTP."""
 
-    def __init__(self, root: Path, images: Path, settings: SchedulerSettings, device_runner_factory=None) -> None:
+    def __init__(self, root: Path, images: Path, settings: SchedulerSettings, device_runner_factory=None,
+                 limits: ServiceLimits | None = None) -> None:
         self.models = root / "models"
         write_tiny_yolo(self.models)
         self.registry = ModelRegistry([self.models], use_environment=False)
@@ -46,7 +47,8 @@ class Harness:
         runner = DetectionRunner(self.registry, files, device="cpu")
         self.scheduler = BatchingScheduler(runner, settings, device_runner_factory=device_runner_factory)
         policy = DetectionParameterPolicy(self.registry, data_roots=[images])
-        self.service = JobService(self.store, files, self.scheduler, policy, lambda j, p="": f"/async/{j}/{p}")
+        self.service = JobService(self.store, files, self.scheduler, policy, lambda j, p="": f"/async/{j}/{p}",
+                                  limits=limits)
         self.service.startup()
         self.images = images
 
@@ -74,7 +76,8 @@ def make_harness(tmp_path, images):
 
     def make(**kwargs) -> Harness:
         factory = kwargs.pop("device_runner_factory", None)
-        harness = Harness(tmp_path / f"h{len(made)}", images, SchedulerSettings(**kwargs), factory)
+        limits = kwargs.pop("limits", None)
+        harness = Harness(tmp_path / f"h{len(made)}", images, SchedulerSettings(**kwargs), factory, limits)
         made.append(harness)
         return harness
 
@@ -153,6 +156,32 @@ def test_abort_drops_pending_patches(make_harness) -> None:
     assert h.scheduler.queue_depths() == {}
     assert not any((h.service.files.job_dir(big) / "results").iterdir())
     assert h.wait(h.submit("small.fits")).phase == Phase.COMPLETED  # the scheduler keeps serving
+
+
+def test_a_user_whose_jobs_hold_their_share_of_patches_waits_with_429(make_harness) -> None:
+    h = make_harness(batch_size={"cpu": 8}, max_wait=0.01, device_runner_factory=_SlowDevice,
+                     limits=ServiceLimits(max_queued_patches_per_owner=500))
+    assert h.scheduler.queued_patches("alice") == 0
+    first = h.wait(h.submit("small.fits"))  # under the limit: any job may start
+    assert first.phase == Phase.COMPLETED
+    big = h.submit("survey.fits")  # 1849 patches: one job may go over it
+    h.wait(big, phases={Phase.EXECUTING})
+    deadline = time.monotonic() + 30
+    while h.scheduler.queued_patches("alice") == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)  # prepared: its patches are counted
+    held = h.scheduler.queued_patches("alice")
+    assert 500 <= held <= 1849
+    with pytest.raises(OwnerQuotaError) as refused:
+        h.submit("small.fits")
+    assert refused.value.status == 429 and refused.value.retry_after > 0
+    assert "patches still to run, the most allowed is 500" in str(refused.value)
+    assert h.scheduler.queued_patches("bob") == 0
+    assert h.wait(h.submit("small.fits", owner="bob")).phase == Phase.COMPLETED  # the limit is per user
+    h.service.abort("alice", big)
+    deadline = time.monotonic() + 10
+    while h.scheduler.queued_patches("alice") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert h.wait(h.submit("small.fits")).phase == Phase.COMPLETED  # room again
 
 
 class _SmallMemoryDevice(DeviceRunner):

@@ -533,6 +533,11 @@ class BatchingScheduler:
             self._cancel.pop(job_id, None)
 
     # -- introspection (metrics, tests) ------------------------------------------------------------
+    def queued_patches(self, owner: str | None) -> int:
+        """Patches the owner's prepared jobs have still to run (cut or not; the service's patch quota)."""
+        with self._cond:
+            return sum(w.total - w.done for w in self._works.values() if w.owner == owner)
+
     def queue_depths(self) -> dict[str, int]:
         """Patches waiting (cut or not) per model."""
         with self._cond:

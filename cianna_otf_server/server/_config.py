@@ -74,6 +74,9 @@ class ServiceConfig(Configurable):
     max_image_pixels = Int(32768 * 32768, help="Largest image a job may process, pixels.").tag(config=True)
     # -- queue and job lifetimes -----------------------------------------------------------------
     max_queued_per_owner = Int(100, help="Queued or running jobs per user before 429 (their own quota).").tag(config=True)
+    max_queued_patches_per_owner = Int(0, help="Patches one user's queued and running jobs may hold before their "
+                                       "next job gets 429 (a survey-sized backlog waits its turn); 0: no "
+                                       "limit.").tag(config=True)
     max_storage_per_owner_mb = Int(0, help="MB of job files (uploads, results) one user may keep before new "
                                    "jobs get 403 (delete finished ones to make room); 0: no limit.").tag(config=True)
     max_queued_total = Int(1000, help="Queued or running jobs in total before 503.").tag(config=True)
@@ -128,7 +131,8 @@ class ServiceConfig(Configurable):
         return int(proposal["value"])
 
     @validate("max_upload_bytes", "max_download_bytes", "max_image_pixels", "default_execution_duration",
-              "max_execution_duration", "batch_size", "max_storage_per_owner_mb")
+              "max_execution_duration", "batch_size", "max_storage_per_owner_mb",
+              "max_queued_patches_per_owner")
     def _not_negative(self, proposal: dict[str, Any]) -> int | None:
         if proposal["value"] is None:  # max_download_bytes unset: the upload limit
             return None
@@ -167,6 +171,7 @@ class ServiceConfig(Configurable):
         return ServiceLimits(
             max_upload_bytes=self.max_upload_bytes,
             max_queued_per_owner=self.max_queued_per_owner,
+            max_queued_patches_per_owner=self.max_queued_patches_per_owner,
             max_storage_per_owner=self.max_storage_per_owner_mb * 1024 * 1024,
             max_queued_total=self.max_queued_total,
             default_execution_duration=self.default_execution_duration,

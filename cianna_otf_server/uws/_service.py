@@ -91,6 +91,7 @@ class ServiceLimits:
 
     max_upload_bytes: int = 2 * 1024**3
     max_queued_per_owner: int = 100
+    max_queued_patches_per_owner: int = 0  # patches of one user's queued/running jobs; 0 = no limit
     max_queued_total: int = 1000
     max_storage_per_owner: int = 0  # bytes of job files (uploads, results) per user; 0 = no limit
     retry_after_seconds: int = 30
@@ -126,6 +127,12 @@ class JobExecutor(Protocol):
     def cancel(self, job_id: str) -> None: ...
     def start(self) -> None: ...
     def shutdown(self, wait: bool = True) -> None: ...
+
+
+class PatchCounting(Protocol):
+    """An executor that knows how many patches each owner's jobs still hold (the batching scheduler)."""
+
+    def queued_patches(self, owner: str | None) -> int: ...
 
 
 class JobService:
@@ -392,6 +399,25 @@ class JobService:
             raise OwnerQuotaError(
                 f"you have {self.limits.max_queued_per_owner} jobs queued or running, the most allowed; "
                 "wait for some to finish", retry_after=self.limits.retry_after_seconds)
+        self._check_patch_room(owner)
+
+    def _check_patch_room(self, owner: str | None) -> None:
+        """Refuse a new job (429) while its owner's jobs hold their share of patches.
+
+        The job count alone lets one user queue a few whole-survey jobs, hundreds of thousands
+        of patches, ahead of everybody's clicks on a shared GPU. The patches a job holds are known
+        once it is prepared, so a user under the limit may start one more job of any size; then
+        they wait until their backlog drains below it.
+        """
+        limit = self.limits.max_queued_patches_per_owner
+        counting = getattr(self.executor, "queued_patches", None)
+        if not limit or counting is None:
+            return
+        held = counting(owner)
+        if held >= limit:
+            raise OwnerQuotaError(
+                f"your queued and running jobs hold {held} patches still to run, the most allowed is {limit}; "
+                "wait for them to progress (or abort one)", retry_after=self.limits.retry_after_seconds)
 
     def _check_storage_room(self, owner: str | None, incoming: int) -> None:
         """Refuse a new job when its owner's jobs already hold their share of the disk (403).
