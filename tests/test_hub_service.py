@@ -98,7 +98,7 @@ c.JupyterHub.cookie_secret_file = "{folder}/cookie_secret"
 c.JupyterHub.authenticator_class = "dummy"
 c.Authenticator.allow_all = True
 c.JupyterHub.services = [
-    {{"name": "cianna-otf", "url": "{service_url}", "api_token": "{SERVICE_TOKEN}"}},
+    {{"name": "cianna-otf", "url": "{service_url}", "api_token": "{SERVICE_TOKEN}", "oauth_no_confirm": True}},
     {{"name": "tester", "api_token": "{TESTER_TOKEN}"}},
 ]
 c.JupyterHub.custom_scopes = {{
@@ -126,7 +126,10 @@ c.JupyterHub.load_roles = [
             assert reply.status_code == 201, reply.text
             tokens[user] = reply.json()["token"]
         env = {**os.environ, "JUPYTERHUB_API_TOKEN": SERVICE_TOKEN, "JUPYTERHUB_API_URL": api,
-               "JUPYTERHUB_SERVICE_NAME": "cianna-otf", "JUPYTERHUB_SERVICE_PREFIX": "/services/cianna-otf/"}
+               "JUPYTERHUB_SERVICE_NAME": "cianna-otf", "JUPYTERHUB_SERVICE_PREFIX": "/services/cianna-otf/",
+               # the OAuth client the Hub made for the service (it gives these to services it starts)
+               "JUPYTERHUB_CLIENT_ID": "service-cianna-otf",
+               "JUPYTERHUB_OAUTH_CALLBACK_URL": "/services/cianna-otf/oauth_callback"}
         env.pop("CIANNA_OTF_TOKEN", None)
         service = subprocess.Popen(
             [sys.executable, "-m", "cianna_otf_server.cli", "serve", "--auth", "hub", "--port", str(service_port),
@@ -255,6 +258,52 @@ def test_the_service_answers_through_the_hubs_proxy_at_its_prefix(hub) -> None:
     job = alice.post(proxied + "/async", data={"IMAGE": "small.fits", "MODEL": "classic"}, timeout=30)
     assert job.status_code == 200 and job.url.startswith(proxied + "/async/")
     assert "<uws:ownerId>alice</uws:ownerId>" in job.text
+
+
+def test_a_browser_logs_in_through_the_hub_and_reads_only_with_its_cookie(hub) -> None:
+    """OAuth: a page asked for without credentials goes to the Hub's login and comes back logged in.
+
+    The browser (a requests session keeping cookies, through the Hub's proxy) asks for the job
+    list as HTML would; the service sends it to the Hub's OAuth authorisation, the Hub to its
+    login form (the dummy authenticator takes any password), then back to the service's
+    ``oauth_callback``, which sets the login cookie and returns the browser to the job list.
+    The cookie reads (alice's jobs, not bob's) but cannot create a job: that needs a token.
+    """
+    import re
+
+    _, root, tokens, _, proxied = hub
+    alice = {"Authorization": f"token {tokens['alice']}"}
+    mine = requests.post(f"{root}/async", data={"IMAGE": "small.fits", "MODEL": "classic"}, headers=alice,
+                         allow_redirects=False, timeout=30)
+    assert mine.status_code == 303
+    mine_id = mine.headers["Location"].rstrip("/").rsplit("/", 1)[-1]
+    bobs = requests.post(f"{root}/async", data={"IMAGE": "small.fits", "MODEL": "classic"},
+                         headers={"Authorization": f"token {tokens['bob']}"}, allow_redirects=False, timeout=30)
+    bobs_id = bobs.headers["Location"].rstrip("/").rsplit("/", 1)[-1]
+
+    browser = requests.Session()
+    browser.headers["Accept"] = "text/html,application/xhtml+xml,*/*;q=0.8"
+    # an API client without credentials still gets the 401 it can act on
+    assert requests.get(f"{proxied}/async", timeout=10).status_code == 401
+    first = browser.get(f"{proxied}/async", allow_redirects=False, timeout=10)
+    assert first.status_code == 302 and "/hub/api/oauth2/authorize" in first.headers["Location"]
+    assert "client_id=service-cianna-otf" in first.headers["Location"]
+    form = browser.get(f"{proxied}/async", timeout=30)  # follows on to the Hub's login form
+    assert form.status_code == 200 and "/hub/login" in form.url
+    xsrf = re.search(r'name="_xsrf"[^>]*value="([^"]+)"', form.text)
+    login = browser.post(form.url, data={"username": "alice", "password": "any",
+                                         **({"_xsrf": xsrf.group(1)} if xsrf else {})}, timeout=30)
+    assert login.status_code == 200, login.text[:500]
+    assert login.url.rstrip("/").endswith("/services/cianna-otf/async")  # back where the browser began
+    assert mine_id in login.text and bobs_id not in login.text  # alice's jobs, only hers
+    assert browser.get(f"{proxied}/async/{mine_id}", timeout=10).status_code == 200
+    assert browser.get(f"{proxied}/async/{bobs_id}", allow_redirects=False, timeout=10).status_code in (403, 404)
+    # the cookie does not change anything: a cross-site form post from a logged-in browser is refused
+    forged = browser.post(f"{proxied}/async", data={"IMAGE": "small.fits"}, allow_redirects=False, timeout=10)
+    assert forged.status_code == 401
+    deleted = browser.post(f"{proxied}/async/{mine_id}", data={"ACTION": "DELETE"}, allow_redirects=False, timeout=10)
+    assert deleted.status_code == 401
+    assert requests.get(f"{root}/async/{mine_id}", headers=alice, timeout=10).status_code == 200  # still there
 
 
 def test_a_hub_that_cannot_be_reached_is_a_503_not_a_401(hub) -> None:

@@ -112,25 +112,38 @@ class StandaloneHandler(web.RequestHandler):
             self._refuse(web.HTTPError(400, "the path is not valid UTF-8 once percent-decoded"))
             return
         try:
-            self._user, self.admin = self._principal(self.request.headers.get("Authorization"))
+            self._user, self.admin = self._principal()
         except HubUnavailableError as exc:
             refusal = web.HTTPError(503, str(exc))
             refusal.retry_after = 10  # type: ignore[attr-defined]  (read by write_error)
             self._refuse(refusal)
             return
         if self._user is None:
+            login = self._browser_login()
+            if login is not None:  # a person with a browser: the Hub's login page, then back here
+                self.redirect(login)
+                return
             self.set_header("WWW-Authenticate", 'Bearer realm="cianna-otf"')
             self._refuse(web.HTTPError(401, "authentication required: send 'Authorization: Bearer TOKEN'"))
             return
         self.start_body()  # type: ignore[attr-defined]
 
-    def _principal(self, header: str | None) -> tuple[str | None, bool]:
+    def _principal(self) -> tuple[str | None, bool]:
         """The request's user and whether they administer the service (`HubAuthenticator` knows admins)."""
-        principal_for = getattr(self.auth, "principal_for", None)
-        if principal_for is None:
-            return self.auth.user_for(header), False
-        principal = principal_for(header)
-        return (principal.name, principal.admin) if principal is not None else (None, False)
+        for_request = getattr(self.auth, "principal_for_request", None)
+        if for_request is not None:
+            principal = for_request(self)
+            return (principal.name, principal.admin) if principal is not None else (None, False)
+        return self.auth.user_for(self.request.headers.get("Authorization")), False
+
+    def _browser_login(self) -> str | None:
+        """The login page for a browser's unauthenticated page view, where the users log in elsewhere."""
+        login_url = getattr(self.auth, "login_url", None)
+        if login_url is None or self.request.method != "GET":
+            return None
+        if "text/html" not in self.request.headers.get("Accept", ""):
+            return None  # an API client (pyvo, curl): a 401 it can act on
+        return login_url(self)
 
     @property
     def owner(self) -> str | None:
@@ -189,8 +202,14 @@ def make_app(config: ServiceConfig, tokens: dict[str, str] | None = None,
     context = ServiceContext(config)
     auth = auth if auth is not None else TokenAuthenticator(tokens or {})
     handlers: list[Any] = make_handlers(context.root_path, StandaloneHandler, {"context": context, "auth": auth})
-    # no response compression: pyvo reads job lists from the raw (undecoded) stream
-    app = web.Application(handlers, default_handler_class=_NotFound, xsrf_cookies=False)
+    callback = getattr(auth, "callback_route", None)
+    route = callback(context.root_path) if callback is not None else None
+    if route is not None:  # the end of a browser's login through the Hub
+        handlers.insert(0, route)
+    # no response compression: pyvo reads job lists from the raw (undecoded) stream; the cookie
+    # secret signs browser login cookies (new at each start: browsers then log in again)
+    app = web.Application(handlers, default_handler_class=_NotFound, xsrf_cookies=False,
+                          cookie_secret=secrets.token_bytes(32))
     return app, context
 
 
