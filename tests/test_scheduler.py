@@ -11,16 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cianna_otf_server.jobs import DetectionParameterPolicy, DetectionRunner
-from cianna_otf_server.models import ModelRegistry
 from cianna_otf_server.scheduler import BatchingScheduler, DeviceRunner, OutOfDeviceMemory, SchedulerSettings
 from cianna_otf_server.sky.simulate import write_simulation
-from cianna_otf_server.uws import JobFiles, JobService, JobStore, OwnerQuotaError, Phase, ServiceLimits
+from cianna_otf_server.uws import OwnerQuotaError, Phase, ServiceLimits
 
 sys.path.insert(0, str(Path(__file__).parent))
+from executor_harness import Harness  # noqa: E402
 from yolo_models import write_tiny_yolo  # noqa: E402
-
-FINAL = {Phase.COMPLETED, Phase.ERROR, Phase.ABORTED}
 BATCH_LOG = re.compile(r"batch model=(\S+) precision=\S+ size=(\d+) jobs=(\d+)")
 OWNERS_LOG = re.compile(r"batch .* owners=(\d+)")
 
@@ -34,42 +31,6 @@ def images(tmp_path_factory) -> Path:
     return root
 
 
-class Harness:
-    """A job service wired to a `BatchingScheduler`, driven without HTTP."""
-
-    def __init__(self, root: Path, images: Path, settings: SchedulerSettings, device_runner_factory=None,
-                 limits: ServiceLimits | None = None) -> None:
-        self.models = root / "models"
-        write_tiny_yolo(self.models)
-        self.registry = ModelRegistry([self.models], use_environment=False)
-        self.store = JobStore(root / "jobs.sqlite")
-        files = JobFiles(root / "data")
-        runner = DetectionRunner(self.registry, files, device="cpu")
-        self.scheduler = BatchingScheduler(runner, settings, device_runner_factory=device_runner_factory)
-        policy = DetectionParameterPolicy(self.registry, data_roots=[images])
-        self.service = JobService(self.store, files, self.scheduler, policy, lambda j, p="": f"/async/{j}/{p}",
-                                  limits=limits)
-        self.service.startup()
-        self.images = images
-
-    def submit(self, image: str, owner: str = "alice", model: str = "tiny-yolo") -> str:
-        job = self.service.create(owner, [("IMAGE", image), ("MODEL", model), ("PHASE", "RUN")])
-        return job.job_id
-
-    def wait(self, job_id: str, timeout: float = 60.0, phases=FINAL):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            job = self.store.get(job_id)
-            if job is not None and job.phase in phases:
-                return job
-            time.sleep(0.01)
-        raise AssertionError(f"job {job_id} still {self.store.get(job_id).phase} after {timeout} s")
-
-    def close(self) -> None:
-        self.service.shutdown()
-        self.store.close()
-
-
 @pytest.fixture
 def make_harness(tmp_path, images):
     made = []
@@ -77,7 +38,9 @@ def make_harness(tmp_path, images):
     def make(**kwargs) -> Harness:
         factory = kwargs.pop("device_runner_factory", None)
         limits = kwargs.pop("limits", None)
-        harness = Harness(tmp_path / f"h{len(made)}", images, SchedulerSettings(**kwargs), factory, limits)
+        settings = SchedulerSettings(**kwargs)
+        harness = Harness(tmp_path / f"h{len(made)}", images,
+                          lambda runner: BatchingScheduler(runner, settings, device_runner_factory=factory), limits)
         made.append(harness)
         return harness
 

@@ -54,7 +54,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "as an option below or in a config file (--config; c.ServiceConfig.NAME = VALUE), options "
         "winning over the file.",
         epilog="example:\n  cianna-otf serve --port 8750 --data-dir /srv/cianna-otf --token SECRET\n"
-        "  then: curl -H 'Authorization: Bearer SECRET' http://127.0.0.1:8750/models",
+        "  then: curl -H 'Authorization: Bearer SECRET' http://127.0.0.1:8750/models\n"
+        "  on a Ray cluster: cianna-otf serve --executor ray --ray-address HEAD:6379",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
@@ -95,7 +96,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           help=traits["compile_networks"].help)
     settings.add_argument("--device", dest="device", default=None, help=f"{traits['device'].help} (default: auto)")
     settings.add_argument("--workers", dest="workers", type=int, default=None, help=f"{traits['workers'].help} (default: 1)")
-    settings.add_argument("--executor", dest="executor", choices=["batching", "pool"], default=None,
+    settings.add_argument("--executor", dest="executor", choices=["batching", "pool", "ray"], default=None,
                           help=f"{traits['executor'].help} (default: batching)")
     settings.add_argument("--batch-size", dest="batch_size", type=int, default=None, help=traits["batch_size"].help)
     for name, trait in traits.items():  # every other setting, named as its trait

@@ -50,6 +50,18 @@ log = logging.getLogger(__name__)
 #: batch; larger ones hand it to the owner-fair finishing threads.
 SMALL_JOB_PATCHES = 16
 
+#: A job whose batches were lost with their device this many times fails (a batch that kills
+#: every worker it runs on must not circulate for ever).
+MAX_REQUEUES = 8
+
+#: Seconds past its due time that a batch is left to an idle device already holding its model
+#: before another device loads the model to run it (remote devices only).
+AFFINITY_GRACE = 0.05
+
+
+class DeviceLost(RuntimeError):
+    """A remote device (a Ray actor, its node) went away with a batch: the batch runs again elsewhere."""
+
 
 @dataclass
 class SchedulerSettings:
@@ -101,6 +113,7 @@ class BatchingScheduler:
         self._pools: dict[tuple[int, ...], PinnedPool] = {}
         self._running = False
         self._threads: list[threading.Thread] = []
+        self._requeues: dict[str, int] = {}
         self.cache = ModelCache(self._load, self.settings.model_budget_bytes,
                                 on_load=self.metrics.model_loaded, on_hit=self.metrics.model_hit)
         factory = device_runner_factory or DeviceRunner
@@ -318,18 +331,31 @@ class BatchingScheduler:
 
     def _next_batch(self, device: DeviceRunner, block: bool = True
                     ) -> tuple[_Group, list[tuple[JobWork, list[ReadyPatch]]]] | None:
-        """The next due batch; blocks until one is due unless `block` is False (None then)."""
+        """The next due batch; blocks until one is due unless `block` is False (None then).
+
+        A remote device ranks the due groups by `device.affinity(group)` (0: it holds the model,
+        1: it would load it, 2: a less loaded device holds it) so that batches go where their
+        model is resident, and loads elsewhere only when the holders are busy.
+        """
+        affinity = getattr(device, "affinity", None)
         with self._cond:
             while self._running:
                 now = time.monotonic()
-                best, best_oldest, wake = None, math.inf, math.inf
+                best, best_rank, wake = None, (math.inf, math.inf), math.inf
                 for group in self._groups.values():
                     batch = group.batch_limit or self.settings.batch_for(device.device)
                     due, deadline = self._due(group, batch, now)
                     if due:
                         oldest = min(w.oldest_ready() for w in group.jobs if w.ready)
-                        if oldest < best_oldest:
-                            best, best_oldest = group, oldest
+                        place = affinity(group.key.group) if affinity is not None else 0
+                        if place >= 2:  # an idle device holds this model: leave the batch to it a moment
+                            overdue = oldest + self.settings.max_wait + AFFINITY_GRACE
+                            if now < overdue:
+                                wake = min(wake, overdue)
+                                continue
+                            place = 1
+                        if (place, oldest) < best_rank:
+                            best, best_rank = group, (place, oldest)
                     else:
                         wake = min(wake, deadline)
                 if best is not None:
@@ -351,7 +377,15 @@ class BatchingScheduler:
             except Exception:  # noqa: BLE001 - serve anyway: each batch then fails its jobs with
                 # the device's error, instead of a dead worker leaving them EXECUTING for ever
                 log.exception("device worker %s: could not bind the device", device.device)
+        ready = getattr(device, "ready", None)  # remote devices: False while their worker is away
+        pipelined = getattr(device, "pipelined", device.is_cuda)  # launch returns before the batch is run
         while True:
+            if ready is not None and pending is None and not ready():
+                if not self._running:
+                    return
+                with clock("waiting for the device"):
+                    time.sleep(0.1)
+                continue
             with clock("waiting for patches"):
                 picked = self._next_batch(device, block=pending is None)
             launched = None
@@ -368,7 +402,7 @@ class BatchingScheduler:
                 except BaseException:  # noqa: BLE001
                     log.exception("device worker %s: unexpected failure", device.device)
             pending = launched
-            if pending is not None and not device.is_cuda:
+            if pending is not None and not pipelined:
                 # a CPU batch is already computed when launch returns: hand it out now rather
                 # than after the next batch (which would add a whole batch of latency)
                 try:
@@ -385,7 +419,8 @@ class BatchingScheduler:
         key = ModelKey(group.key.name, group.key.version, group.key.weights, group.key.signature,
                        group.key.precision, device.device)
         try:
-            network = self.cache.get(group.card, key)
+            # a remote device loads the network where it runs: it is handed the key
+            network = key if getattr(device, "remote", False) else self.cache.get(group.card, key)
         except BaseException as exc:  # noqa: BLE001 - fails the jobs that need this model only
             message = f"model {group.key.name} could not be loaded: {exc}"
             for _, patches in parts:
@@ -399,6 +434,9 @@ class BatchingScheduler:
         except OutOfDeviceMemory:
             self._shrink(device, group, parts, len(batch))
             return None
+        except DeviceLost as exc:
+            self._requeue(device, parts, exc)
+            return None
         except BaseException as exc:  # noqa: BLE001 - a failing forward fails the jobs in the batch
             release_all(batch)
             for work, _ in parts:
@@ -410,6 +448,12 @@ class BatchingScheduler:
                  launched: Launched) -> None:
         try:
             outputs, elapsed = device.collect(launched)
+        except DeviceLost as exc:
+            self._requeue(device, parts, exc)
+            return
+        except OutOfDeviceMemory:  # a remote device reports it with the results
+            self._shrink(device, group, parts, sum(len(patches) for _, patches in parts))
+            return
         except BaseException as exc:  # noqa: BLE001
             for work, patches in parts:
                 release_all(patches)
@@ -441,6 +485,27 @@ class BatchingScheduler:
         if size == 1:  # cannot be split further: these jobs cannot run on this device
             for work, _ in parts:
                 self._fail_work(work, UserInputError("the model does not fit in the device memory"))
+
+    def _requeue(self, device: DeviceRunner, parts: list[tuple[JobWork, list[ReadyPatch]]],
+                 exc: BaseException) -> None:
+        """A batch lost with its device: its patches go back to the front of their jobs' queues,
+        for any device to run again (at least once; a patch's outputs are only ever decoded once,
+        since the lost batch's never arrive)."""
+        size = sum(len(patches) for _, patches in parts)
+        log.warning("device %s lost a batch of %d patches (%s); queued again", device.device, size, exc)
+        exhausted = []
+        with self._cond:
+            for work, patches in parts:
+                if work.failed or work.cancelled.is_set():
+                    continue
+                count = self._requeues[work.job_id] = self._requeues.get(work.job_id, 0) + 1
+                work.give_back(patches)
+                if count >= MAX_REQUEUES:
+                    exhausted.append(work)
+            self._cond.notify_all()
+        for work in exhausted:
+            self._fail_work(work, RuntimeError(f"the job's batches were lost with their device {MAX_REQUEUES} "
+                                               f"times, the last time on {device.device}: {exc}"))
 
     # -- post-processing ---------------------------------------------------------------------
     def _decode(self, work: JobWork, patches: list[ReadyPatch], outputs: np.ndarray) -> None:
@@ -531,6 +596,7 @@ class BatchingScheduler:
     def _forget(self, job_id: str) -> None:
         with self._cond:
             self._cancel.pop(job_id, None)
+            self._requeues.pop(job_id, None)
 
     # -- introspection (metrics, tests) ------------------------------------------------------------
     def queued_patches(self, owner: str | None) -> int:

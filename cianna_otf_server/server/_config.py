@@ -101,8 +101,10 @@ class ServiceConfig(Configurable):
              "that the resident memory of a long-running service stays flat. 0: never.").tag(config=True)
     device = Unicode("auto", help="'auto' (every GPU if any, else the CPU), 'cpu', 'cuda' (every "
                      "GPU), 'cuda:1', ...").tag(config=True)
-    executor = Enum(["batching", "pool"], default_value="batching",
-                    help="'batching' (the batching scheduler) or 'pool' (one job per worker thread).").tag(config=True)
+    executor = Enum(["batching", "pool", "ray"], default_value="batching",
+                    help="'batching' (the batching scheduler), 'pool' (one job per worker thread) or 'ray' "
+                    "(the batching scheduler running its batches on the actors of a Ray cluster; needs "
+                    "cianna-otf[ray]).").tag(config=True)
     executor_class = Type(default_value=None, allow_none=True, klass=object,
                           help="A class or callable building the executor from (runner, config), "
                           "replacing 'executor' (for example a distributed engine).").tag(config=True)
@@ -113,6 +115,23 @@ class ServiceConfig(Configurable):
     model_budget_mb = Float(4096.0, help="Memory for resident networks per device, MB.").tag(config=True)
     compile_networks = Bool(False, help="torch.compile the networks on GPUs (faster once each batch "
                             "size has compiled, which takes a minute on first use).").tag(config=True)
+    # -- scale-out on Ray (executor = 'ray') ------------------------------------------------------
+    ray_address = Unicode("", help="The Ray cluster (executor 'ray'): 'host:port' of its head (as `ray start "
+                          "--head` prints), 'auto' (the cluster started on this machine), 'ray://host:10001' "
+                          "(Ray Client, needs ray[client]); empty: $RAY_ADDRESS, else a private Ray on this machine.").tag(config=True)
+    ray_actors = Int(0, help="Ray actors running batches: 0, one per GPU of the cluster (one per "
+                     "ray_actor_cpus CPUs on a CPU cluster), growing as nodes join; more than the cluster "
+                     "holds leaves actors pending, which is what asks a Ray autoscaler for nodes.").tag(config=True)
+    ray_actor_cpus = Float(1.0, help="CPUs each Ray actor reserves (on a CPU cluster also the PyTorch threads "
+                           "it runs).").tag(config=True)
+    ray_actor_gpus = Float(-1.0, help="GPUs each Ray actor holds (0.5: two actors share one GPU; 0: CPU "
+                           "actors); -1: 1 where the cluster has GPUs, else 0.").tag(config=True)
+    ray_unreachable = Enum(["fail", "wait"], default_value="fail",
+                           help="When no Ray actor is available (cluster unreachable, no free resources) for "
+                           "ray_timeout seconds: 'fail' the running jobs with the reason, or 'wait' for the "
+                           "cluster (jobs stay EXECUTING, under their execution duration).").tag(config=True)
+    ray_timeout = Float(60.0, help="Seconds without any available Ray actor before ray_unreachable "
+                        "applies.").tag(config=True)
 
     @default("data_dir")
     def _default_data_dir(self) -> str:
@@ -131,8 +150,7 @@ class ServiceConfig(Configurable):
         return int(proposal["value"])
 
     @validate("max_upload_bytes", "max_download_bytes", "max_image_pixels", "default_execution_duration",
-              "max_execution_duration", "batch_size", "max_storage_per_owner_mb",
-              "max_queued_patches_per_owner")
+              "max_execution_duration", "batch_size", "max_storage_per_owner_mb", "max_queued_patches_per_owner", "ray_actors")
     def _not_negative(self, proposal: dict[str, Any]) -> int | None:
         if proposal["value"] is None:  # max_download_bytes unset: the upload limit
             return None
@@ -141,7 +159,8 @@ class ServiceConfig(Configurable):
         return int(proposal["value"])
 
     @validate("download_timeout", "download_deadline_seconds", "default_destruction_days", "max_destruction_days", "max_wait_seconds",
-              "sync_timeout_seconds", "reaper_interval_seconds", "max_wait", "model_budget_mb")
+              "sync_timeout_seconds", "reaper_interval_seconds", "max_wait", "model_budget_mb", "ray_actor_cpus",
+              "ray_timeout")
     def _positive(self, proposal: dict[str, Any]) -> float:
         if not float(proposal["value"]) > 0:
             raise ValueError(f"{proposal['trait'].name} must be positive, not {proposal['value']}")

@@ -71,6 +71,11 @@ class ServiceContext:
             return LocalPoolExecutor(runner, config.workers)
         from ..scheduler import BatchingScheduler, SchedulerMetrics
 
+        if config.executor == "ray":  # Ray is imported when the executor connects, never before
+            from ..scheduler import RayExecutor
+
+            return RayExecutor(runner, config, SchedulerMetrics(self.metrics.registry))
+
         return BatchingScheduler(runner, config.scheduler_settings(), SchedulerMetrics(self.metrics.registry))
 
     def href(self, job_id: str, path: str = "") -> str:
