@@ -54,7 +54,7 @@ class Row:
     precision: str
     batch: int
     source: str  # "device" (inputs already there) or "pinned" (host copy each batch)
-    compiled: bool
+    compiled: str  # "" (eager) or the torch.compile mode ("default", "max-autotune", ...)
     ms_per_batch: float  # median (CPU) or loop mean (GPU)
     ms_best: float  # fastest single batch (CPU); the loop mean on a GPU
     patches_per_s: float  # from ms_per_batch
@@ -81,6 +81,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--layout", choices=("auto", "nchw", "nhwc"), default="auto",
                         help="activation layout; auto: channels-last (NHWC), faster on CUDA and on CPU")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (one graph per batch size)")
+    parser.add_argument("--compile-modes", nargs="+", default=["default"],
+                        choices=("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
+                        help="torch.compile modes timed with --compile (reduce-overhead and max-autotune use "
+                        "CUDA graphs)")
+    parser.add_argument("--no-eager", action="store_true", help="with --compile: time the compiled variants only")
     parser.add_argument("--peak-tflops", type=float,
                         help=f"peak dense TFLOP/s the achieved rate is compared with "
                              f"(default {DEFAULT_PEAK_TFLOPS:g}, H100 fp16, on CUDA; none on CPU)")
@@ -162,11 +167,11 @@ def bench_precision(path: Path, args: argparse.Namespace, macs: int) -> list[Row
     net.set_channels_last(channels_last(args))
     w, h, _, c = net.in_dims
     rows: list[Row] = []
-    variants = [("device", False)]
-    if device.type == "cuda" and not args.no_pinned:
-        variants.append(("pinned", False))
+    variants: list[tuple[str, str]] = [] if (args.compile and args.no_eager) else [("device", "")]
+    if device.type == "cuda" and not args.no_pinned and not (args.compile and args.no_eager):
+        variants.append(("pinned", ""))
     if args.compile:
-        variants.append(("device", True))
+        variants.extend(("device", mode) for mode in args.compile_modes)
     for batch in args.batch_sizes:
         for source, compiled in variants:
             row = _bench_one(net, device, precision, batch, source, compiled, (c, h, w), args, macs)
@@ -178,7 +183,7 @@ def bench_precision(path: Path, args: argparse.Namespace, macs: int) -> list[Row
     return rows
 
 
-def _bench_one(net: Any, device: torch.device, precision: str, batch: int, source: str, compiled: bool,
+def _bench_one(net: Any, device: torch.device, precision: str, batch: int, source: str, compiled: str,
                chw: tuple[int, int, int], args: argparse.Namespace, macs: int) -> Row:
     generator = torch.Generator().manual_seed(batch)
     host = torch.rand((batch, *chw), generator=generator, dtype=torch.float32)
@@ -187,7 +192,8 @@ def _bench_one(net: Any, device: torch.device, precision: str, batch: int, sourc
         with torch.inference_mode():
             if compiled:
                 torch._dynamo.reset()
-                forward = torch.compile(net.forward_tensor, dynamic=False)
+                forward = torch.compile(net.forward_tensor, dynamic=False,
+                                        mode=None if compiled == "default" else compiled)
             if source == "pinned":
                 pinned = host.to(net.dtype).pin_memory()
 
@@ -215,7 +221,7 @@ def _bench_one(net: Any, device: torch.device, precision: str, batch: int, sourc
 
 
 def _format_row(row: Row) -> str:
-    mode = row.source + ("+compile" if row.compiled else "")
+    mode = row.source + (f"+{row.compiled}" if row.compiled else "")
     if row.error:
         return f"{row.precision:>5} {row.batch:>6} {mode:>15}  {row.error}"
     return (f"{row.precision:>5} {row.batch:>6} {mode:>15} {row.ms_per_batch:>11.2f} {row.ms_best:>9.2f} "

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from cianna_otf_server.jobs import DetectionParameterPolicy, DetectionRunner  # noqa: E402
 from cianna_otf_server.models import ModelRegistry  # noqa: E402
@@ -132,6 +133,10 @@ def _device_name(device: str) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="yolo-demo", help="a model of the registry (default: yolo-demo)")
+    parser.add_argument("--architecture", choices=["sdc1", "small"],
+                        help="instead of --model: a random-weight network of this architecture with a plain card "
+                        "(no noise map or measurement: the device, not the host, bounds the rate), as in "
+                        "throughput.py")
     parser.add_argument("--models-dir", type=Path, action="append", default=[],
                         help="an extra model directory (cards + weights), repeatable")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (the actor gets one GPU)")
@@ -163,9 +168,14 @@ def main() -> int:
     else:
         ray.init(num_cpus=max(1, int(args.actor_cpus)), num_gpus=1 if gpu else 0, include_dashboard=False,
                  logging_level=logging.WARNING)
-    registry = ModelRegistry(args.models_dir)
     with tempfile.TemporaryDirectory(prefix="ray-overhead-") as folder:
         root = Path(folder)
+        if args.architecture:
+            from service_bench import write_model
+
+            args.model, _ = write_model(root / "models", args.architecture)
+            args.models_dir.append(root / "models")
+        registry = ModelRegistry(args.models_dir)
         write_simulation(root / "sky.fits", args.size, seed=1)
         local = _run("local", lambda runner, metrics: BatchingScheduler(runner, scheduler, metrics), root, args,
                      registry)

@@ -103,7 +103,8 @@ def size_for(patch: int, shift: int, per_side: int) -> int:
 class Server:
     """A standalone server in a thread of this process (as in the tests), with its own settings."""
 
-    def __init__(self, data_dir: Path, models_dir: Path, data_root: Path, device: str, **settings) -> None:
+    def __init__(self, data_dir: Path, models_dir: Path, data_root: Path, device: str, users: int = 1,
+                 **settings) -> None:
         from tornado.httpserver import HTTPServer
         from tornado.testing import bind_unused_port
 
@@ -119,10 +120,12 @@ class Server:
         ready = threading.Event()
         sock, port = bind_unused_port()
         self.url = f"http://127.0.0.1:{port}"
+        # the first user is "bench"; more users (a shared service) are user1, user2, ...
+        tokens = {TOKEN: "bench", **{f"{TOKEN}{k}": f"user{k}" for k in range(1, users)}}
 
         def run() -> None:
             asyncio.set_event_loop(self.loop)
-            self.app, self.context = make_app(self.settings, {TOKEN: "bench"})
+            self.app, self.context = make_app(self.settings, tokens)
             self.server = HTTPServer(self.app)
             self.server.add_sockets([sock])
             self.context.start()
@@ -132,10 +135,13 @@ class Server:
         self.thread = threading.Thread(target=run, daemon=True)
         self.thread.start()
         ready.wait(60)
-        self.session = requests.Session()
-        self.session.headers["Authorization"] = f"Bearer {TOKEN}"
-        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=64)
-        self.session.mount("http://", adapter)
+        self.sessions = []
+        for token in tokens:
+            session = requests.Session()
+            session.headers["Authorization"] = f"Bearer {token}"
+            session.mount("http://", requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=64))
+            self.sessions.append(session)
+        self.session = self.sessions[0]
 
     def submit(self, image: str, model: str, precision: str, session: requests.Session | None = None) -> str:
         response = (session or self.session).post(

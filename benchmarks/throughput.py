@@ -12,6 +12,8 @@ ceiling). The ratios are measured in one run, on one machine.
 from __future__ import annotations
 
 import argparse
+import logging
+import re
 import sys
 import tempfile
 import time
@@ -80,18 +82,54 @@ def device_activity(server: Server) -> dict[str, float]:
     return out
 
 
-def service(server: Server, model: str, image: str, jobs: int, precision: str, patches_per_job: int) -> float:
+class BatchLog(logging.Handler):
+    """The scheduler's batch lines (size, jobs, owners per batch) while it is attached."""
+
+    PATTERN = re.compile(r"batch model=\S+ precision=\S+ size=(\d+) jobs=(\d+) owners=(\d+)")
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.batches: list[tuple[int, int, int]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        match = self.PATTERN.search(record.getMessage())
+        if match:
+            self.batches.append(tuple(int(g) for g in match.groups()))
+
+    def summary(self) -> dict:
+        """Batch sizes overall and of the batches that held several users' patches."""
+        sizes = np.array([b[0] for b in self.batches]) if self.batches else np.zeros(0)
+        shared = np.array([b[0] for b in self.batches if b[2] > 1]) if self.batches else np.zeros(0)
+        return {"batches": len(sizes), "mean_batch": float(sizes.mean()) if len(sizes) else None,
+                "median_batch": float(np.median(sizes)) if len(sizes) else None,
+                "batches_with_several_users": len(shared),
+                "share_of_patches_in_shared_batches": float(shared.sum() / sizes.sum()) if sizes.sum() else None,
+                "mean_shared_batch": float(shared.mean()) if len(shared) else None,
+                "most_users_in_a_batch": max((b[2] for b in self.batches), default=0)}
+
+
+def service(server: Server, model: str, image: str, jobs: int, precision: str, patches_per_job: int
+            ) -> tuple[float, dict]:
+    """Patches/s of `jobs` concurrent jobs, shared out over the server's users; and their batches."""
     before = device_activity(server)
+    log = BatchLog()
+    logging.getLogger("cianna_otf_server.scheduler").addHandler(log)
+    logging.getLogger("cianna_otf_server.scheduler").setLevel(logging.INFO)
+    sessions = [server.sessions[k % len(server.sessions)] for k in range(jobs)]
     start = time.perf_counter()
-    with ThreadPoolExecutor(16) as pool:
-        urls = list(pool.map(lambda _: server.submit(image, model, precision), range(jobs)))
-        sessions = [server.session for _ in urls]
-        list(pool.map(server.wait, urls, sessions))
+    try:
+        with ThreadPoolExecutor(16) as pool:
+            urls = list(pool.map(lambda s: server.submit(image, model, precision, s), sessions))
+            list(pool.map(server.wait, urls, sessions))
+    finally:
+        logging.getLogger("cianna_otf_server.scheduler").removeHandler(log)
     elapsed = time.perf_counter() - start
     after = device_activity(server)
     print("  device worker: " + ", ".join(f"{k} {after.get(k, 0) - before.get(k, 0):.2f} s" for k in sorted(after))
           + f" of {elapsed:.2f} s", flush=True)
-    return jobs * patches_per_job / elapsed
+    batches = log.summary()
+    print(f"  batches: {batches}", flush=True)
+    return jobs * patches_per_job / elapsed, batches
 
 
 def main() -> int:
@@ -108,6 +146,8 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=0, help="batch size (0: 64 on GPU, 2 on CPU)")
     parser.add_argument("--quick", action="store_true", help="small run for a CPU")
     parser.add_argument("--compile", action="store_true", help="serve torch.compile'd networks (GPU)")
+    parser.add_argument("--users", type=int, default=1,
+                        help="users the jobs are shared out over (round robin): batches then mix users' patches")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     if args.quick:
@@ -117,6 +157,7 @@ def main() -> int:
     batch = args.batch or (64 if cuda else 2)
     large_side, small_side = (int(round(n ** 0.5)) for n in (args.large[1], args.small[1]))
     results = {"benchmark": "throughput", **environment(), "device": args.device, "compiled": args.compile,
+               "users": args.users,
                "architecture": args.architecture,
                "patch_size": args.size, "batch": batch,
                "large_jobs": {"jobs": args.large[0], "patches_per_job": large_side ** 2},
@@ -129,23 +170,28 @@ def main() -> int:
         shift = load_card(root / "models" / f"{model}.toml").tiling.shift[0]
         write_noise_image(root / "large.fits", size_for(args.size, shift, large_side))
         write_noise_image(root / "small.fits", size_for(args.size, shift, small_side))
-        server = Server(root / "data", root / "models", root, args.device, batch_size=batch, max_wait=0.005,
-                        compile_networks=args.compile)
+        server = Server(root / "data", root / "models", root, args.device, users=args.users, batch_size=batch,
+                        max_wait=0.005, compile_networks=args.compile)
         device = "cuda" if cuda else "cpu"
         try:
             for precision in precisions:
                 # load the model, capture the CUDA graphs and let cuDNN tune for full and partial batches
                 server.warm("large.fits", model, precision)
                 server.warm("small.fits", model, precision)
-                large = service(server, model, "large.fits", args.large[0], precision, large_side ** 2)
+                large, large_batches = service(server, model, "large.fits", args.large[0], precision,
+                                               large_side ** 2)
                 ceiling = bare_loop(weights, device, precision, args.large[0] * large_side ** 2, batch, args.size)
-                small = service(server, model, "small.fits", args.small[0], precision, small_side ** 2)
+                small, small_batches = service(server, model, "small.fits", args.small[0], precision,
+                                               small_side ** 2)
                 one_by_one = naive(root / "models", model, root / "small.fits", args.naive_jobs, device, precision,
                                    small_side ** 2)
                 run = {"precision": precision, "service_large_jobs_patches_per_s": large,
                        "bare_loop_patches_per_s": ceiling, "service_over_bare": large / ceiling,
                        "service_small_jobs_patches_per_s": small, "naive_small_jobs_patches_per_s": one_by_one,
-                       "service_over_naive": small / one_by_one}
+                       "service_over_naive": small / one_by_one,
+                       "service_small_jobs_per_s": small / small_side ** 2,
+                       "small_over_large": small / large,
+                       "large_job_batches": large_batches, "small_job_batches": small_batches}
                 results["runs"].append(run)
                 print(f"{precision}: large jobs {large:.1f} patches/s vs bare loop {ceiling:.1f} "
                       f"({large / ceiling:.2f}); small jobs {small:.1f} patches/s vs naive {one_by_one:.1f} "
