@@ -368,7 +368,7 @@ def test_an_unreachable_cluster_fails_jobs_with_a_clear_error_or_keeps_them_wait
     assert out["wait"] == ["EXECUTING", None]  # waits for the cluster instead
 
 
-# -- failures (slow) --------------------------------------------------------------------------------
+# -- failures (a killed actor in the fast set, a lost node slow) --------------------------------------------------------------------------------
 def _kill_when_busy(ray, h: Harness, runner, job_id: str) -> None:
     """Kill `runner`'s actor while it has a batch in flight and the job is part done."""
     deadline = time.monotonic() + 120
@@ -381,7 +381,6 @@ def _kill_when_busy(ray, h: Harness, runner, job_id: str) -> None:
     raise AssertionError("the actor was never busy")
 
 
-@pytest.mark.slow
 def test_an_actor_killed_mid_batch_loses_no_job(ray_cluster, make_harness, caplog) -> None:
     import ray
 
