@@ -97,6 +97,15 @@ c.JupyterHub.db_url = "sqlite:///{folder}/jupyterhub.sqlite"
 c.JupyterHub.cookie_secret_file = "{folder}/cookie_secret"
 c.JupyterHub.authenticator_class = "dummy"
 c.Authenticator.allow_all = True
+# users' own notebook servers, started by the Hub as local processes in homes of their own
+c.JupyterHub.spawner_class = "simple"
+c.SimpleLocalProcessSpawner.home_dir_template = "{folder}/home/{{username}}"
+c.Spawner.cmd = [{sys.executable!r}, "-m", "jupyterhub.singleuser"]
+c.Spawner.args = ["--allow-root"]  # CI runs as root
+c.Spawner.environment = {{"CIANNA_OTF_URL": "http://127.0.0.1:{proxy_port}/services/cianna-otf",
+                          "XDG_CONFIG_HOME": "{folder}/xdg"}}
+c.Spawner.start_timeout = 120
+c.Spawner.http_timeout = 120
 c.JupyterHub.services = [
     {{"name": "cianna-otf", "url": "{service_url}", "api_token": "{SERVICE_TOKEN}", "oauth_no_confirm": True}},
     {{"name": "tester", "api_token": "{TESTER_TOKEN}"}},
@@ -107,7 +116,10 @@ c.JupyterHub.custom_scopes = {{
 c.JupyterHub.load_roles = [
     {{"name": "user", "scopes": ["self", "access:services!service=cianna-otf"]}},
     {{"name": "cianna-otf-admin", "scopes": ["custom:cianna-otf:admin"], "users": ["dora"]}},
-    {{"name": "tester", "scopes": ["admin:users", "tokens"], "services": ["tester"]}},
+    # the token the Hub gives each user's server may use the service too (its kernels' jobs)
+    {{"name": "server", "scopes": ["users:activity!user", "access:servers!server",
+                                  "access:services!service=cianna-otf"]}},
+    {{"name": "tester", "scopes": ["admin:users", "admin:servers", "tokens"], "services": ["tester"]}},
 ]
 """)
     hub_process = subprocess.Popen([sys.executable, "-m", "jupyterhub", "-f", str(folder / "jupyterhub_config.py")],
@@ -241,6 +253,87 @@ def test_a_notebook_kernel_of_a_hub_user_submits_to_the_shared_service(hub, tmp_
         job.url, headers={"Authorization": f"token {tokens['bob']}"}, timeout=10).text
     assert requests.get(job.url, headers={"Authorization": f"token {tokens['alice']}"},
                         timeout=10).status_code in (403, 404)
+
+
+def _run_in_kernel(server: str, token: str, code: str, timeout: float = 180) -> str:
+    """Run `code` in a new kernel of a user's notebook server (REST, then the kernel's websocket); its output."""
+    import json
+    import uuid
+
+    import websocket
+
+    headers = {"Authorization": f"token {token}"}
+    kernel = requests.post(f"{server}/api/kernels", json={"name": "python3"}, headers=headers, timeout=60)
+    assert kernel.status_code == 201, kernel.text
+    kernel_id = kernel.json()["id"]
+    channel = websocket.create_connection(f"{server.replace('http', 'ws', 1)}/api/kernels/{kernel_id}/channels",
+                                          header=[f"Authorization: token {token}"], timeout=timeout)
+    msg_id = uuid.uuid4().hex
+    channel.send(json.dumps({
+        "header": {"msg_id": msg_id, "username": "test", "session": uuid.uuid4().hex, "msg_type": "execute_request",
+                   "version": "5.3", "date": ""},
+        "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
+        "content": {"code": code, "silent": False, "store_history": False, "user_expressions": {},
+                    "allow_stdin": False, "stop_on_error": True}}))
+    output: list[str] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            message = json.loads(channel.recv())
+            if message.get("parent_header", {}).get("msg_id") != msg_id:
+                continue
+            kind = message["header"]["msg_type"]
+            if kind == "stream":
+                output.append(message["content"]["text"])
+            elif kind == "error":
+                output.append("\n".join(message["content"]["traceback"]))
+            elif kind == "execute_reply":
+                return "".join(output)
+        raise AssertionError(f"the kernel did not answer in {timeout} s: {''.join(output)}")
+    finally:
+        channel.close()
+        requests.delete(f"{server}/api/kernels/{kernel_id}", headers=headers, timeout=30)
+
+
+def test_two_users_submit_from_the_kernels_of_their_own_spawned_servers(hub) -> None:
+    """The platform as users meet it: each user's notebook server, spawned by the Hub, runs a kernel
+    whose client sends a job of a local image to the shared service, with the token the Hub gave
+    that server; the jobs are the users' own, and run in one service."""
+    api, root, tokens, _, proxied = hub
+    admin = {"Authorization": f"token {TESTER_TOKEN}"}
+    hub_url = proxied.split("/services/", 1)[0]
+    for user in ("alice", "bob"):
+        started = requests.post(f"{api}/users/{user}/server", headers=admin, timeout=30)
+        assert started.status_code in (201, 202, 400), started.text  # 400: already running
+    deadline = time.monotonic() + 180
+    for user in ("alice", "bob"):
+        while not requests.get(f"{api}/users/{user}", headers=admin, timeout=10).json().get(
+                "servers", {}).get("", {}).get("ready"):
+            assert time.monotonic() < deadline, f"{user}'s server did not start"
+            time.sleep(0.5)
+    code = """
+import os
+from cianna_otf_server.sky.simulate import write_simulation
+from cianna_otf_jupyter.widget import default_client
+write_simulation("field.fits", 200, seed={seed})  # a file in the user's own server
+job = default_client().submit("field.fits", model="classic")
+job.wait(timeout=120)
+print("PHASE", job.phase, "URL", job.url, "TOKEN-FROM-HUB", os.environ["JUPYTERHUB_API_TOKEN"] != "")
+"""
+    urls = {}
+    try:
+        for seed, user in enumerate(("alice", "bob")):
+            out = _run_in_kernel(f"{hub_url}/user/{user}", tokens[user], code.format(seed=seed))
+            assert "PHASE COMPLETED" in out and "TOKEN-FROM-HUB True" in out, out
+            urls[user] = out.split("URL ", 1)[1].split()[0]
+    finally:
+        for user in ("alice", "bob"):
+            requests.delete(f"{api}/users/{user}/server", headers=admin, timeout=60)
+    for user, other in (("alice", "bob"), ("bob", "alice")):
+        mine = requests.get(urls[user], headers={"Authorization": f"token {tokens[user]}"}, timeout=10)
+        assert f"<uws:ownerId>{user}</uws:ownerId>" in mine.text
+        assert requests.get(urls[user], headers={"Authorization": f"token {tokens[other]}"},
+                            timeout=10).status_code in (403, 404)
 
 
 def test_the_service_answers_through_the_hubs_proxy_at_its_prefix(hub) -> None:
