@@ -58,6 +58,7 @@ JSON layout
               "f1": float | null,                 # harmonic mean of the two above
               "f1_report_overall", "f1_report_snr5": float | null,   # quality_report's own
               "median_position_error_beam": float | null,  # in units of the beam FWHM (major)
+              "median_position_error_beam_snr10": float | null,  # the same, true SNR >= 10 only
               "median_position_error_pix": float | null,
               "median_abs_flux_error_snr10", "median_abs_flux_error_snr20": float | null,
                                                   # median |S_det - S_true| / S_true
@@ -380,6 +381,10 @@ class _Pool:
             "f1_report_overall": _f1(precision, r_overall), "f1_report_snr5": _f1(p_above, recall),
             "median_position_error_beam": None if pos_pix is None else pos_pix / beam_major,
             "median_position_error_pix": pos_pix,
+            # the same over true SNR >= 10 only: models that find more faint sources are not
+            # penalised for their harder matches when positions are compared
+            "median_position_error_beam_snr10": (None if (pos10 := _median(separation[snr >= 10])) is None
+                                                 else pos10 / beam_major),
             **flux, "n_flux_masked": self.n_flux_masked, "flux_note": note,
             "share_own_snr_below3": (float((finite_own < FAINT_SNR).mean()) if finite_own.size else None),
             "own_snr_source": self.own_source,

@@ -28,6 +28,7 @@ from ..models._card import PRECISIONS, ModelCard
 from ._boxes import Boxes
 from ._catalogue import classic_catalogue, yolo_catalogue
 from ._components import PEAK_DISTANCE_BEAMS, BeamMetric, component_boxes, one_per_peak
+from ._resampling import resampling_bias
 from ._decode import decode_batch, decode_settings
 from ._device_decode import decode_batch_tensor, device_decode_problem, tensor_outputs
 from ._device_tiling import DeviceTiler, device_tiling_problem
@@ -317,6 +318,7 @@ class YoloDetection:
         self.second_nms = float(nms) if nms is not None else float(self.yolo.second_nms_threshold)
         self.per_tile: list[Boxes | None] = [None] * len(self.plan)
         self.received = 0
+        self._bias: tuple[Any, ...] | None = None  # the view's resampling bias, measured once
 
     @property
     def complete(self) -> bool:
@@ -404,8 +406,18 @@ class YoloDetection:
         beam = self._beam_in_model_pixels()
         if beam is None:
             return None
-        return measure_sources(self.view.data, self.view.to_model(boxes), beam[0], beam[1],
-                               snr=self.domain.convention == "snr", beam_angle=beam[2])
+        return self._measured(self.view.to_model(boxes), beam)
+
+    def _measured(self, model_boxes: Boxes, beam: tuple[float, float, float]) -> Measurement:
+        """`measure_sources` on the view, without what its resampling does to a source (`resampling_bias`)."""
+        measurement = measure_sources(self.view.data, model_boxes, beam[0], beam[1],
+                                      snr=self.domain.convention == "snr", beam_angle=beam[2])
+        if self.view.zoom == 1.0:
+            return measurement
+        if self._bias is None:
+            self._bias = (resampling_bias(self.view.zoom, *beam),)
+        bias = self._bias[0]
+        return bias.correct(measurement) if bias is not None else measurement
 
     def _deblend(self, boxes: Boxes, measurement: Measurement) -> tuple[Boxes, Measurement]:
         """Add the sources around the detections that no measured detection accounts for.
@@ -423,7 +435,7 @@ class YoloDetection:
         found = component_boxes(self.view.data, self.view.to_model(boxes), measurement,
                                 self.yolo.min_peak_snr, major, minor, angle)
         if len(found):
-            measured = measure_sources(self.view.data, found, major, minor, snr=True, beam_angle=angle)
+            measured = self._measured(found, beam)
             boxes = Boxes.concat([boxes, self.view.to_image(found)])
             measurement = measurement.concat(measured)
         keep = one_per_peak(measurement.x, measurement.y, boxes.objectness, PEAK_DISTANCE_BEAMS,
