@@ -2,7 +2,7 @@
 
 Runs the same ``--jobs`` concurrent jobs (one simulated ``--size``² image each, all patches of one
 model and precision) through the job service twice, driven without HTTP: once with the local
-batching scheduler on ``--device``, once with `RayExecutor` and one actor on that same device
+batching scheduler on ``--device``, once with `RayExecutor` and `--actors` actors (one by default) sharing that same device
 (a private Ray started here, or ``--ray-address``). A warm-up job first loads the model (and starts
 the actor) outside the timing. Prints the per-batch wall time of both and their difference (the
 overhead of a batch through Ray: the object store both ways, the actor call), the throughput ratio,
@@ -82,8 +82,9 @@ def _run(name: str, make_executor, root: Path, args, registry: ModelRegistry) ->
             "ms_per_batch_round_trip": round(1000 * (after[2] - before[2]) / max(batches, 1), 3),
         }
         if isinstance(executor, RayExecutor):
-            actor = executor.devices[0]
-            out["actor_compute_ms_per_batch"] = round(1000 * actor.remote_seconds / max(actor.batches, 1), 3)
+            remote = sum(actor.remote_seconds for actor in executor.devices)
+            out["actor_compute_ms_per_batch"] = round(1000 * remote / max(sum(a.batches for a in executor.devices), 1), 3)
+            out["batches_per_actor"] = [int(actor.batches) for actor in executor.devices]
         from astropy.io.votable import parse_single_table
 
         out["_rows"] = parse_single_table(str(files.result_file(jobs[0], "result.xml"))).to_table()
@@ -148,6 +149,8 @@ def main() -> int:
     parser.add_argument("--ray-address", default="", help="an existing Ray cluster; empty: a private one here")
     parser.add_argument("--actor-cpus", type=float, default=float(os.cpu_count() or 1),
                         help="CPUs of the actor (its PyTorch threads on a CPU); default: all, like the local run")
+    parser.add_argument("--actors", type=int, default=1,
+                        help="Ray actors sharing the device (on a GPU each holds 1/N of it)")
     parser.add_argument("--timeout", type=float, default=1800.0)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/ray_overhead.json"))
     args = parser.parse_args()
@@ -179,8 +182,8 @@ def main() -> int:
         write_simulation(root / "sky.fits", args.size, seed=1)
         local = _run("local", lambda runner, metrics: BatchingScheduler(runner, scheduler, metrics), root, args,
                      registry)
-        settings = RaySettings(address=args.ray_address, actors=1, actor_cpus=args.actor_cpus,
-                               actor_gpus=1.0 if gpu else 0.0, batch_size=batch)
+        settings = RaySettings(address=args.ray_address, actors=args.actors, actor_cpus=args.actor_cpus / args.actors,
+                               actor_gpus=(1.0 / args.actors) if gpu else 0.0, batch_size=batch)
         remote = _run("ray", lambda runner, metrics: RayExecutor(runner, settings, metrics, scheduler), root, args,
                       registry)
     equal, worst = _same_rows(local.pop("_rows"), remote.pop("_rows"))
@@ -199,6 +202,7 @@ def main() -> int:
         "image_size": args.size,
         "patches_per_job": local["patches"] // max(args.jobs, 1),
         "batch_size": batch,
+        "actors": args.actors,
         "local": local,
         "ray": remote,
         "overhead_ms_per_batch": round(remote["ms_per_batch_wall"] - local["ms_per_batch_wall"], 3),
