@@ -336,3 +336,64 @@ def test_circle_drawing_row_centring_and_click_to_identify_in_the_browser(tmp_pa
         assert separation < 3 * dec_per_px * 3600 + 1, f"the click landed {separation:.1f} arcsec from the source"
         assert int(clicked.group(1)) >= 1, "the clicked source is found"
         view.screenshot(path=str(ARTIFACTS / "click-to-identify.png"))
+
+
+MODEL_CHOICE_NOTEBOOK = """
+from cianna_otf_server.sky.simulate import simulate_sky
+# a shallow single-dish-like map: 10" pixels, a 30" beam, 1 mJy/beam of noise
+hdul, _ = simulate_sky(512, seed=11, pixel_scale=10.0, beam_bmaj=30.0, beam_bmin=30.0, noise=1e-3,
+                       flux_min=5e-3, flux_max=0.2)
+hdul.writeto("shallow.fits", overwrite=True)
+from cianna_otf_jupyter import DetectionWidget
+w = DetectionWidget(image="shallow.fits", model="yolo-demo-sdc1")
+w
+"""
+
+
+@pytest.mark.slow
+def test_the_model_picker_ranks_models_and_warns_in_the_browser(tmp_path):
+    """The picker as a user sees it: models ranked for the image with their reasons, and the
+    warning banner of a detection with a model whose domain the image lies outside."""
+    _needs(chromium_path() is not None, "Chromium (Debian package chromium)")
+    _needs(ALADIN_LITE_FILE.is_file(), "Aladin Lite (python -m cianna_otf_jupyter.fetch_aladin)")
+    import nbformat
+
+    root = tmp_path / "notebooks"
+    root.mkdir()
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(MODEL_CHOICE_NOTEBOOK.strip())])
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+    nbformat.write(notebook, root / "model-choice.ipynb")
+    with jupyter_lab(root, tmp_path / "jupyter") as lab, chromium_page(chromium_path(), tmp_path / "profile") as page:
+        page.set_viewport_size({"width": 1400, "height": 900})
+        page.goto(lab.lab_url("model-choice.ipynb"))
+        page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+        page.wait_for_selector("text=/Python 3 \\(ipykernel\\) \\| Idle/", timeout=60_000)
+        page.locator("#jp-MainMenu").get_by_text("Run", exact=True).click()
+        page.locator(".lm-Menu-item:has-text('Run All Cells')").first.click()
+        page.wait_for_selector("[data-cianna-otf-protocol='1']", state="attached", timeout=120_000)
+        _wait_for_kernel_idle(page, timeout=180)
+        widget = page.locator(".jp-OutputArea-output:has([data-cianna-otf-protocol])")
+        view = page.locator(".aladin-widget").first
+        _wait_for_image(view, timeout=60)
+        picker = widget.locator(".widget-dropdown:has(label:text-is('Model')) select").first
+
+        def options() -> list[str]:
+            return [text.replace("\xa0", " ") for text in picker.locator("option").all_inner_texts()]
+
+        deadline = time.monotonic() + 60
+        while "poor fit" not in " ".join(options()):  # ranked for the image
+            assert time.monotonic() < deadline, options()
+            time.sleep(0.5)
+        options = options()
+        assert options[0].startswith("yolo-demo \u2014 fits"), options
+        assert any(o.startswith("yolo-demo-sdc1 \u2014 poor fit") for o in options), options
+        chosen = picker.input_value().replace("\xa0", " ")
+        assert chosen.startswith("yolo-demo-sdc1 \u2014"), chosen  # the notebook's choice stays chosen
+        page.get_by_role("button", name="Detect").click()
+        banner = widget.locator("[role='alert']")
+        banner.wait_for(timeout=120_000)
+        _wait_for_result(widget, None)
+        assert "yolo-demo-sdc1" in banner.inner_text() and "noise" in banner.inner_text(), banner.inner_text()
+        widget.scroll_into_view_if_needed()
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        widget.screenshot(path=str(ARTIFACTS / "model-picker-warning.png"))
