@@ -64,6 +64,8 @@ def sky_to_pixel_matrix(wcs: WCS, x: float | np.ndarray, y: float | np.ndarray, 
     wcs = _celestial(wcs)
     x, y = np.broadcast_arrays(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64))
     step = 0.5 * float(np.min(proj_plane_pixel_scales(wcs)))  # degrees: half a pixel
+    if frame == "native":
+        return _native_sky_to_pixel(wcs, x, y, step)
     centre = wcs.pixel_to_world(x, y)
     if frame != "native":
         centre = centre.transform_to(frame)
@@ -75,6 +77,30 @@ def sky_to_pixel_matrix(wcs: WCS, x: float | np.ndarray, y: float | np.ndarray, 
         xb, yb = wcs.world_to_pixel(behind)  # central difference: curvature cancels
         columns.append(np.stack([np.asarray(xa) - xb, np.asarray(ya) - yb], axis=-1) / (2.0 * step))
     return np.stack(columns, axis=-1)
+
+
+def _native_sky_to_pixel(wcs: WCS, x: np.ndarray, y: np.ndarray, step: float) -> np.ndarray:
+    """`sky_to_pixel_matrix` in the WCS's own frame, with the WCS's own transforms and spherical
+    trigonometry instead of `SkyCoord`: the same steps, a hundred times cheaper (every job asks
+    it for the beam on its image)."""
+    lng, lat = wcs.wcs.lng, wcs.wcs.lat
+    world = wcs.all_pix2world(np.stack([x.ravel(), y.ravel()], axis=-1), 0)
+    lon, la = np.radians(world[:, lng]), np.radians(world[:, lat])
+    r = math.radians(step)
+    columns = []
+    for towards in (90.0, 0.0):  # east, then north: position angles from north through east
+        ends = []
+        for pa in (math.radians(towards), math.radians(towards + 180.0)):
+            lat2 = np.arcsin(np.sin(la) * math.cos(r) + np.cos(la) * math.sin(r) * math.cos(pa))
+            lon2 = lon + np.arctan2(math.sin(pa) * math.sin(r) * np.cos(la), math.cos(r) - np.sin(la) * np.sin(lat2))
+            points = np.empty((len(lon), 2))
+            points[:, lng], points[:, lat] = np.degrees(lon2), np.degrees(lat2)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # off the projection: NaN, as SkyCoord gives
+                ends.append(wcs.all_world2pix(points, 0))
+        ahead, behind = ends  # central difference: curvature cancels
+        columns.append((ahead - behind) / (2.0 * step))
+    return np.stack(columns, axis=-1).reshape(x.shape + (2, 2))
 
 
 def pixel_to_sky_matrix(wcs: WCS, x: float | np.ndarray, y: float | np.ndarray, *,
