@@ -49,3 +49,11 @@ class StorageError(CiannaOTFError):
 
 class CorruptDatabaseError(StorageError):
     """The job database file is damaged (not SQLite at all, or pages that fail a check); the service refuses it."""
+
+
+class ComputeUnavailableError(CiannaOTFError):
+    """Where jobs compute cannot take them now (a Ray cluster unreachable, no free GPU for an actor).
+
+    Neither the request's fault nor a defect: the job ends in ERROR of UWS type ``transient``
+    (the same job may run later) with the message as it is, which says what is missing.
+    """

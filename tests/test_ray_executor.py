@@ -345,7 +345,8 @@ _UNREACHABLE = textwrap.dedent("""
         while time.monotonic() < deadline and store.get(job_id).phase not in (Phase.COMPLETED, Phase.ERROR):
             time.sleep(0.05)
         job = store.get(job_id)
-        out[mode] = [job.phase.value, job.error.message if job.error else None]
+        out[mode] = [job.phase.value, job.error.message if job.error else None,
+                     job.error.error_type if job.error else None]
         service.shutdown()
         store.close()
     print(json.dumps(out))
@@ -362,10 +363,11 @@ def test_an_unreachable_cluster_fails_jobs_with_a_clear_error_or_keeps_them_wait
                           capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])
-    phase, message = out["fail"]
-    assert phase == "ERROR"
-    assert f"the Ray cluster at {address} cannot be reached" in message and "ray_unreachable='wait'" in message
-    assert out["wait"] == ["EXECUTING", None]  # waits for the cluster instead
+    phase, message, error_type = out["fail"]
+    assert phase == "ERROR" and error_type == "transient"  # the cluster's absence: the job may run later
+    assert message.startswith(f"the Ray cluster at {address} cannot be reached"), message  # not "internal error"
+    assert "ray_unreachable='wait'" in message
+    assert out["wait"] == ["EXECUTING", None, None]  # waits for the cluster instead
 
 
 # -- failures (a killed actor in the fast set, a lost node slow) --------------------------------------------------------------------------------

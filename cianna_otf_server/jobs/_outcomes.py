@@ -6,8 +6,9 @@ A failure is one of four kinds, told apart by the exception's type, never by its
   decided the phase, so the executor only says the job has stopped;
 * **usage** (`UserInputError`, `UWSError`): the request or its image is wrong; the job ends in
   ERROR with the message, written for the user (UWS error type ``fatal``);
-* **transient** (`MemoryError`): the machine, not the request, ran short; the job ends in
-  ERROR with advice (UWS error type ``transient``: the same job may work later or smaller);
+* **transient** (`MemoryError`, `ComputeUnavailableError`): the machine, not the request, ran
+  short, or the compute back end is away; the job ends in ERROR with advice or the reason (UWS
+  error type ``transient``: the same job may work later or smaller);
 * **internal**: anything else, a defect; ERROR with the exception named and the traceback as
   the error detail, and logged.
 
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
-from ..errors import UserInputError
+from ..errors import ComputeUnavailableError, UserInputError
 from ..uws import ExecutionCallbacks, UWSError
 
 __all__ = ["FailureKind", "Failure", "JobCancelled", "classify_failure", "report_failure", "without_server_paths"]
@@ -90,6 +91,8 @@ def classify_failure(exc: BaseException) -> Failure:
         return Failure(FailureKind.USAGE, without_server_paths(str(exc)))
     if isinstance(exc, MemoryError):
         return Failure(FailureKind.TRANSIENT, "the job ran out of memory; try a smaller region or image")
+    if isinstance(exc, ComputeUnavailableError):
+        return Failure(FailureKind.TRANSIENT, without_server_paths(str(exc)))
     detail = "".join(traceback.format_exception(exc))
     return Failure(FailureKind.INTERNAL, "internal error while running the job: "
                    f"{type(exc).__name__}: {without_server_paths(str(exc))}", detail)

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ComputeUnavailableError
 from ..jobs import JobRunner
 from ._cache import ModelCache, ModelKey
 from ._device import DeviceRunner
@@ -46,7 +47,7 @@ log = logging.getLogger(__name__)
 __all__ = ["RayDeviceActor", "RayDeviceRunner", "RayExecutor", "RaySettings", "RayUnavailable", "import_ray"]
 
 
-class RayUnavailable(RuntimeError):
+class RayUnavailable(ComputeUnavailableError, RuntimeError):
     """No Ray actor could take the work (cluster unreachable, or no resources for an actor)."""
 
 
