@@ -100,41 +100,14 @@ def size_for(patch: int, shift: int, per_side: int) -> int:
     return patch + (per_side - 1) * shift
 
 
-class Server:
-    """A standalone server in a thread of this process (as in the tests), with its own settings."""
+class _Clients:
+    """The benchmark's side: one HTTP session per user, job submission and waiting."""
 
-    def __init__(self, data_dir: Path, models_dir: Path, data_root: Path, device: str, users: int = 1,
-                 **settings) -> None:
-        from tornado.httpserver import HTTPServer
-        from tornado.testing import bind_unused_port
+    url: str
+    sessions: list[requests.Session]
+    session: requests.Session
 
-        from cianna_otf_server.server import ServiceConfig, make_app
-
-        import logging
-
-        logging.getLogger("tornado.access").setLevel(logging.ERROR)
-        self.settings = ServiceConfig(data_dir=data_dir, models_dirs=[models_dir], data_roots=[data_root],
-                                        device=device, max_wait_seconds=120.0, max_queued_per_owner=10**6,
-                                        max_queued_total=10**6, **settings)
-        self.loop = asyncio.new_event_loop()
-        ready = threading.Event()
-        sock, port = bind_unused_port()
-        self.url = f"http://127.0.0.1:{port}"
-        # the first user is "bench"; more users (a shared service) are user1, user2, ...
-        tokens = {TOKEN: "bench", **{f"{TOKEN}{k}": f"user{k}" for k in range(1, users)}}
-
-        def run() -> None:
-            asyncio.set_event_loop(self.loop)
-            self.app, self.context = make_app(self.settings, tokens)
-            self.server = HTTPServer(self.app)
-            self.server.add_sockets([sock])
-            self.context.start()
-            ready.set()
-            self.loop.run_forever()
-
-        self.thread = threading.Thread(target=run, daemon=True)
-        self.thread.start()
-        ready.wait(60)
+    def _open_sessions(self, tokens: dict[str, str]) -> None:
         self.sessions = []
         for token in tokens:
             session = requests.Session()
@@ -165,6 +138,107 @@ class Server:
     def warm(self, image: str, model: str, precision: str) -> None:
         """One job to load the model and autotune kernels before timing."""
         self.wait(self.submit(image, model, precision))
+
+
+def _tokens(users: int) -> dict[str, str]:
+    """The first user is "bench"; more users (a shared service) are user1, user2, ..."""
+    return {TOKEN: "bench", **{f"{TOKEN}{k}": f"user{k}" for k in range(1, users)}}
+
+
+class ServerProcess(_Clients):
+    """The same service as `Server`, run as ``cianna-otf serve`` in a process of its own.
+
+    Its clients (the benchmark's threads) then do not share the service's interpreter lock, as
+    real clients do not; the scheduler's batch lines are read from its log (``-v``).
+    """
+
+    def __init__(self, data_dir: Path, models_dir: Path, data_root: Path, device: str, users: int = 1,
+                 batch_size: int = 64, max_wait: float = 0.005, compile_networks: bool = False) -> None:
+        import socket
+        import subprocess
+        import sys
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        tokens = _tokens(users)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        tokens_file = data_dir.parent / "bench-tokens.txt"
+        tokens_file.write_text("".join(f"{t} {u}\n" for t, u in tokens.items()))
+        self.log_path = data_dir.parent / "bench-server.log"
+        command = [sys.executable, "-m", "cianna_otf_server.cli", "-v", "serve", "--port", str(port),
+                   "--tokens-file", str(tokens_file), "--data-dir", str(data_dir), "--models-dir", str(models_dir),
+                   "--data-root", str(data_root), "--device", device, "--max-wait", "120",
+                   "--max-queued-per-owner", str(10**6), "--max-queued-total", str(10**6),
+                   "--batch-size", str(batch_size), "--max-wait-ms", str(1000.0 * max_wait)]
+        if compile_networks:
+            command.append("--compile")
+        self._log = open(self.log_path, "w")
+        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT)
+        self._open_sessions(tokens)
+        deadline = time.monotonic() + 120
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the server exited:\n{self.log_path.read_text()[-3000:]}")
+            try:
+                if self.session.get(self.url + "/models", timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(self.log_path.read_text()[-3000:])
+            time.sleep(0.2)
+
+    def log_lines(self) -> list[str]:
+        """What the server has logged so far."""
+        self._log.flush()
+        return self.log_path.read_text().splitlines()
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(60)
+        except Exception:  # noqa: BLE001 - a benchmark's clean-up
+            self.process.kill()
+        self._log.close()
+
+
+class Server(_Clients):
+    """A standalone server in a thread of this process (as in the tests), with its own settings."""
+
+    def __init__(self, data_dir: Path, models_dir: Path, data_root: Path, device: str, users: int = 1,
+                 **settings) -> None:
+        from tornado.httpserver import HTTPServer
+        from tornado.testing import bind_unused_port
+
+        from cianna_otf_server.server import ServiceConfig, make_app
+
+        import logging
+
+        logging.getLogger("tornado.access").setLevel(logging.ERROR)
+        self.settings = ServiceConfig(data_dir=data_dir, models_dirs=[models_dir], data_roots=[data_root],
+                                        device=device, max_wait_seconds=120.0, max_queued_per_owner=10**6,
+                                        max_queued_total=10**6, **settings)
+        self.loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        sock, port = bind_unused_port()
+        self.url = f"http://127.0.0.1:{port}"
+        tokens = _tokens(users)
+
+        def run() -> None:
+            asyncio.set_event_loop(self.loop)
+            self.app, self.context = make_app(self.settings, tokens)
+            self.server = HTTPServer(self.app)
+            self.server.add_sockets([sock])
+            self.context.start()
+            ready.set()
+            self.loop.run_forever()
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+        ready.wait(60)
+        self._open_sessions(tokens)
 
     def stop(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)

@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from service_bench import Server, environment, save, size_for, write_model, write_noise_image  # noqa: E402
+from service_bench import (Server, ServerProcess, environment, save, size_for, write_model,  # noqa: E402
+                           write_noise_image)
 
 
 def bare_loop(weights: Path, device: str, precision: str, patches: int, batch: int, size: int) -> float:
@@ -92,7 +93,10 @@ class BatchLog(logging.Handler):
         self.batches: list[tuple[int, int, int]] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        match = self.PATTERN.search(record.getMessage())
+        self.add(record.getMessage())
+
+    def add(self, line: str) -> None:
+        match = self.PATTERN.search(line)
         if match:
             self.batches.append(tuple(int(g) for g in match.groups()))
 
@@ -113,6 +117,7 @@ def service(server: Server, model: str, image: str, jobs: int, precision: str, p
     """Patches/s of `jobs` concurrent jobs, shared out over the server's users; and their batches."""
     before = device_activity(server)
     log = BatchLog()
+    lines_before = len(server.log_lines()) if isinstance(server, ServerProcess) else 0
     logging.getLogger("cianna_otf_server.scheduler").addHandler(log)
     logging.getLogger("cianna_otf_server.scheduler").setLevel(logging.INFO)
     sessions = [server.sessions[k % len(server.sessions)] for k in range(jobs)]
@@ -124,6 +129,9 @@ def service(server: Server, model: str, image: str, jobs: int, precision: str, p
     finally:
         logging.getLogger("cianna_otf_server.scheduler").removeHandler(log)
     elapsed = time.perf_counter() - start
+    if isinstance(server, ServerProcess):  # its batch lines are in its log
+        for line in server.log_lines()[lines_before:]:
+            log.add(line)
     after = device_activity(server)
     print("  device worker: " + ", ".join(f"{k} {after.get(k, 0) - before.get(k, 0):.2f} s" for k in sorted(after))
           + f" of {elapsed:.2f} s", flush=True)
@@ -146,6 +154,9 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=0, help="batch size (0: 64 on GPU, 2 on CPU)")
     parser.add_argument("--quick", action="store_true", help="small run for a CPU")
     parser.add_argument("--compile", action="store_true", help="serve torch.compile'd networks (GPU)")
+    parser.add_argument("--server-process", action="store_true",
+                        help="run the service as `cianna-otf serve` in a process of its own (its clients, "
+                        "these threads, then do not share its interpreter lock); default: a thread here")
     parser.add_argument("--users", type=int, default=1,
                         help="users the jobs are shared out over (round robin): batches then mix users' patches")
     parser.add_argument("--out", default=None)
@@ -157,7 +168,7 @@ def main() -> int:
     batch = args.batch or (64 if cuda else 2)
     large_side, small_side = (int(round(n ** 0.5)) for n in (args.large[1], args.small[1]))
     results = {"benchmark": "throughput", **environment(), "device": args.device, "compiled": args.compile,
-               "users": args.users,
+               "users": args.users, "server_process": args.server_process,
                "architecture": args.architecture,
                "patch_size": args.size, "batch": batch,
                "large_jobs": {"jobs": args.large[0], "patches_per_job": large_side ** 2},
@@ -170,8 +181,9 @@ def main() -> int:
         shift = load_card(root / "models" / f"{model}.toml").tiling.shift[0]
         write_noise_image(root / "large.fits", size_for(args.size, shift, large_side))
         write_noise_image(root / "small.fits", size_for(args.size, shift, small_side))
-        server = Server(root / "data", root / "models", root, args.device, users=args.users, batch_size=batch,
-                        max_wait=0.005, compile_networks=args.compile)
+        kind = ServerProcess if args.server_process else Server
+        server = kind(root / "data", root / "models", root, args.device, users=args.users, batch_size=batch,
+                      max_wait=0.005, compile_networks=args.compile)
         device = "cuda" if cuda else "cpu"
         try:
             for precision in precisions:
