@@ -82,12 +82,12 @@ def _wait_for_kernel_idle(page, timeout: float) -> None:
     raise TimeoutError(f"the notebook did not finish in {timeout} s; prompts: {prompts}")
 
 
-def _run_quickstart(page, lab) -> tuple:
-    """Open the quickstart in JupyterLab, Run All Cells as a user would, wait for the view's image.
+def _run_notebook(page, lab, name: str) -> tuple:
+    """Open notebook `name` in JupyterLab, Run All Cells as a user would, wait for the view's image.
 
     Returns the widget's output element and the Aladin view.
     """
-    page.goto(lab.lab_url(QUICKSTART.name))
+    page.goto(lab.lab_url(name))
     page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
     page.wait_for_selector("text=/Python 3 \\(ipykernel\\) \\| Idle/", timeout=60_000)
     page.locator("#jp-MainMenu").get_by_text("Run", exact=True).click()
@@ -99,6 +99,11 @@ def _run_quickstart(page, lab) -> tuple:
     view = page.locator(".aladin-widget").first
     _wait_for_image(view, timeout=60)
     return widget, view
+
+
+def _run_quickstart(page, lab) -> tuple:
+    """The quickstart notebook, run as a user runs it (`_run_notebook`)."""
+    return _run_notebook(page, lab, QUICKSTART.name)
 
 
 def _armed(page, shape: str) -> None:
@@ -365,16 +370,7 @@ def test_the_model_picker_ranks_models_and_warns_in_the_browser(tmp_path):
     nbformat.write(notebook, root / "model-choice.ipynb")
     with jupyter_lab(root, tmp_path / "jupyter") as lab, chromium_page(chromium_path(), tmp_path / "profile") as page:
         page.set_viewport_size({"width": 1400, "height": 900})
-        page.goto(lab.lab_url("model-choice.ipynb"))
-        page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
-        page.wait_for_selector("text=/Python 3 \\(ipykernel\\) \\| Idle/", timeout=60_000)
-        page.locator("#jp-MainMenu").get_by_text("Run", exact=True).click()
-        page.locator(".lm-Menu-item:has-text('Run All Cells')").first.click()
-        page.wait_for_selector("[data-cianna-otf-protocol='1']", state="attached", timeout=120_000)
-        _wait_for_kernel_idle(page, timeout=180)
-        widget = page.locator(".jp-OutputArea-output:has([data-cianna-otf-protocol])")
-        view = page.locator(".aladin-widget").first
-        _wait_for_image(view, timeout=60)
+        widget, _view = _run_notebook(page, lab, "model-choice.ipynb")
         picker = widget.locator(".widget-dropdown:has(label:text-is('Model')) select").first
 
         def options() -> list[str]:

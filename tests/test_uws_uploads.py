@@ -84,7 +84,7 @@ def test_paths_outside_the_data_roots_are_refused(standalone, sky_fits, tmp_path
     data = tmp_path / "data"
     data.mkdir()
     shutil.copy(sky_fits, data / "field.fits")
-    outside = sky_fits  # the session's simulated image lives in another temporary directory
+    outside = sky_fits  # the shared (session-scoped) test image lives in another temporary directory
     assert not outside.resolve().is_relative_to(tmp_path.resolve())
     (data / "escape.fits").symlink_to(outside)
     (data / "elsewhere").symlink_to(outside.parent, target_is_directory=True)
