@@ -120,6 +120,7 @@ class ModelRegistry:
         self._lock = threading.RLock()
         self._entries: dict[str, ModelEntry] = {}
         self._signature: tuple | None = None
+        self._quick: tuple | None = None
         self._verified: dict[tuple, ModelCard] = {}
 
     # -- discovery -------------------------------------------------------------------------
@@ -175,8 +176,42 @@ class ModelRegistry:
             self._entries = self._scan()
             self._signature = signature
 
+    def _quick_signature(self) -> tuple:
+        """What changes when a directory is named, gains, loses or renames a file, or a known card changes.
+
+        A few ``stat`` calls, no path resolution and no directory listing: adding, removing or
+        renaming a card (an atomic replace included) changes its directory's modification time,
+        and an edit in place changes the card file's own.
+        """
+        candidates = [*self._explicit]
+        if self._use_environment:
+            candidates += [Path(item.strip()).expanduser()
+                           for item in os.environ.get(ENV_VAR, "").split(os.pathsep) if item.strip()]
+            candidates.append(user_models_dir())
+        if self._include_builtin:
+            candidates.append(BUILTIN_DIR)
+        known = [name for name, *_ in self._signature[1]] if self._signature else []
+        stamps = []
+        for path in [*map(str, candidates), *known]:
+            try:
+                stat = os.stat(path)
+                stamps.append((path, stat.st_mtime_ns, stat.st_size))
+            except OSError:
+                stamps.append((path, None, None))
+        return tuple(stamps)
+
     def _ensure_fresh(self) -> None:
+        """Rescan only when a directory or a known card changed.
+
+        Every job creation and every job start reads the registry: the full signature (resolving
+        each directory, listing it and stating every card) on each was a measurable share of a
+        small job's host time; the quick one costs a few ``stat`` calls.
+        """
+        quick = self._quick_signature()
+        if quick == self._quick:
+            return
         self.refresh(force=False)
+        self._quick = self._quick_signature()
 
     def _scan(self) -> dict[str, ModelEntry]:
         """Valid cards keyed by model name, broken ones keyed by their file (never hiding a model)."""
