@@ -15,8 +15,12 @@ Integer images stored with BSCALE/BZERO/BLANK (AIPS, NOD2 and other single-dish 
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
+import os
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -265,7 +269,7 @@ def open_image(source: str | Path | fits.HDUList, hdu: int | str | None = None, 
             raise ImageError(f"{name}: the image is {nx} x {ny} pixels; detection needs at least "
                              f"{MIN_IMAGE_SIDE} x {MIN_IMAGE_SIDE}.")
         brightness = brightness or parse_brightness_unit(header.get("BUNIT"))
-        wcs, wcs_problem = _celestial_wcs(header, name, (nx, ny))
+        wcs, wcs_problem = _cached_celestial_wcs(path, index, header, name, (nx, ny))
 
         image = SkyImage(
             data=data,
@@ -466,6 +470,43 @@ def _drop_degenerate_axes(data: Any, name: str, index: int) -> tuple[Any, tuple[
     if extra:
         data = data[(0,) * len(extra)]
     return data, (0,) * len(extra)
+
+
+#: Celestial WCSs of recently opened files, by file identity and HDU (`_cached_celestial_wcs`).
+_WCS_CACHE: OrderedDict[tuple, tuple[WCS | None, str | None]] = OrderedDict()
+_WCS_CACHE_SIZE = 64
+_WCS_CACHE_LOCK = threading.Lock()
+
+
+def _cached_celestial_wcs(path: str | None, index: int, header: fits.Header, name: str,
+                          size: tuple[int, int]) -> tuple[WCS | None, str | None]:
+    """`_celestial_wcs`, remembered for a file that has not changed, each caller given its own copy.
+
+    Interactive use opens the same image for every click: parsing its WCS (wcslib reads the
+    whole header as text) was the costliest part of a small job's opening, ~40 times what a copy
+    costs. The key is the file's identity (device, inode, size, modification time) and the HDU,
+    so an edited or replaced file is parsed again. Each caller gets a deep copy: wcslib's
+    structures are not shared between threads.
+    """
+    if path is None:
+        return _celestial_wcs(header, name, size)
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return _celestial_wcs(header, name, size)
+    key = (os.path.abspath(path), stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, index, size)
+    with _WCS_CACHE_LOCK:
+        found = _WCS_CACHE.get(key)
+        if found is not None:
+            _WCS_CACHE.move_to_end(key)
+    if found is None:
+        found = _celestial_wcs(header, name, size)
+        with _WCS_CACHE_LOCK:
+            _WCS_CACHE[key] = found
+            while len(_WCS_CACHE) > _WCS_CACHE_SIZE:
+                _WCS_CACHE.popitem(last=False)
+    wcs, problem = found
+    return (copy.deepcopy(wcs) if wcs is not None else None), problem
 
 
 def _celestial_wcs(header: fits.Header, name: str, size: tuple[int, int]) -> tuple[WCS | None, str | None]:
