@@ -10,6 +10,7 @@ reproduced from its provenance alone. Types and roles are qualified names (``pro
 
 from __future__ import annotations
 
+import functools
 import platform
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -50,9 +51,14 @@ class ProvenanceRecord:
     precision: str | None = None
     n_sources: int = 0
     catalogue_file: str = "result.xml"
+    #: The software that ran the job (`software_versions`; filled in where the job ran, so a
+    #: document built in another process names the service's PyTorch and GPU, not its own).
+    software: dict[str, str] | None = None
 
 
+@functools.lru_cache(maxsize=1)
 def _software() -> dict[str, str]:
+    """Python, PyTorch, GPU and platform of this process, read once (they do not change)."""
     info = {"python": platform.python_version()}
     try:
         import torch
@@ -64,6 +70,11 @@ def _software() -> dict[str, str]:
         pass
     info["platform"] = platform.platform()
     return info
+
+
+def software_versions() -> dict[str, str]:
+    """A copy of this process's software description, for `ProvenanceRecord.software`."""
+    return dict(_software())
 
 
 def build_document(record: ProvenanceRecord) -> ProvDocument:
@@ -82,7 +93,7 @@ def build_document(record: ProvenanceRecord) -> ProvDocument:
             "prov:type": PROV["SoftwareAgent"],
             "prov:label": "CIANNA On-The-Fly",
             "otf:version": __version__,
-            **{f"otf:{key}": value for key, value in _software().items()},
+            **{f"otf:{key}": value for key, value in (record.software or _software()).items()},
         },
     )
     owner = record.owner or "anonymous"
@@ -190,5 +201,5 @@ def convert(json_bytes: bytes, fmt: str) -> bytes:
     return serialise(ProvDocument.deserialize(content=json_bytes.decode(), format="json"), fmt)
 
 
-__all__ = ["FORMATS", "FORMAT_ALIASES", "ProvenanceRecord", "build_document", "convert", "response_format",
+__all__ = ["FORMATS", "FORMAT_ALIASES", "ProvenanceRecord", "build_document", "convert", "response_format", "software_versions",
            "serialise", "write_provenance"]

@@ -132,3 +132,48 @@ def test_preparation_refuses_an_image_over_the_limit_and_plans_networks(tmp_path
     cancelled.set()
     with pytest.raises(JobCancelled):
         runner.run(_job(files, policy, sky_fits, MODEL="classic"), cancelled, lambda d, t: None)
+
+
+def test_writer_processes_write_the_same_files_and_survive_a_killed_process(tmp_path, policy, sky_fits):
+    import os
+    import signal
+
+    from cianna_otf_server.jobs import WriterProcesses
+
+    def run(folder: str, processes=None):
+        files = JobFiles(tmp_path / folder)
+        runner = DetectionRunner(default_registry(), files, job_url=lambda job_id: f"https://svc/async/{job_id}",
+                                 writer_processes=processes)
+        job = _job(files, policy, sky_fits, MODEL="classic", RESPONSEFORMAT="csv")
+        outcome = runner.run(job, threading.Event(), lambda done, total: None)
+        return files, outcome
+
+    here, local = run("threads")
+    writers = WriterProcesses(1)
+    try:
+        pids = [f.result(timeout=120) for f in writers.start()]
+        assert pids and os.getpid() not in pids  # the files are written by another process
+        there, remote = run("processes", writers)
+        assert [(r.result_id, r.size) for r in remote.results] == [(r.result_id, r.size) for r in local.results]
+        for name in ("result.csv", "regions.reg"):
+            assert there.result_file("job1", name).read_bytes() == here.result_file("job1", name).read_bytes()
+        assert _votable_rows(there) == _votable_rows(here) and len(_votable_rows(here)) > 0
+        provenance = there.result_file("job1", "provenance.json").read_text()
+        assert "otf:torch" in provenance and '"otf:python"' in provenance  # the service's software, named
+        os.kill(pids[0], signal.SIGKILL)  # a writer killed (for memory, say) loses no job
+        again, outcome = run("after-kill", writers)
+        assert _votable_rows(again) == _votable_rows(here)
+        assert {r.result_id for r in outcome.results} == {"result", "votable", "regions", "provenance"}
+    finally:
+        writers.close()
+    # closed (the service stopping): the calling thread writes
+    closed, _ = run("closed", writers)
+    assert closed.result_file("job1", "result.csv").read_bytes() == here.result_file("job1", "result.csv").read_bytes()
+
+
+def _votable_rows(files: JobFiles) -> list[tuple]:
+    """The published VOTable's rows (its header carries the time it was written)."""
+    from astropy.table import Table
+
+    table = Table.read(files.result_file("job1", "catalogue.xml"), format="votable")
+    return [tuple(row) for row in table.as_array().tolist()]

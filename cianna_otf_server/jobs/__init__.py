@@ -9,6 +9,7 @@ from ._parameters import DetectionParameterPolicy, check_region_syntax, request_
 from ._request import DetectionRequest, ImagePath, ImageSource, ImageUrl, UploadedImage
 from ._prepare import JobPreparer, PreparedJob, RunnerLimits
 from ._results import JobOutcome, ResultWriter
+from ._writer_pool import WriterProcesses, default_writer_processes
 from ._runner import DetectionRunner, JobRunner, NetworkSource
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "ImageSource",
     "ImageUrl",
     "UploadedImage",
+    "WriterProcesses",
     "JobCancelled",
     "JobOutcome",
     "JobPreparer",
@@ -36,6 +38,7 @@ __all__ = [
     "RunnerLimits",
     "check_region_syntax",
     "classify_failure",
+    "default_writer_processes",
     "image_sha256",
     "report_failure",
     "request_from_job",

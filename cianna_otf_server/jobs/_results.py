@@ -12,6 +12,8 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from astropy.table import Table
 
@@ -19,8 +21,9 @@ from ..catalogue import CATALOGUE_FORMATS, write_catalogue
 from ..uws import JobFiles, JobResult, file_error
 from ._prepare import PreparedJob
 from ._request import ImagePath
+from ._writer_pool import WriterProcesses
 
-__all__ = ["JobOutcome", "ResultWriter"]
+__all__ = ["JobOutcome", "ResultWriter", "write_result_files"]
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +37,18 @@ class JobOutcome:
 
 
 class ResultWriter:
-    """Writes and publishes a job's results; `job_url` builds the job's absolute URL (provenance)."""
+    """Writes and publishes a job's results; `job_url` builds the job's absolute URL (provenance).
 
-    def __init__(self, files: JobFiles, job_url: Callable[[str], str] | None = None) -> None:
+    With `processes`, the files are written in those processes (`WriterProcesses`), off this
+    process's interpreter lock; they are published from here either way.
+    """
+
+    def __init__(self, files: JobFiles, job_url: Callable[[str], str] | None = None,
+                 processes: WriterProcesses | None = None) -> None:
         self.files = files
         self.job_url = job_url or (lambda job_id: job_id)
+        #: where the files are written: these processes, or (None) the calling thread
+        self.processes = processes
 
     def write(self, prepared: PreparedJob, table: Table) -> JobOutcome:
         """Write the catalogue in its formats and the provenance, then publish them together.
@@ -57,7 +67,7 @@ class ResultWriter:
             raise error from exc
 
     def _write(self, prepared: PreparedJob, table: Table) -> JobOutcome:
-        from ..provenance import ProvenanceRecord, write_provenance
+        from ..provenance import ProvenanceRecord, software_versions
 
         job, request, card, work = prepared.job, prepared.request, prepared.card, prepared.work
         table.meta["job_url"] = self.job_url(job.job_id)
@@ -66,10 +76,6 @@ class ResultWriter:
         if main.name != "votable":
             outputs.append(("votable", "catalogue.xml", "votable", CATALOGUE_FORMATS["votable"].media_type))
         outputs.append(("regions", "regions.reg", "ds9", CATALOGUE_FORMATS["ds9"].media_type))
-        results: list[JobResult] = []
-        for result_id, name, fmt, media in outputs:
-            write_catalogue(table, work / name, fmt)
-            results.append(JobResult(result_id, name, media))
 
         # a data-root IMAGE is stored resolved, a server path: provenance names it as its user does
         shown = getattr(prepared.image, "name", "") or request.image.name
@@ -91,8 +97,14 @@ class ResultWriter:
             precision=prepared.precision if card.is_network else None,
             n_sources=len(table),
             catalogue_file="result" + main.result_suffix,
+            software=software_versions(),
         )
-        write_provenance(record, work / "provenance.json", "json")
+        files = [(name, fmt) for _, name, fmt, _ in outputs]
+        if self.processes is not None:
+            self.processes.run(write_result_files, table, work, files, record)
+        else:
+            write_result_files(table, work, files, record)
+        results = [JobResult(result_id, name, media) for result_id, name, _, media in outputs]
         results.append(JobResult("provenance", "provenance.json", "application/json"))
 
         for result in results:  # all written: publish them together
@@ -100,3 +112,16 @@ class ResultWriter:
             result.size = target.stat().st_size
         log.info("job %s: %d sources with %s in %.2f s", job.job_id, len(table), card.name, time.time() - prepared.time)
         return JobOutcome(results, [str(w) for w in table.meta.get("warnings", ()) or ()])
+
+
+def write_result_files(table: Table, work: Path, files: list[tuple[str, str]], record: Any) -> None:
+    """Write the catalogue as each ``(file name, format)`` of `files` and the provenance, into `work`.
+
+    A function of plain, picklable values, so that `WriterProcesses` can run it in another
+    process; the caller publishes the files once every one is written.
+    """
+    from ..provenance import write_provenance
+
+    for name, fmt in files:
+        write_catalogue(table, work / name, fmt)
+    write_provenance(record, work / "provenance.json", "json")

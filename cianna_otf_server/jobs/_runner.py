@@ -20,6 +20,7 @@ from ..uws import Job, JobFiles
 from ._outcomes import JobCancelled
 from ._prepare import JobPreparer, PreparedJob, RunnerLimits
 from ._results import JobOutcome, ResultWriter
+from ._writer_pool import WriterProcesses
 
 if TYPE_CHECKING:  # torch is imported when a network is first loaded
     import torch
@@ -54,13 +55,14 @@ class DetectionRunner:
     limits : what a job may read.
     job_url : builds the job's absolute URL (recorded in the provenance).
     networks : optional cache with ``get(card, device, precision)`` returning a loaded network.
+    writer_processes : optional processes that write the result files (`WriterProcesses`).
     """
 
     def __init__(self, registry: ModelRegistry, files: JobFiles, *, device: str = "cpu",
                  limits: RunnerLimits | None = None, job_url: Callable[[str], str] | None = None,
-                 networks: NetworkSource | None = None) -> None:
+                 networks: NetworkSource | None = None, writer_processes: WriterProcesses | None = None) -> None:
         self.preparer = JobPreparer(registry, files, device=device, limits=limits)
-        self.writer = ResultWriter(files, job_url)
+        self.writer = ResultWriter(files, job_url, writer_processes)
         self.registry, self.files, self.device = registry, files, device
         self.networks = networks
 

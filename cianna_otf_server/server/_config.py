@@ -110,6 +110,9 @@ class ServiceConfig(Configurable):
                           "replacing 'executor' (for example a distributed engine).").tag(config=True)
     workers = Int(1, help="Jobs run at once by the worker pool; also the least number of "
                   "preparation and writing threads of the batching scheduler.").tag(config=True)
+    writer_processes = Int(-1, min=-1, help="Processes writing the result files (catalogue formats, provenance) "
+                           "outside the service's interpreter lock; 0: the finishing threads write them; -1: "
+                           "none up to 4 CPUs, else one per 4 CPUs (at most 4).").tag(config=True)
     batch_size = Int(0, help="Patches per batch; 0: 2 on a CPU, 64 on a GPU.").tag(config=True)
     max_wait = Float(0.02, help="Seconds a ready patch may wait for a fuller batch.").tag(config=True)
     model_budget_mb = Float(4096.0, help="Memory for resident networks per device, MB.").tag(config=True)
@@ -199,6 +202,12 @@ class ServiceConfig(Configurable):
             max_destruction=timedelta(days=self.max_destruction_days),
             max_wait_seconds=self.max_wait_seconds,
         )
+
+    def resolved_writer_processes(self) -> int:
+        """`writer_processes` with -1 resolved for this host (`jobs.default_writer_processes`)."""
+        from ..jobs import default_writer_processes
+
+        return default_writer_processes() if self.writer_processes < 0 else self.writer_processes
 
     def runner_limits(self) -> Any:
         """What one job may read (`jobs.RunnerLimits`)."""

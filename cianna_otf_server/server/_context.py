@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ..errors import UnknownModelError
-from ..jobs import DetectionParameterPolicy, DetectionRunner, LocalPoolExecutor
+from ..jobs import DetectionParameterPolicy, DetectionRunner, LocalPoolExecutor, WriterProcesses
 from ..models import ModelRegistry
 from ..uws import JobEvents, JobFiles, JobService, JobStore, PostgresJobStore, SqlJobStore
 from ..uws._storage import DATABASE_FILE
@@ -49,8 +49,11 @@ class ServiceContext:
         self.files = JobFiles(self.data_dir)
         self.events = JobEvents()
         self.metrics = ServiceMetrics(self.store)
+        writers = config.resolved_writer_processes()
+        self.writer_processes = WriterProcesses(writers) if writers else None
         self.runner = DetectionRunner(self.registry, self.files, device=self.device,
-                                      limits=config.runner_limits(), job_url=self.job_url)
+                                      limits=config.runner_limits(), job_url=self.job_url,
+                                      writer_processes=self.writer_processes)
         self.executor = self._make_executor(self.runner)
         # blocking request work (opening an image to rank the models for it) runs here, off the event loop
         self.blocking = ThreadPoolExecutor(max_workers=2, thread_name_prefix="otf-request")
@@ -104,6 +107,8 @@ class ServiceContext:
         if interval and sys.getswitchinterval() > interval:
             sys.setswitchinterval(interval)  # the loop wins the interpreter lock back from busy workers
         self.service.startup()
+        if self.writer_processes is not None:
+            self.writer_processes.start()  # in the background: the first jobs do not wait for it
         if self._reaper is None:
             self._reaper = loop.create_task(self._reap_forever())
             self._deadlines = loop.create_task(self._stop_overdue_forever())
@@ -148,4 +153,6 @@ class ServiceContext:
             self._reaper = None
         self.service.shutdown(wait=True)  # running jobs stop at their next patch and are requeued at restart
         self.blocking.shutdown(wait=False, cancel_futures=True)
+        if self.writer_processes is not None:
+            self.writer_processes.close()
         self.store.close()
