@@ -153,7 +153,8 @@ class ServerProcess(_Clients):
     """
 
     def __init__(self, data_dir: Path, models_dir: Path, data_root: Path, device: str, users: int = 1,
-                 batch_size: int = 64, max_wait: float = 0.005, compile_networks: bool = False) -> None:
+                 batch_size: int = 64, max_wait: float = 0.005, compile_networks: bool = False,
+                 writer_processes: int | None = None) -> None:
         import socket
         import subprocess
         import sys
@@ -174,6 +175,8 @@ class ServerProcess(_Clients):
                    "--batch-size", str(batch_size), "--max-wait-ms", str(1000.0 * max_wait)]
         if compile_networks:
             command.append("--compile")
+        if writer_processes is not None:
+            command += ["--writer-processes", str(writer_processes)]
         self._log = open(self.log_path, "w")
         self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT)
         self._open_sessions(tokens)

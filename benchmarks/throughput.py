@@ -157,6 +157,8 @@ def main() -> int:
     parser.add_argument("--server-process", action="store_true",
                         help="run the service as `cianna-otf serve` in a process of its own (its clients, "
                         "these threads, then do not share its interpreter lock); default: a thread here")
+    parser.add_argument("--writer-processes", type=int, default=None,
+                        help="the service's writer_processes (with --server-process; default: its own default)")
     parser.add_argument("--users", type=int, default=1,
                         help="users the jobs are shared out over (round robin): batches then mix users' patches")
     parser.add_argument("--out", default=None)
@@ -169,6 +171,7 @@ def main() -> int:
     large_side, small_side = (int(round(n ** 0.5)) for n in (args.large[1], args.small[1]))
     results = {"benchmark": "throughput", **environment(), "device": args.device, "compiled": args.compile,
                "users": args.users, "server_process": args.server_process,
+               "writer_processes": args.writer_processes,
                "architecture": args.architecture,
                "patch_size": args.size, "batch": batch,
                "large_jobs": {"jobs": args.large[0], "patches_per_job": large_side ** 2},
@@ -182,8 +185,9 @@ def main() -> int:
         write_noise_image(root / "large.fits", size_for(args.size, shift, large_side))
         write_noise_image(root / "small.fits", size_for(args.size, shift, small_side))
         kind = ServerProcess if args.server_process else Server
+        extra = {} if args.writer_processes is None else {"writer_processes": args.writer_processes}
         server = kind(root / "data", root / "models", root, args.device, users=args.users, batch_size=batch,
-                      max_wait=0.005, compile_networks=args.compile)
+                      max_wait=0.005, compile_networks=args.compile, **extra)
         device = "cuda" if cuda else "cpu"
         try:
             for precision in precisions:
