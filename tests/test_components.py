@@ -208,3 +208,21 @@ def test_a_compact_detection_does_not_own_its_whole_box() -> None:
     box = boxes_at([(40.0, 40.0)], side=14.0)  # the neighbour lies inside the box
     found = components(image, box)
     assert len(found) == 1 and abs(found.x_center[0] - 45.0) <= 1.0
+
+
+def test_the_sidelobe_ratio_falls_with_distance_from_a_bright_source() -> None:
+    from cianna_otf_server.pipeline._components import DeblendSettings
+
+    # a 5000-sigma source B, a detected 200-sigma source A 4.8 beams from it, and an 80-sigma
+    # neighbour N of A: 7.2 beams from B (above the ratio there), or 3 beams (below 3% of B)
+    far = sky([(24.0, 48.0, 5000.0), (36.0, 48.0, 200.0), (42.0, 48.0, 80.0)])
+    detected = boxes_at([(24.0, 48.0), (36.0, 48.0)])
+    measurement = measure_sources(far, detected, BEAM, BEAM)
+    found = component_boxes(far, detected, measurement, 4.0, BEAM)
+    assert len(found) == 1 and abs(found.x_center[0] - 42.0) <= 1.0
+    constant = DeblendSettings(sidelobe_slope=0.0)  # the former rule: 3% of B out to 8 beams
+    assert len(component_boxes(far, detected, measurement, 4.0, BEAM, settings=constant)) == 0
+
+    near = sky([(24.0, 48.0, 5000.0), (31.5, 48.0, 80.0), (40.0, 48.0, 200.0)])
+    detected = boxes_at([(24.0, 48.0), (40.0, 48.0)])
+    assert len(component_boxes(near, detected, measure_sources(near, detected, BEAM, BEAM), 4.0, BEAM)) == 0
