@@ -138,12 +138,12 @@ def deblend_with(settings: DeblendSettings) -> Iterator[None]:
         _detect.component_boxes = shipped
 
 
-def held_out_seeds(config: Any, count: int, size: int) -> list[int]:
-    """Seeds from `FIRST_SEED` in order: the first ``count // 2`` skies with artefacts, the rest without."""
+def held_out_seeds(config: Any, count: int, size: int, first: int = FIRST_SEED) -> list[int]:
+    """Seeds from `first` in order: the first ``count // 2`` skies with artefacts, the rest without."""
     from cianna_otf_server.training._data import sky_options
 
     with_artefacts, without = [], []
-    seed = FIRST_SEED
+    seed = first
     while len(with_artefacts) < count // 2 or len(without) < count - count // 2:
         has = sky_options(config, seed, size).artefact_level > 0
         group, want = (with_artefacts, count // 2) if has else (without, count - count // 2)
@@ -250,6 +250,41 @@ def passes(row: dict[str, Any], today: dict[str, Any], min_precision: float, sla
     return True
 
 
+def print_per_image(images: Sequence[Any], settings: dict[str, dict[str, Any]]) -> None:
+    """Each sky's seed, artefact level, SNR >= 5 sources, and precision and recall under each named setting."""
+    print(f"\nper image ({' / '.join(settings)}): seed, artefacts, SNR>=5 sources, P, R5")
+    for item, *rows in zip(images, *(r["per_image"] for r in settings.values())):
+        r5 = " / ".join(f"{x['n_recovered_snr5'] / x['n_true_snr5']:.3f}" if x["n_true_snr5"] else "-" for x in rows)
+        p = " / ".join(f"{x['precision']:.3f}" if x["precision"] is not None else "-" for x in rows)
+        print(f"  {item.seed} art {item.domain['artefact_level']:.4f} n5 {item.n_true5:5d}  P {p}  R5 {r5}")
+
+
+def base_config(args: Any, card: Any, seeds: Sequence[int], first_seed: int) -> dict[str, Any]:
+    """What a tuning run's JSON records of its model, skies, matching and choice thresholds."""
+    return {"model": args.model, "model_version": card.version, "size": args.size, "seeds": list(seeds),
+            "seed_rule": f"from {first_seed} in order, half among skies with artefacts and half without",
+            "recipe": "training._data.simulate_training_sky(TrainConfig(seed=3, recipe='snr'), seed, size)",
+            "matching": "quality_report within training._tune.match_radius (one beam FWHM, >= 2 px)",
+            "min_precision": args.min_precision, "precision_slack": args.precision_slack}
+
+
+def candidate_records(rows: list[dict[str, Any]], reference: dict[str, Any], min_precision: float,
+                      slack: float) -> list[dict[str, Any]]:
+    """Every candidate's pooled figures, whether it passes the rule, and its per-image precision and recall."""
+    return [{**{k: v for k, v in r.items() if k != "per_image"},
+             "passes": passes(r, reference, min_precision, slack),
+             "per_image_precision": [x["precision"] for x in r["per_image"]],
+             "per_image_recovered_snr5": [x["n_recovered_snr5"] for x in r["per_image"]]} for r in rows]
+
+
+def write_result(result: dict[str, Any], out: str | Path) -> None:
+    """The tuning's JSON (numpy scalars as numbers)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1, default=lambda v: v.item() if hasattr(v, "item") else str(v)) + "\n")
+    print(f"wrote {out}")
+
+
 def choose(rows: list[dict[str, Any]], min_precision: float, slack: float) -> dict[str, Any]:
     """Best pooled SNR >= 5 recall (then precision) among the candidates that pass the precision rule."""
     today = next(r for r in rows if r["today"])
@@ -324,19 +359,11 @@ def main(argv: list[str] | None = None) -> int:
           f"{len(eligible)} of {len(rows)} pass)")
     print(f"\nchosen: {best['label']}: P {best['precision']:.4f} R5 {best['recall_snr5']:.4f} "
           f"(today P {today['precision']:.4f} R5 {today['recall_snr5']:.4f})")
-    print("\nper image (no deblending / today / chosen): seed, artefacts, SNR>=5 sources, P, R5")
-    for item, *three in zip(images, plain["per_image"], today["per_image"], best["per_image"]):
-        r5 = " / ".join(f"{x['n_recovered_snr5'] / x['n_true_snr5']:.3f}" if x["n_true_snr5"] else "-" for x in three)
-        p = " / ".join(f"{x['precision']:.3f}" if x["precision"] is not None else "-" for x in three)
-        print(f"  {item.seed} art {item.domain['artefact_level']:.4f} n5 {item.n_true5:5d}  P {p}  R5 {r5}")
+    print_per_image(images, {"no deblending": plain, "today": today, "chosen": best})
 
     result = {
         "environment": environment(),
-        "config": {"model": args.model, "model_version": card.version, "size": args.size, "seeds": seeds,
-                   "seed_rule": f"from {FIRST_SEED} in order, half among skies with artefacts and half without",
-                   "recipe": "training._data.simulate_training_sky(TrainConfig(seed=3, recipe='snr'), seed, size)",
-                   "matching": "quality_report within training._tune.match_radius (one beam FWHM, >= 2 px)",
-                   "min_precision": args.min_precision, "precision_slack": args.precision_slack,
+        "config": {**base_config(args, card, seeds, FIRST_SEED),
                    "rule": "best pooled recall of SNR >= 5 among candidates whose pooled precision is >= today's "
                            "- precision_slack and whose precision on every image is >= min_precision, or >= today's "
                            "- precision_slack on an image where today's is already below min_precision",
@@ -349,15 +376,9 @@ def main(argv: list[str] | None = None) -> int:
         "no_deblending": plain,
         "today": {k: v for k, v in today.items()},
         "chosen": {k: v for k, v in best.items()},
-        "candidates": [{**{k: v for k, v in r.items() if k != "per_image"},
-                        "passes": passes(r, today, args.min_precision, args.precision_slack),
-                        "per_image_precision": [x["precision"] for x in r["per_image"]],
-                        "per_image_recovered_snr5": [x["n_recovered_snr5"] for x in r["per_image"]]} for r in rows],
+        "candidates": candidate_records(rows, today, args.min_precision, args.precision_slack),
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1, default=lambda v: v.item() if hasattr(v, "item") else str(v)) + "\n")
-    print(f"wrote {out}")
+    write_result(result, args.out)
     return 0
 
 

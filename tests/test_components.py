@@ -226,3 +226,38 @@ def test_the_sidelobe_ratio_falls_with_distance_from_a_bright_source() -> None:
     near = sky([(24.0, 48.0, 5000.0), (31.5, 48.0, 80.0), (40.0, 48.0, 200.0)])
     detected = boxes_at([(24.0, 48.0), (40.0, 48.0)])
     assert len(component_boxes(near, detected, measure_sources(near, detected, BEAM, BEAM), 4.0, BEAM)) == 0
+
+
+def _rescue(image: np.ndarray, standing: Boxes, candidates: Boxes, rescue_snr: float = 8.0) -> np.ndarray:
+    """`rescued` as `YoloDetection` calls it: both sets measured, the standing ones' measured peaks."""
+    from cianna_otf_server.pipeline._components import rescued
+
+    held, measured = measure_sources(image, standing, BEAM, BEAM), measure_sources(image, candidates, BEAM, BEAM)
+    return rescued(measured, candidates.objectness, held, held.peak, rescue_snr, BEAM)
+
+
+def test_a_bright_source_scored_below_the_threshold_is_rescued_and_a_faint_one_is_not() -> None:
+    image = sky([(20.0, 20.0, 60.0), (70.0, 70.0, 7.0), (20.0, 75.0, 30.0)])  # the 7 measures 5.3
+    standing = boxes_at([(20.0, 75.0)])
+    candidates = boxes_at([(20.0, 20.0), (70.0, 70.0)], score=[0.3, 0.3])
+    assert _rescue(image, standing, candidates).tolist() == [True, False]  # 60 sigma kept; 5.3 < rescue_snr 8
+    assert _rescue(image, standing, candidates, rescue_snr=5.0).tolist() == [True, True]
+    nothing = boxes_at([(20.0, 75.0)]).take(np.zeros(0, dtype=np.int64))
+    assert _rescue(image, nothing, candidates).tolist() == [True, False]  # no standing detection at all
+
+
+def test_a_sidelobe_level_peak_next_to_a_very_bright_source_is_not_rescued() -> None:
+    # a 40-sigma peak 3 beams from a 5000-sigma detection: below 3% of it (150 sigma)
+    image = sky([(30.0, 48.0, 5000.0), (37.5, 48.0, 40.0)])
+    candidate = boxes_at([(37.5, 48.0)], score=[0.3])
+    assert _rescue(image, boxes_at([(30.0, 48.0)]), candidate).tolist() == [False]
+    alone = sky([(37.5, 48.0, 40.0), (80.0, 80.0, 50.0)])  # the same peak without the bright neighbour
+    assert _rescue(alone, boxes_at([(80.0, 80.0)]), candidate).tolist() == [True]
+
+
+def test_a_rescued_box_does_not_duplicate_a_standing_detection_or_another_candidate() -> None:
+    image = sky([(40.0, 40.0, 50.0), (70.0, 40.0, 30.0)])
+    standing = boxes_at([(40.0, 40.0)])
+    # one candidate on the standing source, two on the other source (the better scored is kept)
+    candidates = boxes_at([(41.0, 40.0), (70.0, 40.0), (70.5, 40.5)], score=[0.3, 0.2, 0.25])
+    assert _rescue(image, standing, candidates).tolist() == [False, False, True]

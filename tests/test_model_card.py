@@ -111,3 +111,21 @@ def test_graded_nms_and_box_widening(tmp_path: Path) -> None:
     assert card.yolo.min_box_size == 5 and card.yolo.edge_penalty == 0.05
     with pytest.raises(ModelCardError, match="pairs"):
         load_card(_write(tmp_path, text.replace("[[0.05, 1.0], [-0.1, 0.7]]", "[0.05, 1.0]")))
+
+
+def test_significance_rescue_settings(tmp_path: Path) -> None:
+    """Absent: off (every card as before); both together, in range, on a measuring card."""
+    base = YOLO_CARD.format(sha="ab" * 32)
+    off = load_card(_write(tmp_path, base)).yolo
+    assert (off.rescue_threshold, off.rescue_snr, off.rescues) == (0.0, 0.0, False)
+    text = base.replace("nms_threshold = 0.1", "nms_threshold = 0.1\nmeasure = true\nrescue_threshold = 0.2\n"
+                                               "rescue_snr = 10")
+    on = load_card(_write(tmp_path, text)).yolo
+    assert (on.rescue_threshold, on.rescue_snr, on.rescues) == (0.2, 10, True)
+    for wrong, message in (("rescue_snr = 10", "go together"), ("rescue_snr = -1", "must be positive"),
+                           ("measure = true", "need measure = true")):
+        bad = text.replace(wrong, "") if message != "must be positive" else text.replace("rescue_snr = 10", wrong)
+        with pytest.raises(ModelCardError, match=message):
+            load_card(_write(tmp_path, bad))
+    with pytest.raises(ModelCardError, match=r"in \(0, 1\]"):
+        load_card(_write(tmp_path, text.replace("rescue_threshold = 0.2", "rescue_threshold = 1.5")))

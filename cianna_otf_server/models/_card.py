@@ -139,6 +139,12 @@ class YoloSpec:
     ``measure`` and ``min_peak_snr`` on a signal-to-noise model) adds the significant peaks around
     the detections that no measured detection accounts for, the sources a box between two of them
     or the NMS merged (`pipeline._components`), and keeps one detection per measured peak.
+    ``rescue_threshold`` and ``rescue_snr`` (both or neither; with ``measure`` on a signal-to-noise
+    model) keep a box scored below its prior's threshold but at least ``rescue_threshold`` when its
+    measured peak reaches ``rescue_snr`` sigmas, it clears the sidelobe level of its brighter
+    standing neighbours and no standing detection measures the same peak: the network scores some
+    isolated, clearly significant sources just below its threshold, and the image, not the score,
+    says they are real (0: off, the card as before).
     """
 
     nb_box: int
@@ -161,6 +167,13 @@ class YoloSpec:
     min_peak_snr: float = 0.0
     measure: bool = False
     deblend: bool = False
+    rescue_threshold: float = 0.0
+    rescue_snr: float = 0.0
+
+    @property
+    def rescues(self) -> bool:
+        """Whether the significance rescue (``rescue_threshold`` / ``rescue_snr``) is on."""
+        return self.rescue_threshold > 0 and self.rescue_snr > 0
 
 
 @dataclass(frozen=True)
@@ -214,6 +227,21 @@ class ModelCard:
         data["weights_file"] = self.weights_file.name if self.weights_file else None
         data["card_path"] = str(self.card_path) if self.card_path else None
         return data
+
+
+def _check_rescue(yolo: YoloSpec, where: str) -> None:
+    """The significance rescue needs both settings in range and a measuring card (its test is the measured peak)."""
+    given = (yolo.rescue_threshold != 0, yolo.rescue_snr != 0)
+    if given == (False, False):
+        return
+    if not all(given):
+        raise ModelCardError(f"{where}: rescue_threshold and rescue_snr go together")
+    if not 0 < yolo.rescue_threshold <= 1:
+        raise ModelCardError(f"{where}: rescue_threshold must lie in (0, 1]")
+    if yolo.rescue_snr <= 0:
+        raise ModelCardError(f"{where}: rescue_snr must be positive")
+    if not yolo.measure:
+        raise ModelCardError(f"{where}: rescue_threshold and rescue_snr need measure = true")
 
 
 def load_card(path: str | Path) -> ModelCard:
@@ -307,7 +335,10 @@ def card_from_dict(raw: dict[str, Any], path: Path | None = None) -> ModelCard:
             min_peak_snr=yolo_table.number("min_peak_snr", default=0.0),
             measure=yolo_table.flag("measure", default=False),
             deblend=yolo_table.flag("deblend", default=False),
+            rescue_threshold=yolo_table.number("rescue_threshold", default=0.0),
+            rescue_snr=yolo_table.number("rescue_snr", default=0.0),
         )
+        _check_rescue(yolo, f"{where}: [yolo]")
 
     domain = _domain(reader.table("domain"), family)
 

@@ -60,6 +60,7 @@ from ._measure import Measurement
 from ._windows import STACK_PIXELS, read_windows
 
 __all__ = ["BeamMetric", "DeblendSettings", "DEFAULT_SETTINGS", "component_boxes", "one_per_peak", "greedy_apart",
+           "rescued",
            "COMPACT_BEAMS", "PEAK_DISTANCE_BEAMS", "SEARCH_BEAMS", "DISTINCT_BEAMS", "SIDELOBE_RATIO",
            "SIDELOBE_BEAMS", "SIDELOBE_KNEE_BEAMS", "SIDELOBE_SLOPE", "DIP"]
 
@@ -349,6 +350,56 @@ def greedy_apart(x: np.ndarray, y: np.ndarray, score: np.ndarray, distance: floa
         if alive[k]:
             alive[neighbours[k]] = False
     return alive
+
+
+def rescued(candidates: Measurement, score: np.ndarray, standing: Measurement, standing_peak: np.ndarray,
+            rescue_snr: float, beam_major: float, beam_minor: float | None = None,
+            beam_angle: float | None = None, settings: DeblendSettings | None = None) -> np.ndarray:
+    """Which boxes scored below the network's threshold to keep for their significance (``[yolo] rescue_*``).
+
+    The network scores some isolated, clearly significant sources just below its threshold; the
+    image says they are real. A candidate is kept when its measured peak reaches `rescue_snr`,
+    when it is not below the sidelobe level of a brighter standing detection (`_sidelobe_level`,
+    as the deblending tests its peaks: the network learnt to score calibration sidelobes low, and
+    those may be bright), and when no standing detection's measured centre lies within
+    `PEAK_DISTANCE_BEAMS` beams of its own (the same source, as `one_per_peak` sees it); of
+    candidates that measure one peak, the best scored is kept.
+
+    Parameters
+    ----------
+    candidates, standing : Measurement
+        The candidates' and the standing detections' measurements (same pixel frame as the beam).
+    score : ndarray
+        The candidates' objectness.
+    standing_peak : ndarray
+        The standing detections' peak SNR (the values the ``min_peak_snr`` cut kept them on).
+    rescue_snr : float
+        The measured peak a candidate needs, in sigmas.
+    beam_major, beam_minor, beam_angle : float
+        The beam in that frame (pixels, degrees from +y towards -x); round without the last two.
+    settings : DeblendSettings, optional
+        The sidelobe rule (default `DEFAULT_SETTINGS`, the deblending's).
+    """
+    s = DEFAULT_SETTINGS if settings is None else settings
+    peak = np.nan_to_num(np.asarray(candidates.peak, dtype=np.float64), nan=-np.inf)
+    cx, cy = np.asarray(candidates.x, dtype=np.float64), np.asarray(candidates.y, dtype=np.float64)
+    alive = np.flatnonzero((peak >= rescue_snr) & np.isfinite(cx) & np.isfinite(cy))
+    if len(alive) == 0:
+        return np.zeros(len(peak), dtype=bool)
+    metric = BeamMetric.of(beam_major, beam_minor, beam_angle)
+    sx, sy = np.asarray(standing.x, dtype=np.float64), np.asarray(standing.y, dtype=np.float64)
+    speak = np.nan_to_num(np.asarray(standing_peak, dtype=np.float64), nan=0.0)
+    held = np.isfinite(sx) & np.isfinite(sy)
+    sx, sy, speak = sx[held], sy[held], speak[held]
+    if len(sx):
+        level = _sidelobe_level(cx[alive], cy[alive], sx, sy, speak, max(1.0, float(beam_major)), s)
+        alive = alive[peak[alive] >= level]
+        distance, _ = cKDTree(metric.whiten(sx, sy)).query(metric.whiten(cx[alive], cy[alive]))
+        alive = alive[np.asarray(distance) > PEAK_DISTANCE_BEAMS]
+    keep = np.zeros(len(peak), dtype=bool)
+    where = metric.whiten(cx[alive], cy[alive])
+    keep[alive[greedy_apart(where[:, 0], where[:, 1], np.asarray(score)[alive], PEAK_DISTANCE_BEAMS)]] = True
+    return keep
 
 
 def one_per_peak(x: np.ndarray, y: np.ndarray, score: np.ndarray, distance: float,

@@ -45,6 +45,11 @@ class DecodeSettings:
     extended_filter : ExtendedFilterSettings or None
         The SDC1 recipe's filter of false detections on bright extended emission, applied
         before the first NMS when the patch's normalised pixels are given (`decode_patch`).
+    rescue_threshold : float
+        The card's significance rescue (``[yolo] rescue_threshold``; 0: off): proposals are kept
+        down to this objectness (`floor`) as candidates, which the measurement keeps only when
+        significant (`YoloDetection.boxes`). Greedy NMS lets a box be suppressed only by more
+        confident ones, so the boxes at or above `thresholds` are the same with or without them.
     """
 
     thresholds: tuple[float, ...]
@@ -53,6 +58,18 @@ class DecodeSettings:
     min_box_size: float = 0.0
     edge_penalty: float = 0.0
     extended_filter: ExtendedFilterSettings | None = None
+    rescue_threshold: float = 0.0
+
+    @property
+    def floor(self) -> tuple[float, ...]:
+        """The objectness each prior's proposals are decoded down to: its threshold, or the rescue's if lower."""
+        if self.rescue_threshold <= 0:
+            return self.thresholds
+        return tuple(min(t, self.rescue_threshold) for t in self.thresholds)
+
+    def standing(self, boxes: Boxes) -> np.ndarray:
+        """Which decoded boxes reach their prior's threshold (the rest are rescue candidates)."""
+        return boxes.objectness >= np.asarray(self.thresholds, dtype=np.float64)[boxes.prior]
 
 
 def decode_settings(
@@ -99,6 +116,7 @@ def decode_settings(
         min_box_size=float(min_box_size),
         edge_penalty=float(edge_penalty),
         extended_filter=ExtendedFilterSettings.from_yolo(yolo),
+        rescue_threshold=float(yolo.rescue_threshold) if yolo.rescues else 0.0,
     )
 
 
@@ -145,7 +163,7 @@ def decode_patch(output: np.ndarray, yolo: YoloSpec, settings: DecodeSettings, t
             penalised = np.maximum(values - settings.edge_penalty, np.minimum(values, 0.03))
             values[:, border] = penalised[:, border]
 
-    thresholds = np.asarray(settings.thresholds, dtype=np.float64)[:, None, None]
+    thresholds = np.asarray(settings.floor, dtype=np.float64)[:, None, None]
     b, cy, cx = np.nonzero(objectness >= thresholds)
     if b.size == 0:
         return Boxes.empty(nc, npar)

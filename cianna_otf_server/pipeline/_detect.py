@@ -27,7 +27,7 @@ from ..errors import ModelCardError, ModelFileError, UserInputError
 from ..models._card import PRECISIONS, ModelCard
 from ._boxes import Boxes
 from ._catalogue import classic_catalogue, yolo_catalogue
-from ._components import PEAK_DISTANCE_BEAMS, BeamMetric, component_boxes, one_per_peak
+from ._components import PEAK_DISTANCE_BEAMS, BeamMetric, component_boxes, one_per_peak, rescued
 from ._resampling import resampling_bias
 from ._decode import decode_batch, decode_settings
 from ._device_decode import decode_batch_tensor, device_decode_problem, tensor_outputs
@@ -364,6 +364,10 @@ class YoloDetection:
         image as the model sees it; then the card's ``min_peak_snr`` (on the fitted peak when
         measured). The peak SNR is None without a noise map, the measurement None when the
         card does not measure or the beam is unknown.
+
+        With the card's significance rescue (``[yolo] rescue_threshold``), the boxes decoded
+        below their prior's threshold are set aside before any of this (the standing detections
+        are exactly those of the card without it) and added last where `_rescue` keeps them.
         """
         if not self.complete:
             raise RuntimeError(f"{len(self.plan) - self.received} patches have not been processed yet")
@@ -374,6 +378,11 @@ class YoloDetection:
         boxes = keep_in_region(self.view.to_image(merged), self.box)
         if self.card.domain.declared:
             boxes = drop_blank_boxes(boxes, self.image)
+        candidates = None
+        if self.settings.rescue_threshold > 0:
+            standing = self.settings.standing(boxes)
+            candidates = boxes.take(~standing & (boxes.objectness >= self.settings.rescue_threshold))
+            boxes = boxes.take(standing)
         measurement = self._measure(boxes) if self.yolo.measure else None
         if measurement is not None and self.yolo.deblend and self.domain.convention == "snr" \
                 and self.yolo.min_peak_snr > 0:
@@ -391,7 +400,29 @@ class YoloDetection:
             keep = np.nan_to_num(snr, nan=-np.inf) >= self.yolo.min_peak_snr
             boxes, snr = boxes.take(keep), snr[keep]
             measurement = measurement.take(keep) if measurement is not None else None
+        if candidates is not None and len(candidates) and measurement is not None \
+                and self.domain.convention == "snr":
+            boxes, snr, measurement = self._rescue(candidates, boxes, snr, measurement)
         return boxes, snr, measurement
+
+    def _rescue(self, candidates: Boxes, boxes: Boxes, snr: np.ndarray,
+                measurement: Measurement) -> tuple[Boxes, np.ndarray, Measurement]:
+        """The standing detections and the candidates that `rescued` keeps for their measured significance.
+
+        Candidates are measured like every detection (their measured peak is what
+        ``min_peak_snr`` reads) and tested against the standing detections after the cut,
+        deblended components included; the kept ones are appended.
+        """
+        beam = self._beam_in_model_pixels()
+        if beam is None:
+            return boxes, snr, measurement
+        measured = self._measured(self.view.to_model(candidates), beam)
+        keep = rescued(measured, candidates.objectness, measurement, snr, self.yolo.rescue_snr, *beam)
+        if not keep.any():
+            return boxes, snr, measurement
+        found = measured.take(keep)
+        return (Boxes.concat([boxes, candidates.take(keep)]),
+                np.concatenate([snr, np.asarray(found.peak, dtype=np.float64)]), measurement.concat(found))
 
     def _beam_in_model_pixels(self) -> tuple[float, float, float] | None:
         """The beam's axes (pixels) and major-axis angle (degrees from +y towards -x) in the view."""
@@ -459,6 +490,8 @@ class YoloDetection:
             "patches": len(plan),
             "device": self.device,
         }
+        if settings.rescue_threshold > 0:
+            parameters["rescue"] = [settings.rescue_threshold, self.yolo.rescue_snr]
         return yolo_catalogue(boxes, self.card, self.image, self.box, precision=self.precision,
                               parameters=parameters, view=self.view, peak_snr=snr, measurement=measurement)
 

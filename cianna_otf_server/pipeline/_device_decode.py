@@ -5,7 +5,7 @@ on the host, the thresholds, the box algebra and the greedy NMS cost a Python ca
 the whole output tensor's transfer (about 26 MB per 64 patches). Here the whole batch is decoded
 at once on the network's device and only the kept boxes come back:
 
-* thresholds per prior, the edge-cell penalty, the minimum size and the widening of small boxes
+* thresholds per prior (down to the significance rescue's, `DecodeSettings.floor`), the edge-cell penalty, the minimum size and the widening of small boxes
   on the full output, in float64 (as the host path computes them, so that no box sits on the
   other side of a threshold through rounding);
 * the greedy NMS of every patch at once, on candidates padded to the largest patch's count:
@@ -75,7 +75,7 @@ def decode_batch_tensor(outputs: "torch.Tensor", tile_indices: Sequence[int], yo
         objectness = torch.where(border, torch.maximum(objectness - pen, objectness.clamp_max(0.03)), objectness)
         probability = torch.where(border, torch.maximum(probability - pen, probability.clamp_max(0.03)),
                                   probability)
-    thresholds = torch.tensor(settings.thresholds, dtype=torch.float64, device=out.device)[None, :, None, None]
+    thresholds = torch.tensor(settings.floor, dtype=torch.float64, device=out.device)[None, :, None, None]
     patch, prior, cy, cx = torch.nonzero(objectness >= thresholds, as_tuple=True)
     selected = out.permute(0, 1, 3, 4, 2)[patch, prior, cy, cx].double()  # [m, stride]
     obj, prob = objectness[patch, prior, cy, cx], probability[patch, prior, cy, cx]
