@@ -154,6 +154,8 @@ def test_snr_recipe_export_declares_its_domain(tmp_path):
     assert card.domain.beam_pixels_range == (1.5, 8.0) and card.domain.beam_pixels == 3.5
     assert card.normalisation == SNR_NORMALISATION and card.normalisation.blank == 0.0
     assert card.parameters == SNR_PARAMETERS and card.parameters[0].unit == "beam"
+    assert card.yolo.deblend and card.yolo.measure  # the recipe's post-network steps travel with the card
+    assert (card.yolo.rescue_threshold, card.yolo.rescue_snr) == SNR_RECIPE.rescue == (0.3, 6.0)
     loaded = load_network(card.weights_file)
     assert float(np.asarray(loaded.yolo.slopes)[3][1]) == 12.0  # the objectness ceiling is raised
 

@@ -89,13 +89,17 @@ class Recipe:
     version: str = "1.0"
     measure: bool = False  # the card measures position, flux and shape in the image (`[yolo] measure`)
     deblend: bool = False  # and adds the peaks its boxes merged (`[yolo] deblend`)
+    #: `[yolo] rescue_threshold, rescue_snr` written into the card (None: no rescue); chosen for
+    #: yolo-demo 2.1 by benchmarks/tune_rescue.py, to be re-chosen there for another network
+    rescue: tuple[float, float] | None = None
 
 
 ABSOLUTE_RECIPE = Recipe("absolute", DEMO_NORMALISATION, DEMO_PARAMETERS, DomainSpec())
 SNR_RECIPE = Recipe("snr", SNR_NORMALISATION, SNR_PARAMETERS,
                     DomainSpec(input="snr", beam_pixels=3.5, beam_pixels_range=(1.5, 8.0), angles="pixel",
                                declared=True),
-                    objectness_max=12.0, randomised=True, version="2.1", measure=True, deblend=True)
+                    objectness_max=12.0, randomised=True, version="2.1", measure=True, deblend=True,
+                    rescue=(0.3, 6.0))
 RECIPES: dict[str, Recipe] = {recipe.name: recipe for recipe in (ABSOLUTE_RECIPE, SNR_RECIPE)}
 
 #: Seeds of the held-out validation skies (training draws 64-bit seeds above `TRAINING_SEED_FLOOR`).

@@ -33,7 +33,7 @@ class DecodeChoice:
 
 
 def yolo_spec(net_head: Any, choice: DecodeChoice, edge_margin: int = 0, measure: bool = False,
-              deblend: bool = False) -> YoloSpec:
+              deblend: bool = False, rescue: tuple[float, float] | None = None) -> YoloSpec:
     """The card's ``[yolo]`` table for a head and detection settings.
 
     ``edge_margin`` is half the overlap of neighbouring patches: then every place of an overlap
@@ -49,6 +49,7 @@ def yolo_spec(net_head: Any, choice: DecodeChoice, edge_margin: int = 0, measure
         nms_threshold=float(choice.nms), second_nms_threshold=float(choice.second_nms),
         edge_margin=int(edge_margin), min_peak_snr=float(choice.min_peak_snr), measure=bool(measure),
         deblend=bool(deblend),
+        rescue_threshold=float(rescue[0]) if rescue else 0.0, rescue_snr=float(rescue[1]) if rescue else 0.0,
     )
 
 
@@ -166,6 +167,8 @@ def card_text(*, weights_file: str, sha256: str, config: TrainConfig, yolo: Yolo
         *([f"min_peak_snr = {_toml_value(yolo.min_peak_snr)}"] if yolo.min_peak_snr > 0 else []),
         *(["measure = true"] if yolo.measure else []),
         *(["deblend = true"] if yolo.deblend else []),
+        *([f"rescue_threshold = {_toml_value(yolo.rescue_threshold)}", f"rescue_snr = {_toml_value(yolo.rescue_snr)}"]
+          if yolo.rescues else []),
         "",
         *[_parameter_table(p) + "\n" for p in recipe.parameters],
         "[training]",
@@ -191,7 +194,7 @@ def export_model(net: CiannaNetwork, directory: str | Path, *, config: TrainConf
     head = net.yolo
     margin = (config.inference_patch - config.inference_shift) // 2
     recipe = recipe_of(config)
-    yolo = yolo_spec(head, choice, margin, measure=recipe.measure, deblend=recipe.deblend)
+    yolo = yolo_spec(head, choice, margin, measure=recipe.measure, deblend=recipe.deblend, rescue=recipe.rescue)
     text = card_text(weights_file=weights.name, sha256=sha, config=config, yolo=yolo,
                      version=version, description=description, training_data=training_data, training=training)
     card_path = directory / f"{MODEL_NAME}.toml"
