@@ -24,6 +24,13 @@ detection within some beams, or a ratio that falls with the distance beyond a kn
 rings of a point source lie at a few beams and fade outward) at today's dip and distinct
 distance; then today's rule and the best rules of stage 1 with every dip and distinct distance.
 
+A third stage (``--stage ownership``, run on its own) starts from the shipped setting and tries
+how far a non-compact detection owns the peaks inside its box (``owned_within_beams``, `OWNED`)
+with the largest side of a component's box (``component_box_beams``, `COMPONENT_BOX`), each
+pair at the dips of `OWNERSHIP_DIPS`; its table goes to ``--out`` (default
+``benchmarks/results/deblend_tuning_ownership.json``), the same choice rule against the shipped
+setting.
+
 Choice rule: the best pooled recall of true sources of SNR >= 5 (then the best pooled precision)
 among the candidates whose pooled precision is no more than ``--precision-slack`` (0.003) below
 the shipped setting's and whose precision is at least ``--min-precision`` (0.95) on every image;
@@ -36,6 +43,7 @@ Example::
 
     python benchmarks/tune_deblend.py                      # 16 images of 2048 x 2048 px (~5 min, 2 cores)
     python benchmarks/tune_deblend.py --images 4 --size 1024 --quick   # smoke run, a small grid
+    python benchmarks/tune_deblend.py --stage ownership    # stage 3 alone (~4 min, 2 cores)
 """
 
 from __future__ import annotations
@@ -46,6 +54,7 @@ import dataclasses
 import functools
 import itertools
 import json
+import math
 import platform
 import sys
 import time
@@ -63,6 +72,7 @@ from cianna_otf_server.pipeline._components import DEFAULT_SETTINGS, DeblendSett
 
 FIRST_SEED = 7_000_000
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "deblend_tuning.json"
+OWNERSHIP_OUT = ROOT / "benchmarks" / "results" / "deblend_tuning_ownership.json"
 
 #: The sidelobe rules tried: (ratio, beams) of the constant rule, and (ratio, knee, slope, beams)
 #: of the rule whose ratio falls beyond the knee as (knee / d) ** slope.
@@ -73,6 +83,11 @@ DIPS = (0.65, 0.75, 0.85)
 DISTINCT = (1.0, 1.25)
 #: Sidelobe rules of stage 1 (best by the choice rule) tried with every dip and distinct distance.
 STAGE2_RULES = 6
+#: Stage 3: how far (beams) a non-compact detection owns the peaks in its box, the largest side of
+#: a component's box (beam major axes), and the dips each pair is tried with.
+OWNED = (1.5, 2.0, 2.5, 3.0, math.inf)
+COMPONENT_BOX = (2.0, 3.0, 4.0, 6.0, math.inf)
+OWNERSHIP_DIPS = (0.75, 0.85)
 
 
 def environment() -> dict[str, Any]:
@@ -120,11 +135,26 @@ def dip_variants(rules: Sequence[DeblendSettings], quick: bool = False) -> list[
     return out
 
 
+def ownership_variants(quick: bool = False) -> list[DeblendSettings]:
+    """Stage 3: the shipped setting (first) with every owned distance, component box side and dip."""
+    owned, sides, dips = (OWNED, COMPONENT_BOX, OWNERSHIP_DIPS) if not quick else \
+        (OWNED[1::2] + OWNED[-1:], COMPONENT_BOX[1::2] + COMPONENT_BOX[-1:], OWNERSHIP_DIPS[-1:])
+    out = [DEFAULT_SETTINGS]
+    for dip, within, side in itertools.product(dips, owned, sides):
+        setting = dataclasses.replace(DEFAULT_SETTINGS, dip=dip, owned_within_beams=within, component_box_beams=side)
+        if setting not in out:
+            out.append(setting)
+    return out
+
+
 def label(s: DeblendSettings) -> str:
     rule = f"ratio {s.sidelobe_ratio:.3f}"
     if s.sidelobe_slope:
         rule += f" (d/{s.sidelobe_knee_beams:g})^-{s.sidelobe_slope:g}"
-    return f"{rule} within {s.sidelobe_beams:g} beams, dip {s.dip:.2f}, distinct {s.distinct_beams:.2f}"
+    text = f"{rule} within {s.sidelobe_beams:g} beams, dip {s.dip:.2f}, distinct {s.distinct_beams:.2f}"
+    if math.isfinite(s.owned_within_beams) or math.isfinite(s.component_box_beams):
+        text += f", owned {s.owned_within_beams:g}, box {s.component_box_beams:g}"
+    return text
 
 
 @contextlib.contextmanager
@@ -277,11 +307,24 @@ def candidate_records(rows: list[dict[str, Any]], reference: dict[str, Any], min
              "per_image_recovered_snr5": [x["n_recovered_snr5"] for x in r["per_image"]]} for r in rows]
 
 
+def _strict(value: Any) -> Any:
+    """`value` with numpy scalars as numbers and unbounded settings (inf) as the text "inf" (strict JSON)."""
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return "inf" if value > 0 else "-inf" if value < 0 else None
+    return value
+
+
 def write_result(result: dict[str, Any], out: str | Path) -> None:
-    """The tuning's JSON (numpy scalars as numbers)."""
+    """The tuning's JSON: strict (no NaN or Infinity), numpy scalars as numbers."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1, default=lambda v: v.item() if hasattr(v, "item") else str(v)) + "\n")
+    out.write_text(json.dumps(_strict(result), indent=1, allow_nan=False, default=str) + "\n")
     print(f"wrote {out}")
 
 
@@ -303,8 +346,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--quick", action="store_true", help="a small grid (smoke run)")
     parser.add_argument("--top", type=int, default=15, help="rows of the printed table")
-    parser.add_argument("--out", default=str(DEFAULT_OUT))
+    parser.add_argument("--stage", choices=("sidelobe", "ownership"), default="sidelobe",
+                        help="sidelobe: stages 1 and 2 (sidelobe rule, dip, distinct distance); ownership: "
+                             "stage 3 alone (owned distance x component box side x dip, from the shipped setting)")
+    parser.add_argument("--out", default=None,
+                        help=f"JSON (default {DEFAULT_OUT.relative_to(ROOT)}, or "
+                             f"{OWNERSHIP_OUT.relative_to(ROOT)} with --stage ownership)")
     args = parser.parse_args(argv)
+    if args.out is None:
+        args.out = str(OWNERSHIP_OUT if args.stage == "ownership" else DEFAULT_OUT)
 
     import torch
 
@@ -335,17 +385,22 @@ def main(argv: list[str] | None = None) -> int:
                   f"(worst {r['worst_image_precision']:.3f}) R5 {r['recall_snr5']:.4f} "
                   f"({time.perf_counter() - t0:.1f} s)", flush=True)
 
-    run(sidelobe_rules(args.quick), 1)
-    today = next(r for r in rows if r["today"])
-    ok = [r for r in rows if passes(r, today, args.min_precision, args.precision_slack)]
-    ranked1 = sorted(ok, key=lambda r: (-r["recall_snr5"], -r["precision"]))
-    rules = [DEFAULT_SETTINGS] + [DeblendSettings(**r["settings"]) for r in ranked1 if not r["today"]][:STAGE2_RULES]
-    run(dip_variants(rules, args.quick), 2)
+    if args.stage == "ownership":
+        run(ownership_variants(args.quick), 3)
+        today = next(r for r in rows if r["today"])
+    else:
+        run(sidelobe_rules(args.quick), 1)
+        today = next(r for r in rows if r["today"])
+        ok = [r for r in rows if passes(r, today, args.min_precision, args.precision_slack)]
+        ranked1 = sorted(ok, key=lambda r: (-r["recall_snr5"], -r["precision"]))
+        rules = [DEFAULT_SETTINGS] + [DeblendSettings(**r["settings"]) for r in ranked1
+                                      if not r["today"]][:STAGE2_RULES]
+        run(dip_variants(rules, args.quick), 2)
     plain = evaluate(images, None)
     best = choose(rows, args.min_precision, args.precision_slack)
     eligible = [r for r in rows if passes(r, today, args.min_precision, args.precision_slack)]
 
-    print(f"\n{'':2s} {'setting':70s} {'P':>7s} {'worst':>6s} {'R5':>7s} {'R':>7s} {'FP':>5s}")
+    print(f"\n{'':2s} {'setting':92s} {'P':>7s} {'worst':>6s} {'R5':>7s} {'R':>7s} {'FP':>5s}")
     order = sorted(rows, key=lambda r: (-r["recall_snr5"], -r["precision"]))
     shown = [r for r in order if r in eligible][:args.top]
     shown += [r for r in order if r not in eligible][:max(3, args.top // 2)]
@@ -353,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in shown + [plain]:
         mark = ("*" if r is best else "") + ("T" if r["today"] else "") + \
             ("-" if r is plain else "" if r in eligible else "x")
-        print(f"{mark:2s} {r['label']:70s} {r['precision']:7.4f} {r['worst_image_precision']:6.3f} "
+        print(f"{mark:2s} {r['label']:92s} {r['precision']:7.4f} {r['worst_image_precision']:6.3f} "
               f"{r['recall_snr5']:7.4f} {r['recall']:7.4f} {r['false_positives']:5d}")
     print(f"(* chosen, T today's setting, x fails the precision rule, - reference; "
           f"{len(eligible)} of {len(rows)} pass)")
@@ -367,9 +422,12 @@ def main(argv: list[str] | None = None) -> int:
                    "rule": "best pooled recall of SNR >= 5 among candidates whose pooled precision is >= today's "
                            "- precision_slack and whose precision on every image is >= min_precision, or >= today's "
                            "- precision_slack on an image where today's is already below min_precision",
-                   "stages": f"1: every sidelobe rule at today's dip and distinct distance; 2: today's and the "
-                             f"{STAGE2_RULES} best passing rules of stage 1 with dip {list(DIPS)} and distinct "
-                             f"{list(DISTINCT)}",
+                   "stages": (f"3: the shipped setting with owned_within_beams {list(OWNED)} x "
+                              f"component_box_beams {list(COMPONENT_BOX)} x dip {list(OWNERSHIP_DIPS)}"
+                              if args.stage == "ownership" else
+                              f"1: every sidelobe rule at today's dip and distinct distance; 2: today's and the "
+                              f"{STAGE2_RULES} best passing rules of stage 1 with dip {list(DIPS)} and distinct "
+                              f"{list(DISTINCT)}"),
                    "quick": args.quick, "seconds": round(time.perf_counter() - started, 1)},
         "images": [{"seed": item.seed, "n_true": item.n_true, "n_true_snr5": item.n_true5, "domain": item.domain,
                     "network_seconds": round(item.seconds, 2)} for item in images],

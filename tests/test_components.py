@@ -261,3 +261,61 @@ def test_a_rescued_box_does_not_duplicate_a_standing_detection_or_another_candid
     # one candidate on the standing source, two on the other source (the better scored is kept)
     candidates = boxes_at([(41.0, 40.0), (70.0, 40.0), (70.5, 40.5)], score=[0.3, 0.2, 0.25])
     assert _rescue(image, standing, candidates).tolist() == [False, False, True]
+
+
+def test_a_broad_bright_detection_owns_its_box_only_near_its_centre() -> None:
+    """A 52-sigma source 2.5 beams from a 148-sigma one, with a dip between: two sources.
+
+    The bright detection's fit is broadened by the neighbour, so it is not compact and its box
+    (which covers the neighbour) owns every peak inside it unless ``owned_within_beams`` bounds that.
+    """
+    from cianna_otf_server.pipeline._components import DeblendSettings
+
+    image = sky([(40.0, 40.0, 148.0), (40.0 + 2.5 * BEAM, 40.0, 52.0)])
+    box = boxes_at([(40.0, 40.0)], side=16.0)  # the neighbour lies inside the box
+    measurement = measure_sources(image, box, BEAM, BEAM)
+    assert measurement.major[0] > 1.3 * BEAM  # fitted as resolved: it owns its box
+    whole_box = DeblendSettings(owned_within_beams=math.inf)
+    assert len(component_boxes(image, box, measurement, 4.0, BEAM, settings=whole_box)) == 0
+    for within in (1.5, 2.0):
+        found = component_boxes(image, box, measurement, 4.0, BEAM,
+                                settings=DeblendSettings(owned_within_beams=within))
+        assert len(found) == 1 and abs(found.x_center[0] - (40.0 + 2.5 * BEAM)) <= 1.0
+    # a knot within the owned distance stays the detection's
+    assert len(component_boxes(image, box, measurement, 4.0, BEAM,
+                               settings=DeblendSettings(owned_within_beams=3.0))) == 0
+
+
+def test_a_component_next_to_a_very_bright_parent_gets_a_bounded_box_and_survives() -> None:
+    """A 34-sigma peak 4.4 beams from an 886-sigma source whose network box is 12 beams wide.
+
+    With its parent's size, the component's box reaches the bright source, its fit lands there
+    and one detection per peak drops it; with ``component_box_beams`` it measures its own peak.
+    """
+    from cianna_otf_server.pipeline._components import DeblendSettings
+
+    x = 40.0 + 4.4 * BEAM
+    image = sky([(40.0, 48.0, 886.0), (x, 48.0, 34.0)])
+    box = boxes_at([(40.0, 48.0)], side=30.0)
+    measurement = measure_sources(image, box, BEAM, BEAM)
+
+    def kept(settings: DeblendSettings) -> tuple[Boxes, np.ndarray, object]:
+        found = component_boxes(image, box, measurement, 4.0, BEAM, settings=settings)
+        assert len(found) == 1 and abs(found.x_center[0] - x) <= 1.0  # the peak is found either way
+        fitted = measure_sources(image, found, BEAM, BEAM)
+        keep = one_per_peak(np.r_[measurement.x, fitted.x], np.r_[measurement.y, fitted.y],
+                            np.r_[box.objectness, found.objectness], BEAM)  # 1 beam, as `_deblend`
+        return found, keep, fitted
+
+    found, keep, _ = kept(DeblendSettings(component_box_beams=math.inf))
+    assert np.allclose(found.width, 30.0) and keep.tolist() == [True, False]  # fitted on the parent: dropped
+    for side in (2.0, 3.0, 6.0):
+        found, keep, fitted = kept(DeblendSettings(component_box_beams=side))
+        assert np.allclose(found.width, side * BEAM) and np.allclose(found.height, side * BEAM)
+        assert keep.tolist() == [True, True]
+        assert abs(fitted.x[0] - x) <= 0.5 and 30.0 <= fitted.peak[0] <= 38.0
+    # a parent smaller than the cap gives its own size
+    small = boxes_at([(40.0, 48.0)], side=10.0)
+    found = component_boxes(image, small, measure_sources(image, small, BEAM, BEAM), 4.0, BEAM,
+                            settings=DeblendSettings(component_box_beams=6.0))
+    assert len(found) == 1 and np.allclose(found.width, 10.0)

@@ -25,9 +25,10 @@ a peak as a new component when it
 * is separated from that neighbour by a dip (the pixels between them fall below `DIP` of the
   peak): a distinct source, not the shoulder of the same one.
 
-Each kept peak becomes a box of its parent detection's size centred on the peak, with the
-parent's objectness, prior and tile, and is then measured like every detection. A detection
-with no significant peak nearby stays dropped, as before.
+Each kept peak becomes a box of its parent detection's size centred on the peak (each side at
+most `COMPONENT_BOX_BEAMS` beam major axes), with the parent's objectness, prior and tile, and
+is then measured like every detection. A detection with no significant peak nearby stays
+dropped, as before.
 
 Distances are measured in beams along the line that joins two points (`BeamMetric`): with an
 elongated beam, two sources side by side across its minor axis are as far apart, in beams, as
@@ -35,7 +36,19 @@ twice that separation along its major axis. Measured in major axes, such pairs w
 one source (most of the bright sources lost on a 6 x 2.5 px beam). A compact standing detection
 (fitted as about one beam) owns the pixels within `DISTINCT_BEAMS` of its centre, not its
 whole box: the network's box on a bright point source reaches well beyond the source, over its
-neighbours; the box still owns what lies inside it for a resolved or complex detection.
+neighbours; the box still owns what lies inside it for a resolved or complex detection, out to
+`OWNED_WITHIN_BEAMS` beams from its centre, and beyond that what no dip parts from it.
+
+Two limits bound what a bright detection's box does to its neighbours. Its fit is broadened by
+the very neighbour it hides, so it may count as non-compact and own its whole box, however far
+the neighbour lies and however deep the dip between them: ``owned_within_beams`` caps the
+distance out to which a non-compact detection owns the peaks inside its box (a peak beyond it
+must still be parted from the detection by a dip, at any distance: far along an extended
+source's ridge, a noise bump on its wing is not a source). And a component's
+box is its parent's size: next to a very bright parent, whose network box is large, the box
+(and so the fit, `measure_sources` in the box) reaches the bright wing, the fit lands on the
+parent and `one_per_peak` drops the component as a duplicate; ``component_box_beams`` caps its
+side (infinity, for either, is the former behaviour: no limit).
 
 The constants below are the defaults of `DeblendSettings`; `component_boxes` takes another
 setting (``settings=``) for tuning (``benchmarks/tune_deblend.py``).
@@ -62,7 +75,8 @@ from ._windows import STACK_PIXELS, read_windows
 __all__ = ["BeamMetric", "DeblendSettings", "DEFAULT_SETTINGS", "component_boxes", "one_per_peak", "greedy_apart",
            "rescued",
            "COMPACT_BEAMS", "PEAK_DISTANCE_BEAMS", "SEARCH_BEAMS", "DISTINCT_BEAMS", "SIDELOBE_RATIO",
-           "SIDELOBE_BEAMS", "SIDELOBE_KNEE_BEAMS", "SIDELOBE_SLOPE", "DIP"]
+           "SIDELOBE_BEAMS", "SIDELOBE_KNEE_BEAMS", "SIDELOBE_SLOPE", "DIP", "OWNED_WITHIN_BEAMS",
+           "COMPONENT_BOX_BEAMS"]
 
 # The sidelobe rule and the dip were chosen by benchmarks/tune_deblend.py on 16 held-out skies
 # of yolo-demo 2's training recipe (2048 px, seeds from 7,000,000; results/deblend_tuning.json):
@@ -91,6 +105,18 @@ DIP = 0.85
 PEAK_DISTANCE_BEAMS = 1.0
 #: A detection fitted with a major axis up to this many beam major axes is compact (owns no box).
 COMPACT_BEAMS = 1.3
+# Ownership and the component's box were chosen by benchmarks/tune_deblend.py --stage ownership on
+# the same 16 held-out skies (2026-12-08, results/deblend_tuning_ownership.json; owned 1.5-3 or
+# the whole box x box side 2-6 beam major axes or the parent's, at dip 0.75 and 0.85): recall of
+# SNR >= 5 sources 0.9039 -> 0.9075 at pooled precision 0.9685 -> 0.9664, every image at 0.95 or
+# more or no more than 0.003 below its earlier precision (the largest fall: 0.967 -> 0.952). Boxes
+# of 2 beams lost more precision than the slack allows (0.9651 at owned 1.5); 1.5 beams is the
+# grid's shortest owned distance.
+#: A non-compact standing detection owns the peaks inside its box out to this many beams from its
+#: measured centre (`BeamMetric` distance); infinity: its whole box.
+OWNED_WITHIN_BEAMS = 1.5
+#: A component's box side is at most this many beam major axes (infinity: its parent's size).
+COMPONENT_BOX_BEAMS = 3.0
 #: Points sampled along the line from a peak to its neighbour for the dip.
 _DIP_SAMPLES = (0.25, 0.4, 0.5, 0.6, 0.75)
 
@@ -102,6 +128,14 @@ class DeblendSettings:
     ``sidelobe_ratio`` applies out to ``sidelobe_knee_beams`` from the bright neighbour and falls
     as ``(sidelobe_knee_beams / d) ** sidelobe_slope`` beyond (``d`` in beam major axes), out to
     ``sidelobe_beams``; with ``sidelobe_slope`` 0 the ratio is the same at every distance.
+
+    ``owned_within_beams``: a non-compact standing detection owns the peaks inside its box only
+    within this many beams of its centre (its fit, broadened by the neighbour it hides, may make
+    a bright point source look resolved and its network box reach over distinct neighbours);
+    beyond it a peak in the box is released only if a dip (``dip``) parts it from the detection.
+    ``component_box_beams``: each side of a component's box is at most this many beam major axes
+    (a bright parent's large box would reach its wing and the component's fit land on it).
+    Infinity: no limit (the former behaviour).
     """
 
     search_beams: float = SEARCH_BEAMS
@@ -112,6 +146,8 @@ class DeblendSettings:
     sidelobe_slope: float = SIDELOBE_SLOPE
     dip: float = DIP
     compact_beams: float = COMPACT_BEAMS
+    owned_within_beams: float = OWNED_WITHIN_BEAMS
+    component_box_beams: float = COMPONENT_BOX_BEAMS
 
 
 #: The shipped setting.
@@ -170,7 +206,17 @@ def component_boxes(pixels: Any, boxes: Boxes, measurement: Measurement, min_pea
         alive = np.flatnonzero(distance > s.distinct_beams)
         owning = np.flatnonzero(standing)
         owning = owning[~_compact(measurement, owning, metric, s.compact_beams)]
-        alive = alive[~_inside_boxes(cx[alive], cy[alive], boxes.take(owning))]
+        ox, oy = mx[owning], my[owning]
+        owned, far, by = _owned_by_boxes(cx[alive], cy[alive], boxes.take(owning), ox, oy, metric,
+                                         s.owned_within_beams)
+        # a peak a box holds beyond the owned distance is released only if a dip parts it from
+        # that detection (the dip test below reaches 2 search radii of the nearest detection
+        # only: far along an extended source's ridge a noise bump on its wing would pass)
+        if len(far):
+            k = alive[far]
+            parted = _dipped(pixels, cx[k], cy[k], value[k], ox[by], oy[by], s.dip)
+            owned[far[~parted]] = True
+        alive = alive[~owned]
         alive = alive[value[alive] >= _sidelobe_level(cx[alive], cy[alive], sx, sy, speak, beam, s)]
         close = alive[distance[alive] <= 2.0 * s.search_beams]
         if len(close):
@@ -186,7 +232,11 @@ def component_boxes(pixels: Any, boxes: Boxes, measurement: Measurement, min_pea
         return none
     cx, cy, owner = cx[keep], cy[keep], owner[keep]
     out = boxes.take(owner)
-    half_w, half_h = 0.5 * out.width, 0.5 * out.height
+    # each side capped on its own (a square box when both exceed the cap), not the parent's
+    # aspect scaled down: the component is a peak of about one beam, and scaling an elongated
+    # parent's box would cut its short side below the beam's footprint, which the fit needs
+    cap = s.component_box_beams * beam
+    half_w, half_h = 0.5 * np.minimum(out.width, cap), 0.5 * np.minimum(out.height, cap)
     # corners follow the box convention: pixel k spans [k, k+1], centre (x_min + x_max)/2 - 0.5
     out.x_min, out.x_max = cx + 0.5 - half_w, cx + 0.5 + half_w
     out.y_min, out.y_max = cy + 0.5 - half_h, cy + 0.5 + half_h
@@ -239,15 +289,43 @@ def _windows(pixels: Any, y0: np.ndarray, x0: np.ndarray, side: int) -> np.ndarr
 
 def _inside_boxes(cx: np.ndarray, cy: np.ndarray, held: Boxes) -> np.ndarray:
     """Which points lie inside any of the boxes (0-based pixel centres, box corners ``[k, k+1]``)."""
+    k, _ = _box_pairs(cx, cy, held)
     inside = np.zeros(len(cx), dtype=bool)
+    inside[k] = True
+    return inside
+
+
+def _owned_by_boxes(cx: np.ndarray, cy: np.ndarray, held: Boxes, hx: np.ndarray, hy: np.ndarray,
+                    metric: BeamMetric, within: float = math.inf
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Which points the boxes own: inside a box and within `within` beams (`metric`) of its centre ``(hx, hy)``.
+
+    A bright detection's box may reach well beyond its source, over distinct neighbours
+    (``owned_within_beams``). Also returns the pairs (point, box) of the boxes that hold a point
+    beyond that distance, for the points no box owns.
+    """
+    k, j = _box_pairs(cx, cy, held)
+    owned = np.zeros(len(cx), dtype=bool)
+    if not math.isfinite(within):
+        owned[k] = True
+        return owned, k[:0], j[:0]
+    near = metric.squared(cx[k] - np.asarray(hx, dtype=np.float64)[j],
+                          cy[k] - np.asarray(hy, dtype=np.float64)[j]) <= within * within
+    owned[k[near]] = True
+    far = ~near & ~owned[k]
+    return owned, k[far], j[far]
+
+
+def _box_pairs(cx: np.ndarray, cy: np.ndarray, held: Boxes) -> tuple[np.ndarray, np.ndarray]:
+    """``(k, j)``: every point ``k`` inside box ``j`` (0-based pixel centres, box corners ``[k, k+1]``)."""
     if len(held) == 0 or len(cx) == 0:
-        return inside
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty
     reach = 0.5 * float(np.max(np.hypot(held.width, held.height))) + 1.0
     k, j = _pairs_within(cx, cy, held.x_center, held.y_center, reach)
     hit = ((held.x_min[j] - 0.5 <= cx[k]) & (cx[k] <= held.x_max[j] - 0.5)
            & (held.y_min[j] - 0.5 <= cy[k]) & (cy[k] <= held.y_max[j] - 0.5))
-    inside[k[hit]] = True
-    return inside
+    return k[hit], j[hit]
 
 
 def _sidelobe_level(cx: np.ndarray, cy: np.ndarray, sx: np.ndarray, sy: np.ndarray, speak: np.ndarray,
