@@ -31,6 +31,14 @@ pair at the dips of `OWNERSHIP_DIPS`; its table goes to ``--out`` (default
 ``benchmarks/results/deblend_tuning_ownership.json``), the same choice rule against the shipped
 setting.
 
+A fourth stage (``--stage adaptive``, run on its own) starts from the shipped setting and tries
+the factor on the sidelobe ratio on images that show no sidelobes (``sidelobe_ratio_clean``,
+`CLEAN_FACTORS`; 1 is the same rule on every image, the reference) with the brightness of the
+detections looked at for evidence (``sidelobe_bright_snr``, `BRIGHT_SNR`) and the significance
+of the excess (``sidelobe_excess_sigma``, `EXCESS_SIGMA`); its table goes to ``--out`` (default
+``benchmarks/results/deblend_tuning_adaptive.json``), the same choice rule against the shipped
+setting.
+
 Choice rule: the best pooled recall of true sources of SNR >= 5 (then the best pooled precision)
 among the candidates whose pooled precision is no more than ``--precision-slack`` (0.003) below
 the shipped setting's and whose precision is at least ``--min-precision`` (0.95) on every image;
@@ -44,6 +52,7 @@ Example::
     python benchmarks/tune_deblend.py                      # 16 images of 2048 x 2048 px (~5 min, 2 cores)
     python benchmarks/tune_deblend.py --images 4 --size 1024 --quick   # smoke run, a small grid
     python benchmarks/tune_deblend.py --stage ownership    # stage 3 alone (~4 min, 2 cores)
+    python benchmarks/tune_deblend.py --stage adaptive     # stage 4 alone (~4 min, 2 cores)
 """
 
 from __future__ import annotations
@@ -73,6 +82,7 @@ from cianna_otf_server.pipeline._components import DEFAULT_SETTINGS, DeblendSett
 FIRST_SEED = 7_000_000
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "deblend_tuning.json"
 OWNERSHIP_OUT = ROOT / "benchmarks" / "results" / "deblend_tuning_ownership.json"
+ADAPTIVE_OUT = ROOT / "benchmarks" / "results" / "deblend_tuning_adaptive.json"
 
 #: The sidelobe rules tried: (ratio, beams) of the constant rule, and (ratio, knee, slope, beams)
 #: of the rule whose ratio falls beyond the knee as (knee / d) ** slope.
@@ -88,6 +98,11 @@ STAGE2_RULES = 6
 OWNED = (1.5, 2.0, 2.5, 3.0, math.inf)
 COMPONENT_BOX = (2.0, 3.0, 4.0, 6.0, math.inf)
 OWNERSHIP_DIPS = (0.75, 0.85)
+#: Stage 4: the factor on the sidelobe ratio on images without evidence of sidelobes, the
+#: brightness (sigmas) of the detections looked at for it, and the significance of the excess.
+CLEAN_FACTORS = (1.0, 0.5, 0.3, 0.2, 0.1, 0.0)
+BRIGHT_SNR = (100.0, 300.0, 1000.0)
+EXCESS_SIGMA = (2.0, 3.0)
 
 
 def environment() -> dict[str, Any]:
@@ -147,6 +162,21 @@ def ownership_variants(quick: bool = False) -> list[DeblendSettings]:
     return out
 
 
+def adaptive_variants(quick: bool = False) -> list[DeblendSettings]:
+    """Stage 4: the shipped setting (first) with every clean factor, bright level and excess significance."""
+    factors, bright, excess = (CLEAN_FACTORS, BRIGHT_SNR, EXCESS_SIGMA) if not quick else \
+        (CLEAN_FACTORS[::3], BRIGHT_SNR[1:2], EXCESS_SIGMA[-1:])
+    out = [DEFAULT_SETTINGS]
+    for factor, level, sig in itertools.product(factors, bright, excess):
+        if factor == 1.0:  # the same rule on every image, whatever the evidence: the shipped setting
+            continue
+        setting = dataclasses.replace(DEFAULT_SETTINGS, sidelobe_ratio_clean=factor, sidelobe_bright_snr=level,
+                                      sidelobe_excess_sigma=sig)
+        if setting not in out:
+            out.append(setting)
+    return out
+
+
 def label(s: DeblendSettings) -> str:
     rule = f"ratio {s.sidelobe_ratio:.3f}"
     if s.sidelobe_slope:
@@ -154,6 +184,9 @@ def label(s: DeblendSettings) -> str:
     text = f"{rule} within {s.sidelobe_beams:g} beams, dip {s.dip:.2f}, distinct {s.distinct_beams:.2f}"
     if math.isfinite(s.owned_within_beams) or math.isfinite(s.component_box_beams):
         text += f", owned {s.owned_within_beams:g}, box {s.component_box_beams:g}"
+    if s.sidelobe_ratio_clean != 1.0:
+        text += (f", clean x{s.sidelobe_ratio_clean:g} (bright {s.sidelobe_bright_snr:g}, "
+                 f"excess {s.sidelobe_excess_sigma:g})")
     return text
 
 
@@ -346,15 +379,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--quick", action="store_true", help="a small grid (smoke run)")
     parser.add_argument("--top", type=int, default=15, help="rows of the printed table")
-    parser.add_argument("--stage", choices=("sidelobe", "ownership"), default="sidelobe",
+    parser.add_argument("--stage", choices=("sidelobe", "ownership", "adaptive"), default="sidelobe",
                         help="sidelobe: stages 1 and 2 (sidelobe rule, dip, distinct distance); ownership: "
-                             "stage 3 alone (owned distance x component box side x dip, from the shipped setting)")
+                             "stage 3 alone (owned distance x component box side x dip, from the shipped setting); "
+                             "adaptive: stage 4 alone (clean-image factor on the sidelobe ratio x bright level x "
+                             "excess significance, from the shipped setting)")
     parser.add_argument("--out", default=None,
                         help=f"JSON (default {DEFAULT_OUT.relative_to(ROOT)}, or "
-                             f"{OWNERSHIP_OUT.relative_to(ROOT)} with --stage ownership)")
+                             f"{OWNERSHIP_OUT.relative_to(ROOT)} with --stage ownership, "
+                             f"{ADAPTIVE_OUT.relative_to(ROOT)} with --stage adaptive)")
     args = parser.parse_args(argv)
     if args.out is None:
-        args.out = str(OWNERSHIP_OUT if args.stage == "ownership" else DEFAULT_OUT)
+        args.out = str({"ownership": OWNERSHIP_OUT, "adaptive": ADAPTIVE_OUT}.get(args.stage, DEFAULT_OUT))
 
     import torch
 
@@ -387,6 +423,9 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.stage == "ownership":
         run(ownership_variants(args.quick), 3)
+        today = next(r for r in rows if r["today"])
+    elif args.stage == "adaptive":
+        run(adaptive_variants(args.quick), 4)
         today = next(r for r in rows if r["today"])
     else:
         run(sidelobe_rules(args.quick), 1)
@@ -425,6 +464,10 @@ def main(argv: list[str] | None = None) -> int:
                    "stages": (f"3: the shipped setting with owned_within_beams {list(OWNED)} x "
                               f"component_box_beams {list(COMPONENT_BOX)} x dip {list(OWNERSHIP_DIPS)}"
                               if args.stage == "ownership" else
+                              f"4: the shipped setting with sidelobe_ratio_clean {list(CLEAN_FACTORS)} x "
+                              f"sidelobe_bright_snr {list(BRIGHT_SNR)} x sidelobe_excess_sigma {list(EXCESS_SIGMA)} "
+                              f"(factor 1.0: the shipped setting, once)"
+                              if args.stage == "adaptive" else
                               f"1: every sidelobe rule at today's dip and distinct distance; 2: today's and the "
                               f"{STAGE2_RULES} best passing rules of stage 1 with dip {list(DIPS)} and distinct "
                               f"{list(DISTINCT)}"),

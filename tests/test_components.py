@@ -214,18 +214,23 @@ def test_the_sidelobe_ratio_falls_with_distance_from_a_bright_source() -> None:
     from cianna_otf_server.pipeline._components import DeblendSettings
 
     # a 5000-sigma source B, a detected 200-sigma source A 4.8 beams from it, and an 80-sigma
-    # neighbour N of A: 7.2 beams from B (above the ratio there), or 3 beams (below 3% of B)
+    # neighbour N of A: 7.2 beams from B (above the ratio there), or 3 beams (below 3% of B); the
+    # rule as it applies on an image that shows sidelobes (these skies show none: factor 1)
+    falling = DeblendSettings(sidelobe_ratio_clean=1.0)
     far = sky([(24.0, 48.0, 5000.0), (36.0, 48.0, 200.0), (42.0, 48.0, 80.0)])
     detected = boxes_at([(24.0, 48.0), (36.0, 48.0)])
     measurement = measure_sources(far, detected, BEAM, BEAM)
-    found = component_boxes(far, detected, measurement, 4.0, BEAM)
+    found = component_boxes(far, detected, measurement, 4.0, BEAM, settings=falling)
     assert len(found) == 1 and abs(found.x_center[0] - 42.0) <= 1.0
-    constant = DeblendSettings(sidelobe_slope=0.0)  # the former rule: 3% of B out to 8 beams
+    constant = dataclasses.replace(falling, sidelobe_slope=0.0)  # the former rule: 3% of B out to 8 beams
     assert len(component_boxes(far, detected, measurement, 4.0, BEAM, settings=constant)) == 0
 
     near = sky([(24.0, 48.0, 5000.0), (31.5, 48.0, 80.0), (40.0, 48.0, 200.0)])
     detected = boxes_at([(24.0, 48.0), (40.0, 48.0)])
-    assert len(component_boxes(near, detected, measure_sources(near, detected, BEAM, BEAM), 4.0, BEAM)) == 0
+    near_measured = measure_sources(near, detected, BEAM, BEAM)
+    assert len(component_boxes(near, detected, near_measured, 4.0, BEAM, settings=falling)) == 0
+    # with the shipped setting, a sky without sidelobes keeps N
+    assert len(component_boxes(near, detected, near_measured, 4.0, BEAM)) == 1
 
 
 def _rescue(image: np.ndarray, standing: Boxes, candidates: Boxes, rescue_snr: float = 8.0) -> np.ndarray:
@@ -319,3 +324,37 @@ def test_a_component_next_to_a_very_bright_parent_gets_a_bounded_box_and_survive
     found = component_boxes(image, small, measure_sources(image, small, BEAM, BEAM), 4.0, BEAM,
                             settings=DeblendSettings(component_box_beams=6.0))
     assert len(found) == 1 and np.allclose(found.width, 10.0)
+
+
+def _ring(image: np.ndarray, x: float, y: float, radius: float = 10.0, level: float = 12.0) -> np.ndarray:
+    """`image` with a sidelobe ring of six knots (up to 2 * level) around (x, y)."""
+    yy, xx = np.mgrid[0:image.shape[0], 0:image.shape[1]]
+    r, angle = np.hypot(xx - x, yy - y), np.arctan2(yy - y, xx - x)
+    return image + (level * np.exp(-((r - radius) ** 2) / 2.0) * (1.0 + np.cos(6 * angle))).astype(np.float32)
+
+
+def test_a_neighbour_of_a_very_bright_source_is_kept_unless_the_image_shows_sidelobes() -> None:
+    from cianna_otf_server.pipeline._components import DEFAULT_SETTINGS, DeblendSettings
+
+    # a real 40-sigma source 4 beams from a 3000-sigma one, between two knots of where a ring would be
+    x, y = 48.0 + 10.0 * math.cos(math.radians(30.0)), 48.0 + 10.0 * math.sin(math.radians(30.0))
+    clean = sky([(48.0, 48.0, 3000.0), (x, y, 40.0)])
+    detected = boxes_at([(48.0, 48.0)])
+    adaptive = DEFAULT_SETTINGS if DEFAULT_SETTINGS.sidelobe_ratio_clean < 1.0 else \
+        dataclasses.replace(DEFAULT_SETTINGS, sidelobe_ratio_clean=0.2)
+    found = component_boxes(clean, detected, measure_sources(clean, detected, BEAM, BEAM), 4.0, BEAM,
+                            settings=adaptive)
+    assert len(found) == 1 and abs(found.x_center[0] - x) <= 1.0 and abs(found.y_center[0] - y) <= 1.0
+    # the same rule on every image (factor 1): below 3% of the bright source, dropped
+    same = dataclasses.replace(adaptive, sidelobe_ratio_clean=1.0)
+    assert len(component_boxes(clean, detected, measure_sources(clean, detected, BEAM, BEAM), 4.0, BEAM,
+                               settings=same)) == 0
+    # with a sidelobe ring around the bright source the image shows sidelobes: the full ratio
+    ringed = _ring(clean, 48.0, 48.0)
+    assert len(component_boxes(ringed, detected, measure_sources(ringed, detected, BEAM, BEAM), 4.0, BEAM,
+                               settings=adaptive)) == 0
+    # and a bright source's ring is still no source with the factor
+    ring_only = _ring(sky([(48.0, 48.0, 2000.0)]), 48.0, 48.0)
+    assert len(component_boxes(ring_only, detected, measure_sources(ring_only, detected, BEAM, BEAM), 4.0, BEAM,
+                               settings=adaptive)) == 0
+    assert isinstance(adaptive, DeblendSettings)
