@@ -279,8 +279,8 @@ class Image:
                 "precision": o["precision"]}
 
 
-def evaluate(images: Sequence[Image], settings: DeblendSettings | None) -> dict[str, Any]:
-    per_image = [item.score(settings) for item in images]
+def pooled(images: Sequence[Any], per_image: list[dict[str, Any]]) -> dict[str, Any]:
+    """One setting's figures pooled over the skies (each sky's `quality_report` counts in `per_image`)."""
     tp = sum(r["n_true_positive"] for r in per_image)
     det = sum(r["n_detected"] for r in per_image)
     found5 = sum(r["n_recovered_snr5"] for r in per_image)
@@ -289,13 +289,17 @@ def evaluate(images: Sequence[Image], settings: DeblendSettings | None) -> dict[
     true = sum(r["n_true"] for r in per_image)
     precisions = [(r["precision"], item.seed) for r, item in zip(per_image, images) if r["precision"] is not None]
     worst, worst_seed = min(precisions, default=(0.0, None))
-    return {"settings": dataclasses.asdict(settings) if settings is not None else None,
-            "label": label(settings) if settings is not None else "no deblending (reference, not a candidate)",
-            "today": settings == DEFAULT_SETTINGS,
-            "precision": tp / det if det else 0.0, "worst_image_precision": float(worst),
+    return {"precision": tp / det if det else 0.0, "worst_image_precision": float(worst),
             "worst_image_seed": worst_seed, "recall": found / true if true else 0.0,
             "recall_snr5": found5 / true5 if true5 else 0.0, "n_recovered_snr5": found5, "detections": det,
             "false_positives": det - tp, "per_image": per_image}
+
+
+def evaluate(images: Sequence[Image], settings: DeblendSettings | None) -> dict[str, Any]:
+    per_image = [item.score(settings) for item in images]
+    return {"settings": dataclasses.asdict(settings) if settings is not None else None,
+            "label": label(settings) if settings is not None else "no deblending (reference, not a candidate)",
+            "today": settings == DEFAULT_SETTINGS, **pooled(images, per_image)}
 
 
 def passes(row: dict[str, Any], today: dict[str, Any], min_precision: float, slack: float) -> bool:

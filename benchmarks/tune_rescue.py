@@ -48,7 +48,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from tune_deblend import (base_config, candidate_records, choose, environment, held_out_seeds, passes,  # noqa: E402
-                          print_per_image, write_result)
+                          pooled, print_per_image, write_result)
 
 FIRST_SEED = 7_100_000
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "rescue_tuning.json"
@@ -138,20 +138,8 @@ def evaluate(images: Sequence[Image], setting: Setting) -> dict[str, Any]:
     if setting is not None:  # the standing detections are "off"'s: a candidate setting only adds rows
         for item, row in zip(images, per_image):
             assert row["n_rows"] >= len(item.off_table), (item.seed, setting)
-    tp = sum(r["n_true_positive"] for r in per_image)
-    det = sum(r["n_detected"] for r in per_image)
-    found5 = sum(r["n_recovered_snr5"] for r in per_image)
-    true5 = sum(r["n_true_snr5"] for r in per_image)
-    found = sum(r["n_recovered"] for r in per_image)
-    true = sum(r["n_true"] for r in per_image)
-    precisions = [(r["precision"], item.seed) for r, item in zip(per_image, images) if r["precision"] is not None]
-    worst, worst_seed = min(precisions, default=(0.0, None))
     return {"settings": None if setting is None else {"rescue_threshold": setting[0], "rescue_snr": setting[1]},
-            "label": label(setting), "today": setting is None,
-            "precision": tp / det if det else 0.0, "worst_image_precision": float(worst),
-            "worst_image_seed": worst_seed, "recall": found / true if true else 0.0,
-            "recall_snr5": found5 / true5 if true5 else 0.0, "n_recovered_snr5": found5, "detections": det,
-            "false_positives": det - tp, "per_image": per_image}
+            "label": label(setting), "today": setting is None, **pooled(images, per_image)}
 
 
 def main(argv: list[str] | None = None) -> int:
